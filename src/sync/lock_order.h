@@ -1,0 +1,54 @@
+// SPDX-License-Identifier: MIT
+// lock_order.h - THE lock order of vmspace.  This is the one canonical copy;
+// docs/locking.md quotes it and defers to it.
+//
+// A lock may be acquired (blocking) only while every lock the thread already
+// holds belongs to a class listed ABOVE it.  Try-locks may be taken out of
+// order (they cannot deadlock) and are then treated as held.
+//
+//   mmap_lock              RwSemaphore, one per AddressSpace
+//     vma_lock             per-VMA lock.  Write side (vma_start_write) only
+//                          with mmap_lock held for write; read side
+//                          (lock_vma_under_rcu) only with NO mm lock held,
+//                          after which mmap_lock may only be try-locked
+//       i_mmap_rwsem       per file mapping (address_space)
+//         anon_vma_rwsem   the root anon_vma's
+//           page_table_lock  per AddressSpace, upper page-table levels
+//             pte_lock       per PTE table (split page-table locks)
+//               frame_lock   frame allocator / page-cache internals
+//
+// Same-class nesting (two locks of one class at once) is a deadlock unless
+// the caller names a distinct subclass (fork: parent then child mmap_lock;
+// mremap: old then new PTE table), like Linux's SINGLE_DEPTH_NESTING.
+#pragma once
+
+#include <cstdint>
+
+namespace vmspace {
+
+enum class LockClass : std::uint8_t {
+  mmap_lock = 0,
+  vma_lock,
+  i_mmap_rwsem,
+  anon_vma_rwsem,
+  page_table_lock,
+  pte_lock,
+  frame_lock,
+  none,  // not order-checked (internal leaf locks, test-only locks)
+};
+
+constexpr const char* lock_class_name(LockClass c) {
+  switch (c) {
+    case LockClass::mmap_lock: return "mmap_lock";
+    case LockClass::vma_lock: return "vma_lock";
+    case LockClass::i_mmap_rwsem: return "i_mmap_rwsem";
+    case LockClass::anon_vma_rwsem: return "anon_vma_rwsem";
+    case LockClass::page_table_lock: return "page_table_lock";
+    case LockClass::pte_lock: return "pte_lock";
+    case LockClass::frame_lock: return "frame_lock";
+    case LockClass::none: return "unclassified";
+  }
+  return "?";
+}
+
+}  // namespace vmspace

@@ -1,0 +1,240 @@
+// SPDX-License-Identifier: MIT
+#include "sync/rwsem.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
+#include <vector>
+
+#include "test_util.h"
+
+namespace vmspace {
+namespace {
+
+using test::kBlockedFor;
+using test::wait_until;
+
+TEST(RwSemaphore, TryLockResults) {
+  RwSemaphore sem;
+  ASSERT_TRUE(sem.try_lock());
+  EXPECT_TRUE(sem.is_write_locked());
+  std::thread([&] {
+    EXPECT_FALSE(sem.try_lock());
+    EXPECT_FALSE(sem.try_lock_shared());
+  }).join();
+  sem.unlock();
+
+  ASSERT_TRUE(sem.try_lock_shared());
+  std::thread([&] {
+    EXPECT_FALSE(sem.try_lock());
+    ASSERT_TRUE(sem.try_lock_shared());  // readers share
+    EXPECT_EQ(sem.reader_count(), 2u);
+    sem.unlock_shared();
+  }).join();
+  sem.unlock_shared();
+  EXPECT_FALSE(sem.is_locked());
+}
+
+TEST(RwSemaphore, ReadersShareWriterExcludes) {
+  RwSemaphore sem;
+  sem.lock_shared();
+  std::atomic<bool> second_reader{false};
+  std::thread r([&] {
+    sem.lock_shared();
+    second_reader = true;
+    sem.unlock_shared();
+  });
+  ASSERT_TRUE(wait_until([&] { return second_reader.load(); }));
+  r.join();
+
+  std::atomic<bool> writer_in{false};
+  std::thread w([&] {
+    sem.lock();
+    writer_in = true;
+    sem.unlock();
+  });
+  std::this_thread::sleep_for(kBlockedFor);
+  EXPECT_FALSE(writer_in.load());
+  sem.unlock_shared();
+  w.join();
+  EXPECT_TRUE(writer_in.load());
+}
+
+// A waiting writer stops new readers (the kernel rwsem's writer preference).
+TEST(RwSemaphore, ReaderArrivingWhileWriterWaitsBlocks) {
+  RwSemaphore sem;
+  sem.lock_shared();
+  std::atomic<int> order{0};
+  int writer_at = 0, reader_at = 0;
+  std::thread w([&] {
+    sem.lock();
+    writer_at = ++order;
+    sem.unlock();
+  });
+  ASSERT_TRUE(wait_until([&] { return sem.waiter_count() == 1; }));
+  std::thread r([&] {
+    sem.lock_shared();
+    reader_at = ++order;
+    sem.unlock_shared();
+  });
+  ASSERT_TRUE(wait_until([&] { return sem.waiter_count() == 2; }));
+  std::thread([&] { EXPECT_FALSE(sem.try_lock_shared()); }).join();
+  std::this_thread::sleep_for(kBlockedFor);
+  EXPECT_EQ(order.load(), 0);
+  sem.unlock_shared();
+  w.join();
+  r.join();
+  EXPECT_EQ(writer_at, 1);
+  EXPECT_EQ(reader_at, 2);
+}
+
+// Queue: [reader, reader, writer].  downgrade() admits both readers and
+// leaves the writer queued until every reader (us included) is gone.
+TEST(RwSemaphore, DowngradeAdmitsQueuedReadersButNoWriter) {
+  RwSemaphore sem;
+  sem.lock();
+  std::atomic<int> readers_in{0};
+  std::atomic<bool> release_readers{false};
+  std::atomic<bool> writer_in{false};
+  std::vector<std::thread> readers;
+  for (int i = 0; i < 2; ++i) {
+    readers.emplace_back([&] {
+      sem.lock_shared();
+      ++readers_in;
+      while (!release_readers) std::this_thread::yield();
+      EXPECT_FALSE(writer_in.load());
+      sem.unlock_shared();
+    });
+  }
+  ASSERT_TRUE(wait_until([&] { return sem.waiter_count() == 2; }));
+  std::thread w([&] {
+    sem.lock();
+    writer_in = true;
+    sem.unlock();
+  });
+  ASSERT_TRUE(wait_until([&] { return sem.waiter_count() == 3; }));
+  EXPECT_EQ(readers_in.load(), 0);
+
+  sem.downgrade();
+  sem.assert_locked();
+  ASSERT_TRUE(wait_until([&] { return readers_in.load() == 2; }));
+  EXPECT_EQ(sem.reader_count(), 3u);
+  EXPECT_EQ(sem.waiter_count(), 1u);  // the writer
+  std::this_thread::sleep_for(kBlockedFor);
+  EXPECT_FALSE(writer_in.load());
+
+  sem.unlock_shared();
+  std::this_thread::sleep_for(kBlockedFor);
+  EXPECT_FALSE(writer_in.load());  // the two readers still hold it
+  release_readers = true;
+  for (auto& t : readers) t.join();
+  w.join();
+  EXPECT_TRUE(writer_in.load());
+  EXPECT_FALSE(sem.is_locked());
+}
+
+// Hand-off: a reader queued behind the holding writer gets the lock before
+// a writer that queued after it, so a stream of writers cannot starve it.
+TEST(RwSemaphore, WriterUnlockHandsOffToQueuedReaderFirst) {
+  RwSemaphore sem;
+  sem.lock();
+  std::atomic<bool> reader_in{false}, release_reader{false}, writer_in{false};
+  std::thread r([&] {
+    sem.lock_shared();
+    reader_in = true;
+    while (!release_reader) std::this_thread::yield();
+    sem.unlock_shared();
+  });
+  ASSERT_TRUE(wait_until([&] { return sem.waiter_count() == 1; }));
+  std::thread w([&] {
+    sem.lock();
+    writer_in = true;
+    sem.unlock();
+  });
+  ASSERT_TRUE(wait_until([&] { return sem.waiter_count() == 2; }));
+  sem.unlock();
+  ASSERT_TRUE(wait_until([&] { return reader_in.load(); }));
+  EXPECT_FALSE(writer_in.load());
+  EXPECT_FALSE(sem.is_write_locked());
+  release_reader = true;
+  r.join();
+  w.join();
+  EXPECT_TRUE(writer_in.load());
+}
+
+TEST(RwSemaphore, ReaderNotStarvedByWriterStream) {
+  RwSemaphore sem;
+  std::atomic<bool> stop{false};
+  long shared_value = 0;
+  std::vector<std::thread> writers;
+  for (int i = 0; i < 2; ++i) {
+    writers.emplace_back([&] {
+      while (!stop.load(std::memory_order_relaxed)) {
+        sem.lock();
+        ++shared_value;
+        sem.unlock();
+      }
+    });
+  }
+  long seen = -1;
+  for (int i = 0; i < 2000; ++i) {
+    sem.lock_shared();
+    EXPECT_GE(shared_value, seen);
+    seen = shared_value;
+    sem.unlock_shared();
+  }
+  stop = true;
+  for (auto& t : writers) t.join();
+}
+
+TEST(RwSemaphore, AssertionsPassWhenHeld) {
+  RwSemaphore sem(LockClass::mmap_lock);
+  sem.lock();
+  sem.assert_write_locked();
+  sem.assert_locked();
+  sem.downgrade();
+  sem.assert_locked();
+  sem.unlock_shared();
+}
+
+class RwSemaphoreDeathTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!lockdep::enabled) GTEST_SKIP() << "misuse checks are compiled out in release builds";
+    GTEST_FLAG_SET(death_test_style, "threadsafe");
+  }
+};
+
+TEST_F(RwSemaphoreDeathTest, UnlockWithoutHoldingAborts) {
+  RwSemaphore sem(LockClass::mmap_lock);
+  EXPECT_DEATH(sem.unlock(), "RwSemaphore 0x[0-9a-f]+ \\(mmap_lock\\): write unlock by thread [0-9]+");
+  EXPECT_DEATH(sem.unlock_shared(), "does not hold it for read(.|\n)*lock mmap_lock 0x[0-9a-f]+, thread [0-9]+");
+}
+
+TEST_F(RwSemaphoreDeathTest, UnlockByAnotherThreadAborts) {
+  RwSemaphore sem(LockClass::mmap_lock);
+  sem.lock();
+  EXPECT_DEATH(std::thread([&] { sem.unlock(); }).join(), "write owner: [0-9]+");
+  sem.unlock();
+}
+
+TEST_F(RwSemaphoreDeathTest, DowngradeWithoutWriteSideAborts) {
+  RwSemaphore sem(LockClass::mmap_lock);
+  EXPECT_DEATH(sem.downgrade(), "downgrade by thread [0-9]+");
+  sem.lock_shared();
+  EXPECT_DEATH(sem.downgrade(), "does not hold it for write");
+  sem.unlock_shared();
+}
+
+TEST_F(RwSemaphoreDeathTest, AssertWriteLockedAborts) {
+  RwSemaphore sem(LockClass::mmap_lock);
+  EXPECT_DEATH(sem.assert_write_locked(), "expected to be write-locked");
+  sem.lock_shared();
+  EXPECT_DEATH(sem.assert_write_locked(), "expected to be write-locked");
+  sem.unlock_shared();
+  EXPECT_DEATH(sem.assert_locked(), "expected to be locked");
+}
+
+}  // namespace
+}  // namespace vmspace

@@ -1,0 +1,53 @@
+// SPDX-License-Identifier: MIT
+// vmspace - command-line front end.  Subcommands:
+//   info    version, build configuration and the supported lock modes
+#include <cstdio>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "sync/lockdep.h"
+#include "vmspace/lock_mode.h"
+#include "vmspace/version.h"
+
+namespace {
+
+const char* build_kind() {
+#if defined(__SANITIZE_ADDRESS__)
+  return "asan";
+#elif defined(__SANITIZE_THREAD__)
+  return "tsan";
+#elif defined(NDEBUG)
+  return "release";
+#else
+  return "debug";
+#endif
+}
+
+int cmd_info() {
+  std::printf("vmspace %s (%s build, lock-order checker %s)\n", vmspace::kVersion, build_kind(),
+              vmspace::lockdep::enabled ? "on" : "off");
+  std::printf("lock modes:\n");
+  for (vmspace::LockMode m : vmspace::kAllLockModes) {
+    std::string_view name = vmspace::lock_mode_name(m);
+    std::printf("  %-18.*s %.*s\n", static_cast<int>(name.size()), name.data(),
+                static_cast<int>(vmspace::lock_mode_summary(m).size()),
+                vmspace::lock_mode_summary(m).data());
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"vmspace: a Linux-compatible user-space address space with per-VMA locks"};
+  app.set_version_flag("-V,--version", std::string("vmspace ") + vmspace::kVersion);
+  app.require_subcommand(0, 1);
+
+  auto* info = app.add_subcommand("info", "Print version, build configuration and lock modes");
+
+  CLI11_PARSE(app, argc, argv);
+
+  if (info->parsed() || app.get_subcommands().empty()) return cmd_info();
+  return 0;
+}
