@@ -1,0 +1,385 @@
+// SPDX-License-Identifier: MIT
+// range_tree.h - the VMA index: an RCU-safe B+tree of disjoint ranges.
+//
+// Maps disjoint half-open ranges [start, end) of 64-bit addresses to
+// caller-owned pointers (the VMA layer stores Vma*).  Valid ranges satisfy
+// start < end <= kMaxAddr (= UINT64_MAX), so the last byte UINT64_MAX itself
+// can never be mapped.
+//
+// Concurrency model
+// -----------------
+// Writers (store, erase, clear) are serialized by the CALLER (the mmap_lock
+// write side); the tree takes no lock of its own.  Readers (find, find_vma,
+// find_prev, next, prev, for_each, gap searches) never block: call them
+// inside an rcu::ReadGuard, or while holding the writer's lock.
+//
+// Every mutation is copy-on-write: the nodes on the modified paths are
+// copied, the copies are edited privately and the new root is published by
+// one release store.  A published node is never written again.  So:
+//
+//  (A) A lookup that starts after store()/erase() returned (in the
+//      happens-before sense, e.g. same thread or after taking the lock the
+//      writer released) sees the result of that store.
+//  (B) A lookup concurrent with a store sees the whole tree either before or
+//      after it - for EVERY address, even when one store replaces, trims or
+//      merges many entries.  An address covered both before and after the
+//      store is therefore never reported unmapped.
+//  (C) Tree nodes are freed only after an RCU grace period (rcu::call).  The
+//      entries' pointees are the caller's objects: the tree never frees or
+//      touches them.  A pointer displaced by store()/erase() may still be
+//      returned to readers that started before the store completed, so the
+//      caller must defer freeing it (rcu::call / rcu::defer_delete / after
+//      rcu::synchronize()).
+//  (D) Iteration.  for_each() walks ONE snapshot (one root load): it
+//      returns exactly the entries of the tree as it was at one instant, in
+//      order, with no duplicates, even under concurrent stores.  Step-wise
+//      iteration (find_vma/next/find_prev/prev, one root load per step)
+//      returns at each step an entry that was present at some moment during
+//      that step.  Between steps the tree may change, so a walk may miss
+//      entries stored behind it, or return an entry that overlaps or extends
+//      past the previous one (e.g. a merge of it).  It still makes progress:
+//      next() returns an entry whose end is above the previous end, prev()
+//      one whose start is below the previous start.  No step ever returns
+//      freed memory while the caller stays in one ReadGuard.  Under the
+//      writer's lock all iteration is exact.
+//  (E) Gap searches work on one snapshot (one root load).  size(),
+//      stats() and validate() read writer-side state: call them under the
+//      writer's lock (or when no store can run).
+//
+// Structure: a B+tree.  Leaves (384 bytes) hold up to 15 entries as
+// end[] keys plus (start, ptr) slots; inner nodes (1 KiB) hold up to 31
+// children with, per child, its last end (the routing key), first start and
+// the largest gap between entries inside it, so gap searches prune whole
+// subtrees.  Non-root nodes are at least half full; inserts first shift
+// into a sibling with room (dense leaves: ~28 bytes/entry for sequential
+// fills, ~34 for random).  Nodes come from a process-wide pool (node_pool.h).
+//
+// Destruction frees all nodes immediately: destroy the tree only when no
+// reader can still be inside it (e.g. after rcu::synchronize()).  Nodes
+// retired by earlier stores are queued to RCU in batches of ~40 (a batch is
+// queued when full, at the latest by the destructor); their callbacks do not
+// reference the tree, so they may still be pending after destruction and
+// rcu::barrier() drains them.  So a tree that is no longer written may hold
+// up to one batch (~40 nodes) of retired memory until it is destroyed.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "sync/rcu.h"
+
+namespace vmspace::tree {
+
+inline constexpr std::uint64_t kMaxAddr = UINT64_MAX;
+
+// One mapping: [start, end) -> ptr.
+struct Entry {
+  std::uint64_t start = 0;
+  std::uint64_t end = 0;
+  void* ptr = nullptr;
+
+  bool contains(std::uint64_t a) const { return start <= a && a < end; }
+  template <class T>
+  T* as() const {
+    return static_cast<T*>(ptr);
+  }
+  friend bool operator==(const Entry&, const Entry&) = default;
+};
+
+struct MemStats {
+  std::size_t entries = 0;
+  std::size_t leaf_nodes = 0;
+  std::size_t inner_nodes = 0;
+  std::size_t bytes = 0;  // sum of sizeof(node) over live nodes
+  double bytes_per_entry = 0;
+  unsigned height = 0;        // 0 = empty, 1 = root is a leaf
+  std::size_t pool_bytes = 0;  // process-wide node pool footprint (all trees)
+};
+
+namespace detail {
+
+inline constexpr unsigned kLeafSlots = 15;
+inline constexpr unsigned kInnerSlots = 31;
+inline constexpr unsigned kLeafMin = kLeafSlots / 2;    // non-root fill
+inline constexpr unsigned kInnerMin = kInnerSlots / 2;  // non-root fill
+
+// Nodes are immutable once published.  Unused key slots hold kMaxAddr so the
+// branch-free rank scan below never selects them (no valid key lookup uses
+// kMaxAddr).  Node references are tagged pointers: bit 0 set = leaf.
+// Layout: the keys a reader scans and the node's count share the first two
+// cache lines; a leaf lookup then touches one more line (start and ptr of the
+// found slot), an inner step one more (the child pointer).
+struct alignas(64) LeafNode {
+  std::uint64_t end[kLeafSlots];  // routing keys (sorted); unused = kMaxAddr
+  std::uint32_t count;
+  std::uint32_t pad_;
+  struct Slot {
+    std::uint64_t start;  // unused = kMaxAddr
+    void* ptr;
+  } slot[kLeafSlots];
+  std::uint64_t txn;  // writer-private: operation that allocated the node
+};
+
+struct alignas(64) InnerNode {
+  std::uint64_t max_end[kInnerSlots];  // routing keys: last end in child i
+  std::uint32_t count;
+  std::uint32_t pad_;
+  std::uintptr_t child[kInnerSlots];
+  std::uint64_t txn;
+  std::uint64_t min_start[kInnerSlots];  // first start in child i
+  std::uint64_t pad2_;
+  std::uint64_t max_gap[kInnerSlots];  // largest gap inside child i
+  std::uint64_t pad3_;
+};
+
+// Writer-side copies of a leaf slot / an inner slot.
+struct LeafItem {
+  std::uint64_t start, end;
+  void* ptr;
+};
+struct Summary {
+  std::uint64_t min_start, max_end, max_gap;
+};
+struct InnerItem {
+  std::uintptr_t child;
+  Summary s;
+};
+
+static_assert(sizeof(LeafNode) == 384);
+static_assert(sizeof(InnerNode) == 1024);
+
+inline bool is_leaf(std::uintptr_t r) { return (r & 1u) != 0; }
+inline LeafNode* as_leaf(std::uintptr_t r) { return reinterpret_cast<LeafNode*>(r & ~std::uintptr_t{1}); }
+inline InnerNode* as_inner(std::uintptr_t r) { return reinterpret_cast<InnerNode*>(r); }
+
+// Number of keys <= a among all N slots (unused slots are kMaxAddr > a).
+// Fully unrolled with four accumulators: independent compares, no branches.
+template <unsigned N>
+inline unsigned rank_le(const std::uint64_t* keys, std::uint64_t a) {
+  unsigned r[4] = {0, 0, 0, 0};
+#pragma GCC unroll 32
+  for (unsigned i = 0; i < N; ++i) r[i % 4] += keys[i] <= a ? 1u : 0u;
+  return (r[0] + r[1]) + (r[2] + r[3]);
+}
+
+}  // namespace detail
+
+class RangeTree {
+ public:
+  RangeTree() = default;
+  ~RangeTree();  // frees every node directly: no reader may remain
+  RangeTree(const RangeTree&) = delete;
+  RangeTree& operator=(const RangeTree&) = delete;
+
+  // ---- Readers: inside an rcu::ReadGuard or under the writer's lock ----
+
+  // The entry containing addr.
+  std::optional<Entry> find(std::uint64_t addr) const {
+    const detail::LeafNode* l;
+    unsigned i;
+    if (!locate(root_.load(std::memory_order_acquire), addr, l, i)) return std::nullopt;
+    if (l->slot[i].start > addr) return std::nullopt;
+    return Entry{l->slot[i].start, l->end[i], l->slot[i].ptr};
+  }
+  // Just the pointer of the entry containing addr (nullptr if none).
+  void* lookup(std::uint64_t addr) const {
+    const detail::LeafNode* l;
+    unsigned i;
+    if (!locate(root_.load(std::memory_order_acquire), addr, l, i)) return nullptr;
+    return l->slot[i].start <= addr ? l->slot[i].ptr : nullptr;
+  }
+  // The first entry whose end is above addr (Linux find_vma()).
+  std::optional<Entry> find_vma(std::uint64_t addr) const {
+    const detail::LeafNode* l;
+    unsigned i;
+    if (!locate(root_.load(std::memory_order_acquire), addr, l, i)) return std::nullopt;
+    return Entry{l->slot[i].start, l->end[i], l->slot[i].ptr};
+  }
+  // The last entry whose start is below addr.
+  std::optional<Entry> find_prev(std::uint64_t addr) const;
+  // The entry after / before e (by address); see (D) for concurrent use.
+  std::optional<Entry> next(const Entry& e) const { return find_vma(e.end); }
+  std::optional<Entry> prev(const Entry& e) const { return find_prev(e.start); }
+  std::optional<Entry> first() const { return find_vma(0); }
+  std::optional<Entry> last() const { return find_prev(kMaxAddr); }
+
+  // In-order cursor: starts at find_vma(addr); ++ is next(), -- is prev().
+  // Each step is one lookup (see (D) for use under RCU only).  Usable in a
+  // range-for:  for (const Entry& e : tree.from(addr)) ...
+  class Cursor {
+   public:
+    Cursor() = default;
+    Cursor(const RangeTree* t, std::optional<Entry> e) : t_(t), e_(e) {}
+    bool valid() const { return e_.has_value(); }
+    explicit operator bool() const { return valid(); }
+    const Entry& operator*() const { return *e_; }
+    const Entry* operator->() const { return &*e_; }
+    Cursor& operator++() {
+      e_ = t_->next(*e_);
+      return *this;
+    }
+    Cursor& operator--() {
+      e_ = t_->prev(*e_);
+      return *this;
+    }
+    struct End {};
+    friend bool operator==(const Cursor& c, End) { return !c.valid(); }
+
+   private:
+    const RangeTree* t_ = nullptr;
+    std::optional<Entry> e_;
+  };
+  struct CursorRange {
+    Cursor first;
+    Cursor begin() const { return first; }
+    Cursor::End end() const { return {}; }
+  };
+  Cursor cursor(std::uint64_t addr) const { return Cursor(this, find_vma(addr)); }
+  CursorRange from(std::uint64_t addr) const { return CursorRange{cursor(addr)}; }
+
+  // Calls f(const Entry&) for every entry intersecting [lo, hi), in order,
+  // from one snapshot.  f returns void, or bool (false stops the walk).
+  template <class F>
+  void for_each(std::uint64_t lo, std::uint64_t hi, F&& f) const;
+
+  // Gap search for get_unmapped_area.  Returns the highest (top-down) or
+  // lowest (bottom-up) start s, a multiple of align (a power of two), such
+  // that low <= s, s + length <= high and [s, s + length) is unmapped.
+  // length == 0 or an empty window gives nullopt.  O(log n) plus the gaps
+  // that are big enough but fail only because of alignment.
+  std::optional<std::uint64_t> gap_top_down(std::uint64_t length, std::uint64_t align,
+                                            std::uint64_t low, std::uint64_t high) const;
+  std::optional<std::uint64_t> gap_bottom_up(std::uint64_t length, std::uint64_t align,
+                                             std::uint64_t low, std::uint64_t high) const;
+
+  bool empty() const { return root_.load(std::memory_order_acquire) == 0; }
+
+  // ---- Writers: serialized by the caller ----
+
+  // Make [start, end) map to ptr (ptr may be anything, nullptr included),
+  // replacing or trimming whatever overlapped.  Appends the overlapped
+  // entries, as they were before trimming, to *displaced if non-null.
+  // Readers see the whole change as one step (B).  start < end required.
+  void store(std::uint64_t start, std::uint64_t end, void* ptr,
+             std::vector<Entry>* displaced = nullptr);
+  // Remove [start, end): drop or trim every overlapping entry.
+  void erase(std::uint64_t start, std::uint64_t end, std::vector<Entry>* displaced = nullptr);
+  // Remove everything (nodes freed after a grace period).
+  void clear(std::vector<Entry>* displaced = nullptr);
+
+  // ---- Statistics and checking (writer's lock, or quiescent tree) ----
+  std::size_t size() const { return size_; }
+  MemStats stats() const;
+  // Checks ordering, non-overlap, key/summary consistency between parents
+  // and children, gap bookkeeping, node fill, uniform depth, counters.
+  // Returns false (and describes the first problem in *why) on failure.
+  bool validate(std::string* why = nullptr) const;
+  // validate(), printing the problem and aborting on failure.
+  void check_or_die() const;
+
+ private:
+  using Ref = std::uintptr_t;
+  struct PathStep {
+    Ref node;
+    unsigned slot;
+  };
+  using Summary = detail::Summary;
+  static constexpr unsigned kMaxDepth = 40;
+
+  // Descend to the first entry with end > addr.  Reader-safe.
+  static bool locate(Ref r, std::uint64_t addr, const detail::LeafNode*& leaf, unsigned& idx) {
+    if (r == 0 || addr == kMaxAddr) return false;
+    while (!detail::is_leaf(r)) {
+      const detail::InnerNode* n = detail::as_inner(r);
+      // Fetch the child-pointer lines while the key lines are scanned: one
+      // memory round trip per level instead of two.
+      for (unsigned k = 0; k < detail::kInnerSlots; k += 8) __builtin_prefetch(&n->child[k]);
+      unsigned i = detail::rank_le<detail::kInnerSlots>(n->max_end, addr);
+      if (i >= n->count) return false;
+      r = n->child[i];
+    }
+    const detail::LeafNode* l = detail::as_leaf(r);
+    for (unsigned k = 0; k < detail::kLeafSlots; k += 4) __builtin_prefetch(&l->slot[k]);
+    unsigned i = detail::rank_le<detail::kLeafSlots>(l->end, addr);
+    if (i >= l->count) return false;
+    leaf = l;
+    idx = i;
+    return true;
+  }
+
+  // Writer internals (range_tree.cpp).
+  void begin_op();
+  void commit_op();
+  void flush_retired();
+  void remove_overlaps(std::uint64_t start, std::uint64_t end, std::vector<Entry>* displaced);
+  void insert_entry(const Entry& e);
+  void remove_at(std::uint64_t start);
+  void modify_at(std::uint64_t key, const Entry& e);
+  unsigned descend(std::uint64_t key);
+  Ref make_writable(Ref r);
+  void free_node(Ref r);
+  detail::LeafNode* new_leaf();
+  detail::InnerNode* new_inner();
+  static Summary summarize(Ref r);
+  template <class Item>
+  void put_level(unsigned d, Item* buf, unsigned n);
+  void propagate(unsigned d);
+  static void free_subtree(Ref r);
+  bool validate_node(Ref r, unsigned depth, unsigned leaf_depth, bool is_root, Summary& out,
+                     std::size_t& entries, std::size_t& leaves, std::size_t& inners,
+                     std::string* why) const;
+  template <class F>
+  static bool walk(Ref r, std::uint64_t lo, std::uint64_t hi, F& f);
+
+  // The only field readers touch; on its own cache line so that lookups do
+  // not bounce with the writer's bookkeeping below.
+  alignas(64) std::atomic<Ref> root_{0};
+  // Writer-only state.
+  alignas(64) Ref wroot_ = 0;  // working root during an operation
+  std::uint64_t txn_ = 1;  // nodes with txn == txn_ are private to this op
+  std::size_t size_ = 0;
+  std::size_t leaves_ = 0;
+  std::size_t inners_ = 0;
+  PathStep path_[kMaxDepth];
+  std::vector<Ref> retired_;  // replaced by the current operation
+  void* pending_ = nullptr;   // batch of retired nodes not yet queued to RCU
+  std::vector<Entry> scratch_;
+};
+
+template <class F>
+bool RangeTree::walk(Ref r, std::uint64_t lo, std::uint64_t hi, F& f) {
+  using namespace detail;
+  if (is_leaf(r)) {
+    const LeafNode* l = as_leaf(r);
+    for (unsigned i = rank_le<kLeafSlots>(l->end, lo); i < l->count; ++i) {
+      if (l->slot[i].start >= hi) return false;
+      Entry e{l->slot[i].start, l->end[i], l->slot[i].ptr};
+      if constexpr (std::is_same_v<decltype(f(e)), bool>) {
+        if (!f(e)) return false;
+      } else {
+        f(e);
+      }
+    }
+    return true;
+  }
+  const InnerNode* n = as_inner(r);
+  for (unsigned i = rank_le<kInnerSlots>(n->max_end, lo); i < n->count; ++i) {
+    if (n->min_start[i] >= hi) return false;
+    if (!walk(n->child[i], lo, hi, f)) return false;
+  }
+  return true;
+}
+
+template <class F>
+void RangeTree::for_each(std::uint64_t lo, std::uint64_t hi, F&& f) const {
+  Ref r = root_.load(std::memory_order_acquire);
+  if (r == 0 || lo >= hi || lo == kMaxAddr) return;
+  walk(r, lo, hi, f);
+}
+
+}  // namespace vmspace::tree
