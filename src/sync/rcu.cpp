@@ -36,6 +36,9 @@ struct Registration {
 #ifdef VMSPACE_TSAN
 // The happens-before anchor described in rcu.h.
 char tsan_grace_period;
+// Every callback releases this when it has run; barrier() acquires it, so
+// what callbacks did (frees) happens before the code after barrier().
+char tsan_callbacks_done;
 #endif
 
 }  // namespace
@@ -73,6 +76,9 @@ void trampoline(rcu_head* rh) {
 #endif
   tsan_grace_period_ended();
   h->func(h);
+#ifdef VMSPACE_TSAN
+  __tsan_release(&tsan_callbacks_done);  // pairs with the acquire in barrier()
+#endif
 }
 
 }  // namespace
@@ -99,6 +105,9 @@ void barrier() {
   ensure_registered();
   urcu_memb_barrier();
   detail::tsan_grace_period_ended();
+#ifdef VMSPACE_TSAN
+  __tsan_acquire(&detail::tsan_callbacks_done);  // pairs with the release in trampoline()
+#endif
 }
 
 }  // namespace vmspace::rcu

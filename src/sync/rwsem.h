@@ -19,6 +19,12 @@
 // write side) is undefined behaviour in release builds; debug builds abort
 // with a message naming the lock, its class and the thread.
 // A read lock must be released by the thread that took it.
+//
+// Lifetime: a releasing thread may still touch the semaphore (its wait
+// queue) after the next owner has been handed the lock.  So the next owner
+// must not free the memory holding the semaphore while a release may be in
+// progress; per-VMA locks keep their VMA alive with RCU across the release
+// (vma_end_read).
 #pragma once
 
 #include <atomic>

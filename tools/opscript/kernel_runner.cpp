@@ -18,6 +18,8 @@
 #include <map>
 #include <stdexcept>
 
+#include "opscript/linux_abi.h"
+#include "sync/rcu.h"
 #include "opscript/runner.h"
 
 namespace vmspace::opscript {
@@ -162,44 +164,6 @@ OpResult guarded_access(uint64_t addr, uint64_t len, bool is_write, uint8_t byte
 }
 
 OpResult from_syscall(long r) { return r == -1 ? OpResult::error(errno) : OpResult::ok(); }
-
-int mmap_flags_to_linux(unsigned f) {
-  int r = 0;
-  if (f & mmap_flag::kPrivate) r |= MAP_PRIVATE;
-  if (f & mmap_flag::kShared) r |= MAP_SHARED;
-  if (f & mmap_flag::kAnon) r |= MAP_ANONYMOUS;
-  if (f & mmap_flag::kFixed) r |= MAP_FIXED;
-  if (f & mmap_flag::kNoreplace) r |= MAP_FIXED_NOREPLACE;
-  if (f & mmap_flag::kPopulate) r |= MAP_POPULATE;
-  if (f & mmap_flag::kGrowsdown) r |= MAP_GROWSDOWN;
-  if (f & mmap_flag::kNoreserve) r |= MAP_NORESERVE;
-  if (f & mmap_flag::kLocked) r |= MAP_LOCKED;
-  return r;
-}
-
-int mremap_flags_to_linux(unsigned f) {
-  int r = 0;
-  if (f & mremap_flag::kMaymove) r |= MREMAP_MAYMOVE;
-  if (f & mremap_flag::kFixed) r |= MREMAP_FIXED;
-  if (f & mremap_flag::kDontunmap) r |= MREMAP_DONTUNMAP;
-  return r;
-}
-
-int advice_to_linux(Advice a) {
-  switch (a) {
-    case Advice::kNormal: return MADV_NORMAL;
-    case Advice::kRandom: return MADV_RANDOM;
-    case Advice::kSequential: return MADV_SEQUENTIAL;
-    case Advice::kWillneed: return MADV_WILLNEED;
-    case Advice::kDontneed: return MADV_DONTNEED;
-    case Advice::kFree: return MADV_FREE;
-    case Advice::kDontfork: return MADV_DONTFORK;
-    case Advice::kDofork: return MADV_DOFORK;
-    case Advice::kDontdump: return MADV_DONTDUMP;
-    case Advice::kDodump: return MADV_DODUMP;
-  }
-  return -1;
-}
 
 bool write_all(int fd, const char* p, size_t n) {
   while (n > 0) {
@@ -404,6 +368,13 @@ KernelRunResult run_on_kernel(const Script& script, const KernelRunOptions& opti
     res.error = "bad window base " + hex(w.base) + " (must be non-zero, page-aligned, and leave room for 1 TiB)";
     return res;
   }
+
+  // fork() copies only this thread.  Under AddressSanitizer (whose
+  // allocator has no fork handlers in GCC 12) a lock held by another thread
+  // at fork time stays locked in the child forever; the busiest other
+  // thread is liburcu's call_rcu worker, freeing VMAs.  Drain it first so it
+  // is idle (asleep on a futex, holding nothing) when we fork.
+  rcu::barrier();
 
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) {

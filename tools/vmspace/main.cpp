@@ -1,11 +1,16 @@
 // SPDX-License-Identifier: MIT
 // vmspace - command-line front end.  Subcommands:
-//   info    version, build configuration and the supported lock modes
+//   info         version, build configuration and the supported lock modes
+//   replay       run an op script on vmspace (and the host kernel) and diff
+//   fuzz-kernel  random op scripts on vmspace and the host kernel; shrink
+//                a divergence to a minimal reproducer
 #include <cstdio>
 #include <string>
 
 #include <CLI/CLI.hpp>
 
+#include "fuzz_kernel.h"
+#include "replay.h"
 #include "sync/lockdep.h"
 #include "vmspace/lock_mode.h"
 #include "vmspace/version.h"
@@ -45,9 +50,15 @@ int main(int argc, char** argv) {
   app.require_subcommand(0, 1);
 
   auto* info = app.add_subcommand("info", "Print version, build configuration and lock modes");
+  vmspace::cli::ReplayArgs replay;
+  vmspace::cli::add_replay(app, replay);
+  vmspace::cli::FuzzKernelArgs fuzz_kernel;
+  vmspace::cli::add_fuzz_kernel(app, fuzz_kernel);
 
   CLI11_PARSE(app, argc, argv);
 
+  if (app.got_subcommand("replay")) return vmspace::cli::cmd_replay(replay);
+  if (app.got_subcommand("fuzz-kernel")) return vmspace::cli::cmd_fuzz_kernel(fuzz_kernel);
   if (info->parsed() || app.get_subcommands().empty()) return cmd_info();
   return 0;
 }

@@ -47,22 +47,25 @@ TEST(SeqCount, ReadBeginWaitsOutWriter) {
   EXPECT_EQ(seen, 2u);
 }
 
-// Readers never accept a torn pair: every accepted read has a == b.
+// Readers never accept a torn pair: every accepted read has a == b.  The
+// writer keeps writing until the reader has accepted enough reads.
 TEST(SeqCount, ReadersNeverAcceptTornData) {
   SeqCount sc;
   std::atomic<long> a{0}, b{0};
   std::atomic<bool> stop{false};
+  std::atomic<long> writes{0};
   std::thread writer([&] {
-    for (long i = 1; i <= 200000; ++i) {
+    for (long i = 1; !stop.load(std::memory_order_relaxed); ++i) {
       sc.write_begin();
       a.store(i, std::memory_order_relaxed);
       b.store(i, std::memory_order_relaxed);
       sc.write_end();
+      writes.store(i, std::memory_order_relaxed);
     }
-    stop = true;
   });
-  long accepted = 0, retries = 0;
-  while (!stop.load()) {
+  while (writes.load(std::memory_order_relaxed) == 0) std::this_thread::yield();
+  long retries = 0;
+  for (long accepted = 0; accepted < 100000; ++accepted) {
     long x, y;
     std::uint64_t s;
     do {
@@ -71,10 +74,10 @@ TEST(SeqCount, ReadersNeverAcceptTornData) {
       y = b.load(std::memory_order_relaxed);
     } while (sc.read_retry(s) && ++retries);
     ASSERT_EQ(x, y);
-    ++accepted;
   }
+  stop = true;
   writer.join();
-  EXPECT_GT(accepted, 0);
+  EXPECT_GT(writes.load(), 0);
 }
 
 }  // namespace

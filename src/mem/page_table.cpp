@@ -1,0 +1,280 @@
+// SPDX-License-Identifier: MIT
+// page_table.cpp - 4-level page tables with split PTE locks and RCU-freed
+// table pages.
+//
+// Correctness argument
+// --------------------
+// Writers of upper-level entries: pte_alloc() (installs, under
+// page_table_lock, after re-checking the slot is still empty) and
+// free_pgtables() (clears, under page_table_lock).  Writers of leaf entries:
+// callers of pte_slot() and for_each_present()/zap_range(), always under the
+// table's pte_lock.  Every entry is one std::atomic<uint64_t>, so no access
+// is a data race and no reader sees a torn value (guarantee C).
+//
+// Publication (B, D): a new table is constructed (all entries zero, lock
+// initialized) by the allocating thread, then published with a release store
+// into its parent entry; every walker loads entries with acquire, so the
+// table's initialization happens-before any use through that pointer.  The
+// same release/acquire pair on leaf entries carries the contents of a frame
+// written before its PTE was installed.
+//
+// Lifetime (A): a table is freed only by free_pgtables() (through rcu::call
+// after it has been unlinked by a release store of 0) or by ~PageTables (no
+// readers by contract).  A lockless walker only follows pointers it loaded
+// inside its read section; if it loaded a pointer to table T, it did so
+// before T was unlinked (the unlink happens-before nothing the walker did)
+// or, in coherence order, the walker read the old entry value - either way
+// its read section began before the grace period that precedes T's free
+// ended, so T is still allocated while the walker uses it.  Subtrees are
+// freed as a unit by one callback: a walker that reached a child through an
+// unlinked parent is covered by the same grace period.
+//
+// Freshness (E): zap_range() clears entries with stores under pte_lock
+// before returning; a walk ordered after the return reads the cleared value
+// (or a later one) by coherence.  free_pgtables() likewise clears the parent
+// entry before returning, so later walks stop at the parent.
+//
+// Concurrent pte_alloc() vs free_pgtables(): the caller contract of
+// free_pgtables() (mmap_lock held for write, VMAs in [floor, ceiling)
+// detached) guarantees no one allocates, locks or modifies tables that lie
+// inside [floor, ceiling).  Tables that straddle floor or ceiling are never
+// freed, so faults in neighbouring VMAs (which may run concurrently under
+// per-VMA locks) only touch surviving tables; the slots they install in a
+// shared upper table are different slots from the ones being cleared, and
+// both writers hold page_table_lock anyway.
+//
+// Lock order: page_table_lock is taken only around single upper-entry
+// installs/clears, with no pte_lock held and nothing else taken inside;
+// pte_lock is taken in for_each_present() only (and by callers), one table
+// at a time.  Allocation (operator new) happens with no page-table lock held.
+#include "mem/page_table.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <new>
+
+namespace vmspace::mem {
+
+// An upper-level table (PGD, PUD or PMD).  Entries: pointer to the child
+// table | kPtePresent, or 0.  level: 3 = PGD (children: level-2 tables),
+// 2 = PUD (children: level-1 tables), 1 = PMD (children: PteTables).
+struct alignas(64) UpperTable {
+  std::atomic<std::uint64_t> e[kEntriesPerTable];
+  rcu::Head rcu{};
+  unsigned level;
+  explicit UpperTable(unsigned lvl) : level(lvl) {
+    for (auto& x : e) x.store(0, std::memory_order_relaxed);
+  }
+};
+
+namespace {
+
+constexpr std::uint64_t kPtrMask = ~std::uint64_t{63};
+
+inline UpperTable* to_upper(std::uint64_t e) {
+  return reinterpret_cast<UpperTable*>(static_cast<std::uintptr_t>(e & kPtrMask));
+}
+inline PteTable* to_pte(std::uint64_t e) {
+  return reinterpret_cast<PteTable*>(static_cast<std::uintptr_t>(e & kPtrMask));
+}
+inline std::uint64_t entry_for(const void* table) {
+  return static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(table)) | kPtePresent;
+}
+// Span of one entry of a table at `level` (3: 512 GiB, 2: 1 GiB, 1: 2 MiB).
+constexpr std::uint64_t entry_span(unsigned level) {
+  return std::uint64_t{1} << (kPageShift + 9 * level);
+}
+inline unsigned index_at(unsigned level, std::uint64_t va) {
+  return static_cast<unsigned>((va >> (kPageShift + 9 * level)) & 511);
+}
+
+// Free t and everything below it (no concurrent access).
+void delete_subtree(UpperTable* t) {
+  for (auto& slot : t->e) {
+    std::uint64_t e = slot.load(std::memory_order_relaxed);
+    if ((e & kPtePresent) == 0) continue;
+    if (t->level == 1)
+      delete to_pte(e);
+    else
+      delete_subtree(to_upper(e));
+  }
+  delete t;
+}
+
+void free_pte_cb(rcu::Head* h) {
+  delete reinterpret_cast<PteTable*>(reinterpret_cast<char*>(h) - offsetof(PteTable, rcu));
+}
+
+void free_upper_cb(rcu::Head* h) {
+  delete_subtree(
+      reinterpret_cast<UpperTable*>(reinterpret_cast<char*>(h) - offsetof(UpperTable, rcu)));
+}
+
+}  // namespace
+
+PageTables::PageTables(SpinLock& page_table_lock)
+    : ptl_(page_table_lock), pgd_(new UpperTable(3)) {
+  n_upper_.store(1, std::memory_order_relaxed);
+}
+
+PageTables::~PageTables() { delete_subtree(pgd_); }
+
+pte_t PageTables::lookup(std::uint64_t va) const {
+#ifdef VMSPACE_DEBUG_CHECKS
+  if (!rcu::in_read_section()) {
+    std::fprintf(stderr, "vmspace: PageTables::lookup outside an RCU read section\n");
+    std::abort();
+  }
+#endif
+  if (va >= kVaLimit) return 0;
+  std::uint64_t e = pgd_->e[pgd_index(va)].load(std::memory_order_acquire);
+  if ((e & kPtePresent) == 0) return 0;
+  e = to_upper(e)->e[pud_index(va)].load(std::memory_order_acquire);
+  if ((e & kPtePresent) == 0) return 0;
+  e = to_upper(e)->e[pmd_index(va)].load(std::memory_order_acquire);
+  if ((e & kPtePresent) == 0) return 0;
+  return to_pte(e)->e[pte_index(va)].load(std::memory_order_acquire);
+}
+
+PteTable* PageTables::pte_table(std::uint64_t va) const {
+  if (va >= kVaLimit) return nullptr;
+  const UpperTable* t = pgd_;
+  for (unsigned level = 3; level >= 1; --level) {
+    std::uint64_t e = t->e[index_at(level, va)].load(std::memory_order_acquire);
+    if ((e & kPtePresent) == 0) return nullptr;
+    if (level == 1) return to_pte(e);
+    t = to_upper(e);
+  }
+  return nullptr;  // not reached
+}
+
+PteTable* PageTables::pte_alloc(std::uint64_t va) {
+  if (va >= kVaLimit) return nullptr;
+  UpperTable* t = pgd_;
+  for (unsigned level = 3; level >= 1; --level) {
+    std::atomic<std::uint64_t>& slot = t->e[index_at(level, va)];
+    std::uint64_t e = slot.load(std::memory_order_acquire);
+    if ((e & kPtePresent) == 0) {
+      // Allocate with no lock held, install under page_table_lock if the
+      // slot is still empty, else discard ours.
+      void* fresh = level == 1 ? static_cast<void*>(new (std::nothrow) PteTable())
+                               : static_cast<void*>(new (std::nothrow) UpperTable(level - 1));
+      if (fresh == nullptr) return nullptr;
+      bool installed = false;
+      ptl_.lock();
+      e = slot.load(std::memory_order_acquire);
+      if ((e & kPtePresent) == 0) {
+        e = entry_for(fresh);
+        slot.store(e, std::memory_order_release);  // publish the zeroed table
+        installed = true;
+      }
+      ptl_.unlock();
+      if (installed) {
+        (level == 1 ? n_pte_ : n_upper_).fetch_add(1, std::memory_order_relaxed);
+      } else if (level == 1) {
+        delete static_cast<PteTable*>(fresh);
+      } else {
+        delete static_cast<UpperTable*>(fresh);
+      }
+    }
+    if (level == 1) return to_pte(e);
+    t = to_upper(e);
+  }
+  return nullptr;  // not reached
+}
+
+PteTable* PageTables::next_pte_table(std::uint64_t& va, std::uint64_t end) const {
+  while (va < end) {
+    const UpperTable* t = pgd_;
+    PteTable* found = nullptr;
+    for (unsigned level = 3; level >= 1; --level) {
+      std::uint64_t e = t->e[index_at(level, va)].load(std::memory_order_acquire);
+      if ((e & kPtePresent) == 0) {
+        va = (va | (entry_span(level) - 1)) + 1;  // skip the absent entry's span
+        break;
+      }
+      if (level == 1) {
+        found = to_pte(e);
+        break;
+      }
+      t = to_upper(e);
+    }
+    if (found != nullptr) return found;
+  }
+  return nullptr;
+}
+
+std::uint64_t PageTables::zap_range(std::uint64_t start, std::uint64_t end,
+                                    const std::function<void(std::uint64_t, pte_t)>& on_unmap) {
+  std::uint64_t n = 0;
+  for_each_present(start, end, [&](std::uint64_t va, std::atomic<pte_t>& slot, pte_t old) {
+    slot.store(0, std::memory_order_release);
+    ++n;
+    if (on_unmap) on_unmap(va, old);
+  });
+  return n;
+}
+
+void PageTables::uncount_subtree(UpperTable* t, unsigned level) {
+  n_upper_.fetch_sub(1, std::memory_order_relaxed);
+  for (auto& slot : t->e) {
+    std::uint64_t e = slot.load(std::memory_order_acquire);
+    if ((e & kPtePresent) == 0) continue;
+    if (level == 1)
+      n_pte_.fetch_sub(1, std::memory_order_relaxed);
+    else
+      uncount_subtree(to_upper(e), level - 1);
+  }
+}
+
+void PageTables::free_level(UpperTable* t, unsigned level, std::uint64_t base,
+                            std::uint64_t start, std::uint64_t end, std::uint64_t floor,
+                            std::uint64_t ceiling) {
+  const std::uint64_t span = entry_span(level);
+  const std::uint64_t lo = start > base ? start : base;
+  const std::uint64_t table_end = base + span * kEntriesPerTable;
+  const std::uint64_t hi = end < table_end ? end : table_end;
+  if (lo >= hi) return;
+  for (std::uint64_t i = (lo - base) / span, last = (hi - 1 - base) / span; i <= last; ++i) {
+    const std::uint64_t cb = base + i * span;  // child's base address
+    std::atomic<std::uint64_t>& slot = t->e[i];
+    const std::uint64_t e = slot.load(std::memory_order_acquire);
+    if ((e & kPtePresent) == 0) continue;
+    if (cb >= floor && cb + span <= ceiling) {
+      // The child maps only addresses inside [floor, ceiling): unlink it,
+      // free it (with its subtree) after a grace period.
+      ptl_.lock();
+      slot.store(0, std::memory_order_release);
+      ptl_.unlock();
+      if (level == 1) {
+        PteTable* pt = to_pte(e);
+        n_pte_.fetch_sub(1, std::memory_order_relaxed);
+        rcu::call(&pt->rcu, free_pte_cb);
+      } else {
+        UpperTable* child = to_upper(e);
+        uncount_subtree(child, level - 1);
+        rcu::call(&child->rcu, free_upper_cb);
+      }
+    } else if (level > 1) {
+      free_level(to_upper(e), level - 1, cb, start, end, floor, ceiling);
+    }
+  }
+}
+
+void PageTables::free_pgtables(std::uint64_t start, std::uint64_t end, std::uint64_t floor,
+                               std::uint64_t ceiling) {
+  if (ceiling == 0 || ceiling > kVaLimit) ceiling = kVaLimit;
+  if (end > kVaLimit) end = kVaLimit;
+  if (start >= end) return;
+  free_level(pgd_, 3, 0, start, end, floor, ceiling);
+}
+
+PageTables::Stats PageTables::stats() const {
+  Stats s;
+  s.pte_tables = n_pte_.load(std::memory_order_relaxed);
+  s.upper_tables = n_upper_.load(std::memory_order_relaxed);
+  s.bytes = s.pte_tables * sizeof(PteTable) + s.upper_tables * sizeof(UpperTable);
+  return s;
+}
+
+}  // namespace vmspace::mem

@@ -1,0 +1,230 @@
+// SPDX-License-Identifier: MIT
+// page_table.h - x86-64-style 4-level page tables (Linux: mm->pgd and the
+// pgd/pud/pmd/pte levels) with split PTE locks and lockless RCU walks.
+//
+// Layout: 48-bit virtual addresses, 4 KiB pages, 4 levels of 512 entries:
+//   level 3 (PGD) va[47:39], level 2 (PUD) va[38:30], level 1 (PMD) va[29:21],
+//   PTE table va[20:12].
+// Leaf entries (pte_t) use the x86 bits below and hold the frame number in
+// bits 12..51.  UPPER-LEVEL entries hold a pointer-derived value: the host
+// address of the next-level table (tables are 64-byte aligned, so bits 0..5
+// of the address are zero) OR-ed with kPtePresent.  Their "pfn" field is
+// therefore NOT a frame number; use only PageTables' own accessors on them.
+// No huge pages: every present PMD entry points to a PteTable.
+//
+// Table pages come from the host heap (aligned new), not from PhysMem.
+//
+// Locks:
+//   - page_table_lock (the AddressSpace's, class page_table_lock) serializes
+//     installing and removing upper-level entries.
+//   - each PteTable has its own pte_lock (class pte_lock): leaf entries are
+//     modified only under it (atomic stores).
+//   Order: page_table_lock before pte_lock, never the reverse; no pte_lock
+//   is held while a table is allocated (pte_alloc takes none).
+//
+// Guarantees for lockless walkers (code inside an rcu::ReadGuard calling
+// lookup()):
+//   (A) A walker never dereferences freed table memory: tables are unlinked
+//       (release store of 0 into the parent entry) before they are freed,
+//       and freed only through rcu::call() after that, i.e. after every
+//       read section that could have loaded the old parent entry has ended.
+//   (B) A walker that sees a table sees it fully initialized (all entries
+//       zero, lock constructed): tables are zero-filled before being
+//       published with a release store; walkers load entries with acquire.
+//   (C) Entries are single 64-bit atomics: a walker sees either the old or
+//       the new value of an entry, never a mix.
+//   (D) What a writer stored into a frame before storing its PTE (release)
+//       is visible to a walker that loaded that PTE (acquire), e.g. the
+//       zero fill of a freshly faulted frame.
+//   (E) After zap_range()/free_pgtables() (or any store under the pte_lock)
+//       returns, a walk that starts afterwards (ordered after the return by
+//       program order or other synchronization) sees the new value, i.e. 0
+//       for a zapped range.  A walk already running may still return the
+//       old PTE; it may use it until its read section ends.
+//   (F) The frame named by a PTE a walker obtained is not reused before the
+//       walker's read section ends, PROVIDED the frame's reference is
+//       dropped (PhysMem::put, RCU-deferred) only after the PTE was
+//       cleared - the zap_range() callback is the place to do it.
+//   (G) lookup() never blocks, never allocates, never takes a lock.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+
+#include "mem/phys_mem.h"
+#include "sync/rcu.h"
+#include "sync/spinlock.h"
+
+namespace vmspace::mem {
+
+using pte_t = std::uint64_t;
+
+// ---- entry bits ----
+inline constexpr pte_t kPtePresent = pte_t{1} << 0;
+inline constexpr pte_t kPteWrite = pte_t{1} << 1;
+inline constexpr pte_t kPteUser = pte_t{1} << 2;
+inline constexpr pte_t kPteAccessed = pte_t{1} << 5;
+inline constexpr pte_t kPteDirty = pte_t{1} << 6;
+inline constexpr unsigned kPtePfnShift = 12;
+inline constexpr pte_t kPtePfnMask = ((pte_t{1} << 40) - 1) << kPtePfnShift;  // bits 12..51
+inline constexpr pte_t kPteFlagsMask = ~kPtePfnMask;
+
+// ---- geometry ----
+inline constexpr unsigned kPageShift = 12;
+inline constexpr std::uint64_t kPageSize = std::uint64_t{1} << kPageShift;
+inline constexpr unsigned kEntriesPerTable = 512;
+inline constexpr unsigned kVaBits = 48;
+inline constexpr std::uint64_t kVaLimit = std::uint64_t{1} << kVaBits;  // first invalid address
+inline constexpr unsigned kPmdShift = 21;  // span of one PteTable: 2 MiB
+inline constexpr unsigned kPudShift = 30;  // span of one PMD table: 1 GiB
+inline constexpr unsigned kPgdShift = 39;  // span of one PUD table: 512 GiB
+inline constexpr std::uint64_t kPteTableSpan = std::uint64_t{1} << kPmdShift;
+
+constexpr unsigned pte_index(std::uint64_t va) { return (va >> kPageShift) & 511; }
+constexpr unsigned pmd_index(std::uint64_t va) { return (va >> kPmdShift) & 511; }
+constexpr unsigned pud_index(std::uint64_t va) { return (va >> kPudShift) & 511; }
+constexpr unsigned pgd_index(std::uint64_t va) { return (va >> kPgdShift) & 511; }
+
+// ---- PTE helpers (leaf entries only) ----
+constexpr bool pte_none(pte_t p) { return p == 0; }
+constexpr bool pte_present(pte_t p) { return (p & kPtePresent) != 0; }
+constexpr bool pte_write(pte_t p) { return (p & kPteWrite) != 0; }
+constexpr bool pte_user(pte_t p) { return (p & kPteUser) != 0; }
+constexpr bool pte_young(pte_t p) { return (p & kPteAccessed) != 0; }
+constexpr bool pte_dirty(pte_t p) { return (p & kPteDirty) != 0; }
+constexpr pfn_t pte_pfn(pte_t p) { return (p & kPtePfnMask) >> kPtePfnShift; }
+constexpr pte_t pte_flags(pte_t p) { return p & kPteFlagsMask; }
+// Present, user, optionally writable; not accessed, not dirty.
+constexpr pte_t make_pte(pfn_t pfn, bool writable) {
+  return ((pfn << kPtePfnShift) & kPtePfnMask) | kPtePresent | kPteUser |
+         (writable ? kPteWrite : 0);
+}
+constexpr pte_t pte_mkwrite(pte_t p) { return p | kPteWrite; }
+constexpr pte_t pte_wrprotect(pte_t p) { return p & ~kPteWrite; }
+constexpr pte_t pte_mkdirty(pte_t p) { return p | kPteDirty; }
+constexpr pte_t pte_mkclean(pte_t p) { return p & ~kPteDirty; }
+constexpr pte_t pte_mkyoung(pte_t p) { return p | kPteAccessed; }
+constexpr pte_t pte_mkold(pte_t p) { return p & ~kPteAccessed; }
+constexpr pte_t pte_modify_pfn(pte_t p, pfn_t pfn) {
+  return (p & kPteFlagsMask) | ((pfn << kPtePfnShift) & kPtePfnMask);
+}
+
+// A last-level table: 512 leaf entries, its own split lock, and the RCU head
+// used to free it.  Entries: modified only under `lock` (atomic stores with
+// release); read anywhere with acquire loads.
+struct alignas(64) PteTable {
+  std::atomic<pte_t> e[kEntriesPerTable];
+  SpinLock lock{LockClass::pte_lock};
+  rcu::Head rcu{};
+  PteTable() {
+    for (auto& x : e) x.store(0, std::memory_order_relaxed);
+  }
+};
+
+struct UpperTable;  // page_table.cpp
+
+class PageTables {
+ public:
+  // `page_table_lock`: the AddressSpace's lock of class page_table_lock; it
+  // must outlive this object.  Allocates the top-level table (throws
+  // std::bad_alloc if that fails).
+  explicit PageTables(SpinLock& page_table_lock);
+  // Frees every table directly (no readers may remain); does NOT touch
+  // frames (zap first if frames must be released).
+  ~PageTables();
+  PageTables(const PageTables&) = delete;
+  PageTables& operator=(const PageTables&) = delete;
+
+  // Lockless walk (like hardware / GUP-fast): the caller is inside an
+  // rcu::ReadGuard (debug builds check).  The current PTE value for va, or
+  // 0 if any level is absent (or va >= kVaLimit).
+  pte_t lookup(std::uint64_t va) const;
+
+  // The PTE table covering va, allocating missing levels.  Upper levels are
+  // installed under page_table_lock (re-checked after locking; the loser of
+  // a race frees its table).  nullptr only if allocation failed or
+  // va >= kVaLimit.  Caller holds the mmap_lock (read) or a VMA read lock,
+  // and no pte_lock.
+  PteTable* pte_alloc(std::uint64_t va);
+
+  // The PTE table covering va if present (no allocation), else nullptr.
+  // Same caller rules as pte_alloc (or inside a ReadGuard, for peeking).
+  PteTable* pte_table(std::uint64_t va) const;
+
+  static SpinLock& pte_lock(PteTable* t) { return t->lock; }
+  // The slot for va in t (t must cover va).  Modify only under pte_lock(t).
+  static std::atomic<pte_t>& pte_slot(PteTable* t, std::uint64_t va) {
+    return t->e[pte_index(va)];
+  }
+
+  // Visit every present PTE in [start, end) (page-aligned) under its
+  // table's pte_lock; fn(va, std::atomic<pte_t>& slot, pte_t old) may
+  // store a new value into slot (clear = zap, wrprotect, ...).  Tables are
+  // locked one at a time, in address order.  Caller holds the mmap_lock or
+  // the VMA locks covering the range, and no pte_lock.
+  template <class Fn>
+  void for_each_present(std::uint64_t start, std::uint64_t end, Fn&& fn) {
+    if (end > kVaLimit) end = kVaLimit;
+    std::uint64_t va = start;
+    while (va < end) {
+      PteTable* t = next_pte_table(va, end);  // advances va past absent levels
+      if (t == nullptr) break;
+      const std::uint64_t table_end = (va & ~(kPteTableSpan - 1)) + kPteTableSpan;
+      const std::uint64_t stop = table_end < end ? table_end : end;
+      t->lock.lock();
+      for (; va < stop; va += kPageSize) {
+        std::atomic<pte_t>& slot = t->e[pte_index(va)];
+        const pte_t old = slot.load(std::memory_order_relaxed);
+        if (pte_present(old)) fn(va, slot, old);
+      }
+      t->lock.unlock();
+    }
+  }
+
+  // Clear the present PTEs in [start, end) under their locks (release
+  // stores of 0), calling on_unmap(va, old_pte) for each right after it is
+  // cleared, still under the pte_lock (the caller drops the frame
+  // reference there; PhysMem::put is fine under a pte_lock).  Returns how
+  // many were cleared.
+  std::uint64_t zap_range(std::uint64_t start, std::uint64_t end,
+                          const std::function<void(std::uint64_t, pte_t)>& on_unmap);
+
+  // Linux free_pgtables(): free the page-table pages that intersect
+  // [start, end) and map only addresses inside [floor, ceiling)
+  // (floor = end of the previous VMA or 0, ceiling = start of the next VMA,
+  // 0 meaning "no next VMA" = kVaLimit), so tables shared with neighbouring
+  // VMAs survive.  A freed upper table is freed with its whole subtree.
+  // The top-level table is never freed.  The caller has zapped [start, end)
+  // and holds the mmap_lock for write with the VMAs detached; no one
+  // allocates or locks tables inside [floor, ceiling) meanwhile.
+  // Unlinking is done under page_table_lock with release stores; the memory
+  // is freed after an RCU grace period (rcu::call), so walkers inside may
+  // finish.  Callable inside a read section (it never waits).
+  void free_pgtables(std::uint64_t start, std::uint64_t end, std::uint64_t floor,
+                     std::uint64_t ceiling);
+
+  // Tables currently linked into the tree (unlinked tables waiting for
+  // their grace period are not counted).  upper_tables includes the
+  // top-level table; bytes = host memory of the counted tables.
+  struct Stats {
+    std::uint64_t pte_tables, upper_tables, bytes;
+  };
+  Stats stats() const;
+
+ private:
+  // First PTE table at or after va that covers some address < end; sets va
+  // to max(va, that table's base).  nullptr (va unspecified) if none.
+  PteTable* next_pte_table(std::uint64_t& va, std::uint64_t end) const;
+  void free_level(UpperTable* t, unsigned level, std::uint64_t base, std::uint64_t start,
+                  std::uint64_t end, std::uint64_t floor, std::uint64_t ceiling);
+  void uncount_subtree(UpperTable* t, unsigned level);
+
+  SpinLock& ptl_;
+  UpperTable* pgd_;
+  std::atomic<std::uint64_t> n_pte_{0};
+  std::atomic<std::uint64_t> n_upper_{0};
+};
+
+}  // namespace vmspace::mem

@@ -1,0 +1,198 @@
+// SPDX-License-Identifier: MIT
+// phys_mem.h - the simulated physical memory: a pool of 4 KiB frames carved
+// out of ONE host reservation, each with a Frame descriptor (Linux's struct
+// page), plus a shared, never-freed zero frame.
+//
+// Allocation:
+//   alloc()/alloc_zeroed() hand out a frame with refcount 1.  Fast path: a
+//   per-thread, per-PhysMem cache of free frames (no atomics RMW, no lock).
+//   The cache refills in batches from a global free stack guarded by a
+//   SpinLock of class frame_lock.  Out of memory is a return value
+//   (kNoFrame), never an exception or a crash.
+//
+// Freeing (RCU-deferred):
+//   put() drops a reference.  The last put does NOT make the frame
+//   reusable at once: lockless walkers (page-table walks inside an
+//   rcu::ReadGuard) may still read the frame's memory or descriptor.  The
+//   frame joins a per-thread "pending" batch; a full batch (per_thread_cache
+//   frames, at least 1) is handed to rcu::call() as ONE callback that, after
+//   a grace period, pushes the whole batch back to the global stack.  So a
+//   frame is never handed out again before every read-side section that
+//   was open at its last put() has ended.
+//
+//   Consequence: each thread may hold up to per_thread_cache freed frames in
+//   its pending batch that are not yet reusable.  flush_deferred() submits
+//   the calling thread's pending batch; drain_deferred() additionally waits
+//   (rcu::barrier) until every submitted batch is back in the pool.  An
+//   alloc() that finds the pool empty submits the caller's pending batch
+//   before returning kNoFrame, so "put, wait a grace period (rcu::barrier),
+//   alloc again" always recovers.
+//
+// Threads and instances:
+//   Caches are keyed by a PhysMem generation number that is never reused,
+//   so several PhysMem instances (even at the same address over time) can
+//   be used by one thread.  When a thread exits, its caches give their free
+//   frames back to the global stack and submit their pending batches.  When
+//   a PhysMem is destroyed, the caches that threads still hold for it are
+//   orphaned (the frames vanish with the reservation) and reclaimed by
+//   their thread later.  The registry of caches is guarded by a global
+//   mutex taken only on slow paths (first use by a thread, thread exit,
+//   destruction, free_frames()).
+//
+// Concurrency contract: all methods except the destructor may be called
+// from any thread concurrently.  The destructor must not run concurrently
+// with any other use of the same instance and must not be called inside an
+// RCU read-side section (it calls rcu::barrier()).
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "sync/rcu.h"
+#include "sync/spinlock.h"
+
+namespace vmspace::mem {
+
+using pfn_t = std::uint64_t;
+inline constexpr pfn_t kNoFrame = ~pfn_t{0};
+inline constexpr std::uint64_t kFrameSize = 4096;
+
+class PhysMem;
+
+// What Linux's struct page carries for us.  One per frame, plus one for the
+// zero frame.  Fields and their protection rules:
+struct Frame {
+  // References.  0 = free (in a cache, the global stack or waiting for a
+  // grace period); alloc() sets 1.  get()/put() are atomic RMWs; put()
+  // uses acq_rel so the thread that drops the last reference sees every
+  // other holder's accesses before the frame is recycled.  Never touched on
+  // the zero frame (get/put are no-ops there).
+  std::atomic<std::int32_t> refcount{0};
+  // Number of PTEs mapping the frame.  Atomic; changed by the fault/unmap
+  // code while it holds the pte_lock of the PTE it installs/clears.
+  // alloc() resets it to 0.
+  std::atomic<std::int32_t> mapcount{0};
+  // Reverse-map link: AnonVma* | kMappingAnon, or File*; 0 = none.  Set by
+  // the owner of the frame (the fault path, under the pte_lock, before the
+  // PTE is published); alloc() resets it to 0.  Readers load with acquire.
+  std::atomic<std::uintptr_t> mapping{0};
+  // Page index within the anon_vma / file.  Same rules as `mapping`.
+  std::atomic<std::uint64_t> index{0};
+
+  // ---- allocator-private; valid only while refcount == 0 ----
+  // Next frame of a pending free batch (kNoFrame ends the list).  Written
+  // by the thread that frees the frame; read by the RCU callback after
+  // rcu::call()'s happens-before edge.
+  pfn_t next_free = kNoFrame;
+  // On the first frame of a submitted batch: the RCU callback head and the
+  // owning allocator.
+  rcu::Head rcu{};
+  PhysMem* owner = nullptr;
+};
+
+// Tag bit in Frame::mapping for anonymous frames (an AnonVma* is at least
+// 2-byte aligned).
+inline constexpr std::uintptr_t kMappingAnon = 1;
+
+struct PhysMemOptions {
+  std::uint64_t capacity_bytes = 256ull << 20;  // frames available (rounded down to frames)
+  bool pretouch = true;  // touch every host page at construction
+  unsigned per_thread_cache = 64;  // frames cached per thread (also the put batch size); 0 acts as 1
+};
+
+class PhysMem {
+ public:
+  // ONE host mmap for all frames + the zero frame.  Throws std::bad_alloc
+  // if the host reservation fails (the only place that can throw).
+  explicit PhysMem(const PhysMemOptions& = PhysMemOptions{});
+  // Drains pending RCU frees (rcu::barrier()) and releases the host
+  // reservation.  Frames may still be allocated: they simply vanish.
+  ~PhysMem();
+  PhysMem(const PhysMem&) = delete;
+  PhysMem& operator=(const PhysMem&) = delete;
+
+  // refcount = 1, mapcount = 0, mapping = 0, index = 0; contents UNDEFINED.
+  // kNoFrame when out of memory.  Never throws, never blocks (the refill
+  // takes the frame_lock spinlock briefly).
+  pfn_t alloc();
+  // Same, zero-filled.
+  pfn_t alloc_zeroed();
+  // refcount++.  The caller must already hold a reference (or otherwise
+  // know the frame is allocated).  No-op on the zero frame.
+  void get(pfn_t pfn);
+  // refcount--; at zero the frame returns to the allocator after an RCU
+  // grace period (batched, see the file comment).  No-op on the zero frame.
+  // Callable under any lock down to pte_lock and inside read sections.
+  void put(pfn_t pfn);
+
+  // Host pointer to the frame's 4 KiB.
+  void* addr(pfn_t pfn) const {
+    return base_ + static_cast<std::size_t>(pfn) * kFrameSize;
+  }
+  Frame& frame(pfn_t pfn) const { return frames_[pfn]; }
+  // The frame containing host_ptr (which must point into a frame).
+  pfn_t pfn_of(const void* host_ptr) const {
+    return static_cast<pfn_t>(
+        (static_cast<const std::byte*>(host_ptr) - base_) / kFrameSize);
+  }
+  // True if pfn names a frame of this instance (the zero frame included).
+  bool valid(pfn_t pfn) const { return pfn <= capacity_; }
+
+  // The shared zero frame: never freed, contents always zero (writing to
+  // it is a bug); get/put on it are no-ops.
+  pfn_t zero_pfn() const { return capacity_; }
+  std::uint64_t capacity_frames() const { return capacity_; }
+  // Frames whose refcount is 0: in the global stack, in per-thread caches,
+  // in pending put batches, or waiting for their grace period.  Approximate
+  // while other threads run; exact when they are quiescent.
+  std::uint64_t free_frames() const;
+  // Frames alloc() can hand out right now (global stack + per-thread
+  // caches; excludes frames still waiting for a grace period).
+  std::uint64_t reusable_frames() const;
+  bool pretouched() const { return pretouched_; }
+
+  // Submit the calling thread's pending put batch to RCU now.
+  void flush_deferred();
+  // flush_deferred() then rcu::barrier(): every frame freed by this thread
+  // (and every batch already submitted by others) is reusable afterwards.
+  // Not inside a read section, not holding spinlocks.
+  void drain_deferred();
+
+  struct Cache;  // per-thread, per-instance (phys_mem.cpp)
+
+ private:
+  pfn_t alloc_slow();
+  void put_slow(pfn_t pfn);
+  Cache* cache_slow();
+  Cache* cache();
+  void submit(Cache* c);
+  void refill(Cache* c);
+  void push_pool(const pfn_t* pfns, std::size_t n);
+  static void batch_done(rcu::Head* h);
+  friend struct ThreadCaches;
+
+  std::byte* base_ = nullptr;       // host reservation: capacity_ + 1 frames
+  std::size_t map_bytes_ = 0;
+  std::uint64_t capacity_ = 0;      // allocatable frames; pfn capacity_ = zero frame
+  Frame* frames_ = nullptr;         // capacity_ + 1 descriptors
+  unsigned cache_size_ = 1;         // per-thread cache size and put batch size
+  bool pretouched_ = false;
+  std::uint64_t gen_;               // unique id keying the per-thread caches
+
+  // Global free stack.  pool_[0..pool_n_) are free pfns; guarded by
+  // pool_lock_ (class frame_lock).  pool_count_ mirrors pool_n_ for
+  // lock-free statistics.
+  mutable SpinLock pool_lock_{LockClass::frame_lock};
+  std::vector<pfn_t> pool_;
+  std::size_t pool_n_ = 0;
+  std::atomic<std::uint64_t> pool_count_{0};
+  // Frames in batches handed to rcu::call() whose callback has not run.
+  std::atomic<std::uint64_t> inflight_{0};
+  // Caches threads hold for this instance; guarded by the global registry
+  // mutex (phys_mem.cpp).
+  std::vector<Cache*> caches_;
+};
+
+}  // namespace vmspace::mem

@@ -1,0 +1,52 @@
+// SPDX-License-Identifier: MIT
+// maps.cpp - /proc/self/maps text, in the kernel's exact format
+// (fs/proc/task_mmu.c show_map_vma; research doc section 7).
+#include <cstdio>
+#include <string>
+
+#include "mm/mm.h"
+#include "mm/mmap_lock.h"
+
+namespace vmspace::mm {
+
+namespace {
+
+void show_map_vma(std::string& out, const Vma* vma) {
+  const mem::File* file = vma->vm_file;
+  const std::uint64_t offset = file != nullptr ? vma->vm_pgoff << kPageShift : 0;
+  char buf[160];
+  int n = std::snprintf(buf, sizeof buf, "%08llx-%08llx %c%c%c%c %08llx %02x:%02x %llu ",
+                        static_cast<unsigned long long>(vma->vm_start),
+                        static_cast<unsigned long long>(vma->vm_end),
+                        (vma->vm_flags & VM_READ) ? 'r' : '-', (vma->vm_flags & VM_WRITE) ? 'w' : '-',
+                        (vma->vm_flags & VM_EXEC) ? 'x' : '-', (vma->vm_flags & VM_MAYSHARE) ? 's' : 'p',
+                        static_cast<unsigned long long>(offset), file != nullptr ? file->dev_major : 0,
+                        file != nullptr ? file->dev_minor : 0,
+                        static_cast<unsigned long long>(file != nullptr ? file->ino : 0));
+  out.append(buf, static_cast<std::size_t>(n));
+  if (file != nullptr) {
+    // seq_pad(): pad to 25 + 6 * sizeof(void*) - 1 columns, then a space.
+    constexpr std::size_t kWidth = 25 + 6 * sizeof(void*) - 1;
+    if (static_cast<std::size_t>(n) < kWidth) out.append(kWidth - static_cast<std::size_t>(n), ' ');
+    out.push_back(' ');
+    out += file->name;
+  }
+  out.push_back('\n');
+}
+
+}  // namespace
+
+std::string show_maps_locked(MmStruct* mm) {
+  std::string out;
+  mm->mm_mt.for_each(0, tree::kMaxAddr, [&](const tree::Entry& e) { show_map_vma(out, e.as<Vma>()); });
+  return out;
+}
+
+std::string show_maps(MmStruct* mm) {
+  mmap_read_lock(mm);
+  std::string s = show_maps_locked(mm);
+  mmap_read_unlock(mm);
+  return s;
+}
+
+}  // namespace vmspace::mm

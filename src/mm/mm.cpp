@@ -1,0 +1,94 @@
+// SPDX-License-Identifier: MIT
+// mm.cpp - MmStruct lifetime and validation.
+#include <cstdio>
+#include <cstdlib>
+#include <sstream>
+
+#include "mm/mm.h"
+#include "mm/mmap_lock.h"
+#include "mm/vma.h"
+
+namespace vmspace::mm {
+
+MmStruct::MmStruct(const MmConfig& c)
+    : mode(c.mode), cfg(c), task_size(c.task_size), max_map_count(c.max_map_count) {}
+
+MmStruct::~MmStruct() {
+  // No reader can remain (the owner is destroying the space), so VMAs and
+  // tree nodes are freed directly.
+  std::vector<Vma*> vmas;
+  mm_mt.for_each(0, tree::kMaxAddr, [&](const tree::Entry& e) { vmas.push_back(e.as<Vma>()); });
+  for (Vma* v : vmas) delete v;
+}
+
+namespace {
+
+bool fail(std::string* why, const std::string& msg) {
+  if (why != nullptr) *why = msg;
+  return false;
+}
+
+std::string hex(std::uint64_t v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%#llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+}  // namespace
+
+bool mm_validate(MmStruct* mm, std::string* why) {
+  std::string tree_why;
+  if (!mm->mm_mt.validate(&tree_why)) return fail(why, "range tree: " + tree_why);
+  std::uint64_t prev_end = 0;
+  int count = 0;
+  bool ok = true;
+  std::string msg;
+  mm->mm_mt.for_each(0, tree::kMaxAddr, [&](const tree::Entry& e) {
+    const Vma* v = e.as<Vma>();
+    std::ostringstream o;
+    if (v == nullptr) o << "null VMA in tree at " << hex(e.start);
+    else if (v->vm_mm != mm) o << "VMA at " << hex(e.start) << " belongs to another mm";
+    else if (e.start != v->vm_start || e.end != v->vm_end)
+      o << "tree entry " << hex(e.start) << "-" << hex(e.end) << " != VMA " << hex(v->vm_start) << "-"
+        << hex(v->vm_end);
+    else if (!page_aligned(v->vm_start) || !page_aligned(v->vm_end) || v->vm_start >= v->vm_end)
+      o << "bad VMA range " << hex(v->vm_start) << "-" << hex(v->vm_end);
+    else if (v->vm_start < prev_end) o << "VMAs overlap at " << hex(v->vm_start);
+    else if (v->vm_end > mm->task_size) o << "VMA beyond TASK_SIZE at " << hex(v->vm_start);
+    else if (vma_is_detached(v)) o << "detached VMA in tree at " << hex(v->vm_start);
+    else if ((v->vm_flags & VM_SHARED) && !(v->vm_flags & VM_MAYSHARE))
+      o << "VM_SHARED without VM_MAYSHARE at " << hex(v->vm_start);
+    else if ((v->vm_flags & VM_MAYSHARE) && v->vm_file == nullptr)
+      o << "shared VMA without a file at " << hex(v->vm_start);
+    if (!o.str().empty()) {
+      ok = false;
+      msg = o.str();
+      return false;
+    }
+    prev_end = v->vm_end;
+    ++count;
+    return true;
+  });
+  if (!ok) return fail(why, msg);
+  if (count != mm->map_count)
+    return fail(why, "map_count " + std::to_string(mm->map_count) + " but " +
+                         std::to_string(count) + " VMAs in the tree");
+  if (static_cast<std::size_t>(count) != mm->mm_mt.size())
+    return fail(why, "tree size " + std::to_string(mm->mm_mt.size()) + " != VMA count");
+  return true;
+}
+
+void mm_debug_validate(MmStruct* mm) {
+#if defined(VMSPACE_DEBUG_CHECKS)
+  std::string why;
+  if (!mm_validate(mm, &why)) {
+    std::fprintf(stderr, "vmspace: address space %p failed validation: %s\n%s",
+                 static_cast<void*>(mm), why.c_str(), show_maps_locked(mm).c_str());
+    std::abort();
+  }
+#else
+  (void)mm;
+#endif
+}
+
+}  // namespace vmspace::mm

@@ -1,0 +1,51 @@
+// SPDX-License-Identifier: MIT
+// mm.h - the address-space operations, syscall-shaped (Linux's mm/mmap.c,
+// mm/vma.c, mm/mprotect.c, mm/madvise.c).  Arguments and errno values are
+// Linux's: results are >= 0 on success and -errno on failure.  Each entry
+// point takes the mmap_lock itself; functions ending in _locked require it
+// held for write.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "mm/mm_types.h"
+
+namespace vmspace::mm {
+
+// mmap(2).  `fd` is ignored for MAP_ANONYMOUS; file mappings are not
+// supported yet (-EBADF, as for a descriptor that is not open).
+long vm_mmap(MmStruct* mm, std::uint64_t addr, std::uint64_t len, int prot, int flags, int fd,
+             std::uint64_t off);
+// munmap(2)
+int vm_munmap(MmStruct* mm, std::uint64_t start, std::uint64_t len);
+// mprotect(2)
+int do_mprotect(MmStruct* mm, std::uint64_t start, std::uint64_t len, int prot);
+// madvise(2)
+int do_madvise(MmStruct* mm, std::uint64_t start, std::uint64_t len, int behavior);
+
+// Linux security_vm_enough_memory_mm() under the heuristic overcommit
+// policy: may `pages` more pages be committed?  (Only one request's size
+// matters in that policy.)
+bool vm_enough_memory(const MmStruct* mm, std::uint64_t pages);
+
+// Linux get_unmapped_area() for an anonymous mapping (mmap W held).
+long get_unmapped_area(MmStruct* mm, std::uint64_t addr, std::uint64_t len, int flags);
+
+// Remove every mapping in [start, end) (page aligned, start < end).
+// Requires mmap W.  Returns 0 or -ENOMEM (map_count limit on a split).
+int do_vmi_munmap_locked(MmStruct* mm, std::uint64_t start, std::uint64_t end);
+
+// /proc/self/maps text for the whole space (show_maps takes mmap R;
+// show_maps_locked requires it).
+std::string show_maps(MmStruct* mm);
+std::string show_maps_locked(MmStruct* mm);
+
+// Every structural invariant (requires mmap R, or no concurrent writer).
+// Returns false and describes the first violation in *why.
+bool mm_validate(MmStruct* mm, std::string* why);
+// Debug builds: validate and abort on failure; release builds: nothing.
+void mm_debug_validate(MmStruct* mm);
+
+}  // namespace vmspace::mm

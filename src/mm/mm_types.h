@@ -1,0 +1,159 @@
+// SPDX-License-Identifier: MIT
+// mm_types.h - the address space (MmStruct, Linux's mm_struct) and the VMA
+// (Vma, Linux's vm_area_struct).
+//
+// Every field shared between threads says what must be held to write it and
+// what is enough to read it.  "mmap W" = mmap_lock held for write, "mmap R"
+// = held for read (or write), "vma W" = the VMA write-locked with
+// vma_start_write() (which itself requires mmap W), "vma R" = a VMA read
+// lock from lock_vma_under_rcu()/vma_start_read().  The lock order is in
+// src/sync/lock_order.h; the protocol in src/mm/mmap_lock.cpp and
+// docs/locking.md.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+#include "mem/file.h"
+#include "mm/vm_event.h"
+#include "mm/vm_flags.h"
+#include "sync/rcu.h"
+#include "sync/rwsem.h"
+#include "sync/seqcount.h"
+#include "sync/spinlock.h"
+#include "tree/range_tree.h"
+#include "vmspace/lock_mode.h"
+
+namespace vmspace::mm {
+
+inline constexpr unsigned kPageShift = 12;
+inline constexpr std::uint64_t kPageSize = std::uint64_t{1} << kPageShift;
+inline constexpr std::uint64_t kPageMask = ~(kPageSize - 1);
+
+constexpr std::uint64_t page_align(std::uint64_t x) { return (x + kPageSize - 1) & kPageMask; }
+constexpr bool page_aligned(std::uint64_t x) { return (x & (kPageSize - 1)) == 0; }
+
+struct AnonVma;  // reverse map of anonymous pages (mem layer)
+struct MmStruct;
+
+// vm_lock_seq value that never equals mm_lock_seq: "not write-locked".
+inline constexpr std::uint64_t kVmaUnlockedSeq = UINT64_MAX;
+
+// ---- vm_refcnt (per_vma_refcount mode) ------------------------------------
+// The one table of legal values (other places point here):
+//   0                          detached: not in the tree, no readers
+//   1                          attached, no readers
+//   1 + n                      attached, n readers (n < kVmaRefLimit)
+//   kVmaLockOffset + 1 + n     a writer (vma_start_write) waits for the n
+//                              readers to leave; no new reader can enter
+//   kVmaLockOffset + n         a detaching writer (vma_mark_detached) waits
+//                              for n transient readers to leave
+inline constexpr std::uint32_t kVmaLockOffset = 0x40000000;
+inline constexpr std::uint32_t kVmaRefLimit = kVmaLockOffset - 1;
+
+struct Vma {
+  Vma(MmStruct* mm, std::uint64_t start, std::uint64_t end, vm_flags_t flags, std::uint64_t pgoff)
+      : vm_start(start), vm_end(end), vm_pgoff(pgoff), vm_flags(flags), vm_mm(mm) {}
+  ~Vma() { mem::fput(vm_file); }
+  Vma(const Vma&) = delete;
+  Vma& operator=(const Vma&) = delete;
+
+  // ---- range and attributes ----
+  // Write: mmap W + vma W (or before the VMA is attached).  Read: mmap R, or
+  // vma R.  Never read without one of those (lock_vma_under_rcu re-checks
+  // the range only after it holds the VMA read lock).
+  std::uint64_t vm_start;
+  std::uint64_t vm_end;
+  std::uint64_t vm_pgoff;  // in pages; anonymous private: vm_start >> 12 at creation
+  vm_flags_t vm_flags;
+
+  // Write: mmap W + vma W, or (first anonymous fault) mmap R or vma R plus
+  // mm->page_table_lock, only from null to non-null (anon_vma_prepare).
+  // Read: mmap R or vma R; acquire pairs with the installing release.
+  std::atomic<AnonVma*> anon_vma{nullptr};
+
+  MmStruct* const vm_mm;  // static
+  // The mapped file (shmem object for shared anonymous memory), or null for
+  // private anonymous memory.  Static once the VMA is attached; the VMA
+  // holds a reference.
+  mem::File* vm_file = nullptr;
+
+  // ---- the per-VMA lock (mmap_lock.cpp) ----
+  // Equal to mm->mm_lock_seq (odd) while write-locked.  Write: mmap W (in
+  // vma_start_write, under the rwsem / exclude-readers flag).  Read: anyone;
+  // the unordered first check in vma_start_read is re-validated after the
+  // read lock is held.
+  std::atomic<std::uint64_t> vm_lock_seq{kVmaUnlockedSeq};
+  // per_vma_refcount: see the table above.  RMW only.
+  std::atomic<std::uint32_t> vm_refcnt{0};
+  // per_vma_rwsem: readers try_lock_shared(); vma_start_write() takes and
+  // releases the write side around setting vm_lock_seq.
+  RwSemaphore vm_lock{LockClass::vma_lock};
+  // per_vma_rwsem and mmap_lock modes: set by vma_mark_detached() under
+  // vma W; read under vma R (a reader that finds it set retries the walk).
+  // (per_vma_refcount encodes "detached" as vm_refcnt == 0.)
+  std::atomic<bool> detached{true};
+
+  // Deferred free after removal (rcu::call): RCU readers may still hold
+  // the pointer from a tree lookup.
+  rcu::Head rcu;
+
+  std::uint64_t pages() const { return (vm_end - vm_start) >> kPageShift; }
+  // Linux vma_is_anonymous(): private anonymous memory (no file, no ops).
+  bool is_anonymous() const { return vm_file == nullptr; }
+};
+
+struct MmConfig {
+  LockMode mode = kDefaultLockMode;
+  // Hint rounding and the search floor (Linux's internal mmap_min_addr:
+  // max(vm.mmap_min_addr, CONFIG_LSM_MMAP_MIN_ADDR)).
+  std::uint64_t mmap_min_addr = 65536;
+  // vm.mmap_min_addr: fixed mappings below it need CAP_SYS_RAWIO (-EPERM).
+  std::uint64_t dac_mmap_min_addr = 65536;
+  bool cap_sys_rawio = false;
+  std::uint64_t task_size = (std::uint64_t{1} << 47) - kPageSize;  // x86-64 TASK_SIZE
+  // Top of the top-down search: the no-ASLR value for an 8 MiB stack limit.
+  std::uint64_t mmap_base = 0x7ffff7fff000;
+  // Start of the bottom-up fallback search (PAGE_ALIGN(TASK_SIZE / 3)).
+  std::uint64_t mmap_legacy_base = 0x2aaaaaaab000;
+  int max_map_count = 65530;                        // vm.max_map_count
+  std::uint64_t stack_guard_gap = 256 * kPageSize;  // stack_guard_gap
+  bool overcommit_never = false;                    // vm.overcommit_memory == 2
+  // vm.overcommit_memory == 0 (heuristic): one accountable request larger
+  // than RAM + swap, in pages, fails with -ENOMEM.  0 = no limit.
+  std::uint64_t overcommit_guess_pages = 0;
+};
+
+struct MmStruct {
+  explicit MmStruct(const MmConfig& cfg);
+  ~MmStruct();
+  MmStruct(const MmStruct&) = delete;
+  MmStruct& operator=(const MmStruct&) = delete;
+
+  const LockMode mode;
+  bool per_vma_locks() const { return mode != LockMode::mmap_lock; }
+
+  // The address-space lock.  See lock_order.h.
+  RwSemaphore mmap_lock{LockClass::mmap_lock};
+  // Odd while mmap_lock is write-held.  Write: mmap W holder only
+  // (mmap_write_lock / vma_end_write_all).  Read: anyone (speculatively by
+  // vma_start_read; acquire pairs with vma_end_write_all's release).
+  SeqCount mm_lock_seq;
+  // The VMA index.  Write: mmap W, after write-locking every VMA whose
+  // entry changes.  Read: under RCU (lock_vma_under_rcu) or mmap R.
+  tree::RangeTree mm_mt;
+  // Number of VMAs.  Write: mmap W.  Read: mmap R.
+  int map_count = 0;
+  // Upper page-table levels; anon_vma installation (seed 004).
+  SpinLock page_table_lock{LockClass::page_table_lock};
+
+  // Limits and policy: fixed at construction.
+  const MmConfig cfg;
+  const std::uint64_t task_size;
+  const int max_map_count;
+
+  // /proc/vmstat-style counters (vm_event.h).
+  VmEvents events;
+};
+
+}  // namespace vmspace::mm

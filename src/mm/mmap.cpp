@@ -1,0 +1,235 @@
+// SPDX-License-Identifier: MIT
+// mmap.cpp - mmap(2) and address selection, decided as Linux's mm/mmap.c
+// and arch/x86 decide (see docs/research/linux-vma-semantics.md, sections
+// 1 and 2, for the rules and their order).
+#include <sys/mman.h>
+
+#include <cerrno>
+
+#include "mm/mm.h"
+#include "mm/mmap_lock.h"
+#include "mm/vma.h"
+
+#ifndef MAP_FIXED_NOREPLACE
+#define MAP_FIXED_NOREPLACE 0x100000
+#endif
+#ifndef MAP_DROPPABLE
+#define MAP_DROPPABLE 0x08
+#endif
+
+namespace vmspace::mm {
+
+namespace {
+
+constexpr std::uint64_t kPmdSize = std::uint64_t{2} << 20;
+
+std::uint64_t vm_start_gap(const MmStruct* mm, const Vma* vma) {
+  std::uint64_t start = vma->vm_start;
+  if (vma->vm_flags & VM_GROWSDOWN) {
+    start -= mm->cfg.stack_guard_gap;
+    if (start > vma->vm_start) start = 0;  // underflow
+  }
+  return start;
+}
+
+// Linux round_hint_to_min().
+std::uint64_t round_hint_to_min(const MmStruct* mm, std::uint64_t hint) {
+  hint &= kPageMask;
+  if (hint != 0 && hint < mm->cfg.mmap_min_addr) return page_align(mm->cfg.mmap_min_addr);
+  return hint;
+}
+
+// Highest start s (page aligned) with [s, s + len) free, low <= s,
+// s + len <= high, and s + len <= vm_start_gap(next) when the VMA above
+// grows down (unmapped_area_topdown's guard-gap retry).
+std::optional<std::uint64_t> unmapped_area_topdown(MmStruct* mm, std::uint64_t len, std::uint64_t low,
+                                                   std::uint64_t high) {
+  for (;;) {
+    auto s = mm->mm_mt.gap_top_down(len, kPageSize, low, high);
+    if (!s) return std::nullopt;
+    Vma* next = find_vma(mm, *s + len);
+    if (next != nullptr && (next->vm_flags & VM_GROWSDOWN) && *s + len > vm_start_gap(mm, next)) {
+      high = vm_start_gap(mm, next);
+      continue;
+    }
+    return s;
+  }
+}
+
+// Lowest start with the symmetric guard-gap rule (unmapped_area).
+std::optional<std::uint64_t> unmapped_area(MmStruct* mm, std::uint64_t len, std::uint64_t low,
+                                           std::uint64_t high) {
+  for (;;) {
+    auto s = mm->mm_mt.gap_bottom_up(len, kPageSize, low, high);
+    if (!s) return std::nullopt;
+    Vma* next = find_vma(mm, *s + len);
+    if (next != nullptr && (next->vm_flags & VM_GROWSDOWN) && *s + len > vm_start_gap(mm, next)) {
+      low = next->vm_end;
+      continue;
+    }
+    return s;
+  }
+}
+
+// x86 arch_get_unmapped_area_topdown() for a non-fixed request.
+long arch_get_unmapped_area_topdown(MmStruct* mm, std::uint64_t addr, std::uint64_t len,
+                                    bool thp_align) {
+  const std::uint64_t task_size = mm->task_size;
+  if (len > task_size) return -ENOMEM;
+  if (addr != 0 && addr <= task_size - len) {
+    Vma* vma = find_vma(mm, addr);
+    if (vma == nullptr || addr + len <= vm_start_gap(mm, vma)) return static_cast<long>(addr);
+  }
+  const std::uint64_t low = std::max(kPageSize, mm->cfg.mmap_min_addr);
+  if (thp_align && len + kPmdSize > len) {
+    // __thp_get_unmapped_area: search with 2 MiB of slack, then align down.
+    if (auto s = unmapped_area_topdown(mm, len + kPmdSize, low, mm->cfg.mmap_base))
+      return static_cast<long>((*s + kPmdSize) & ~(kPmdSize - 1));
+  }
+  if (auto s = unmapped_area_topdown(mm, len, low, mm->cfg.mmap_base)) return static_cast<long>(*s);
+  // Bottom-up fallback (arch_get_unmapped_area), from the legacy base.
+  if (auto s = unmapped_area(mm, len, mm->cfg.mmap_legacy_base, task_size)) return static_cast<long>(*s);
+  return -ENOMEM;
+}
+
+vm_flags_t calc_vm_prot_bits(int prot) {
+  vm_flags_t f = 0;
+  if (prot & PROT_READ) f |= VM_READ;
+  if (prot & PROT_WRITE) f |= VM_WRITE;
+  if (prot & PROT_EXEC) f |= VM_EXEC;
+  return f;
+}
+
+vm_flags_t calc_vm_flag_bits(int flags) {
+  vm_flags_t f = 0;
+  if (flags & MAP_GROWSDOWN) f |= VM_GROWSDOWN;
+  if (flags & MAP_LOCKED) f |= VM_LOCKED;
+  if (flags & MAP_STACK) f |= VM_NOHUGEPAGE;  // transparent huge pages are compiled in
+  return f;
+}
+
+// Linux __mmap_region() for anonymous memory.  Requires mmap W.
+long mmap_region(MmStruct* mm, std::uint64_t addr, std::uint64_t len, vm_flags_t vm_flags,
+                 std::uint64_t pgoff) {
+  const std::uint64_t end = addr + len;
+  // MAP_FIXED over existing mappings: split the edges and collect what is
+  // replaced.  The old VMAs stay in the tree (write-locked) until the new
+  // mapping is stored over them in one step, so no address that is mapped
+  // before and after is ever seen unmapped.
+  std::vector<Vma*> replaced;
+  if (find_vma_intersection(mm, addr, end) != nullptr) {
+    int err = vms_gather_munmap_vmas(mm, addr, end, &replaced);
+    if (err) return err;
+  }
+  if ((vm_flags & (VM_NORESERVE | VM_SHARED | VM_WRITE)) == VM_WRITE) {
+    // Charge the commit, less what the replaced mappings already had.  On
+    // failure the edge splits stay, as in Linux (vms_abort_munmap_vmas).
+    std::uint64_t charged = len >> kPageShift;
+    for (const Vma* v : replaced)
+      if (v->vm_flags & VM_ACCOUNT) charged -= v->pages();
+    if (charged != 0 && !vm_enough_memory(mm, charged)) return -ENOMEM;
+    vm_flags |= VM_ACCOUNT;
+  }
+
+  auto prev_e = mm->mm_mt.find_prev(addr);
+  Vma* prev = prev_e ? prev_e->as<Vma>() : nullptr;
+  Vma* next = find_vma(mm, end);
+
+  mem::File* file = (vm_flags & VM_SHARED) ? mem::shmem_zero_setup() : nullptr;
+  Vma* vma = file == nullptr ? vma_merge_new_range(mm, prev, next, addr, end, vm_flags, nullptr, pgoff)
+                             : nullptr;
+  if (vma == nullptr) {
+    vma = vm_area_alloc(mm, addr, end, vm_flags, pgoff);
+    vma->vm_file = file;  // the new VMA takes the creation reference
+    vma_link(mm, vma);
+  }
+  vms_complete_munmap_vmas(mm, replaced);
+  return static_cast<long>(addr);
+}
+
+}  // namespace
+
+bool vm_enough_memory(const MmStruct* mm, std::uint64_t pages) {
+  return mm->cfg.overcommit_guess_pages == 0 || pages <= mm->cfg.overcommit_guess_pages;
+}
+
+long get_unmapped_area(MmStruct* mm, std::uint64_t addr, std::uint64_t len, int flags) {
+  if (len > mm->task_size) return -ENOMEM;
+  if (!(flags & MAP_FIXED)) {
+    // Private anonymous requests with no hint and a 2 MiB-multiple length
+    // are placed 2 MiB aligned (thp_get_unmapped_area).
+    bool thp = addr == 0 && (flags & MAP_TYPE) == MAP_PRIVATE && len % kPmdSize == 0;
+    long r = arch_get_unmapped_area_topdown(mm, addr, len, thp);
+    if (r < 0) return r;
+    addr = static_cast<std::uint64_t>(r);
+  }
+  if (addr > mm->task_size - len) return -ENOMEM;
+  if (!page_aligned(addr)) return -EINVAL;
+  if (addr < mm->cfg.dac_mmap_min_addr && !mm->cfg.cap_sys_rawio) return -EPERM;  // cap_mmap_addr
+  return static_cast<long>(addr);
+}
+
+namespace {
+
+// Linux do_mmap() for anonymous memory.  Requires mmap W.
+long do_mmap(MmStruct* mm, std::uint64_t addr, std::uint64_t len, int prot, int flags,
+             std::uint64_t* populate) {
+  *populate = 0;
+  if (len == 0) return -EINVAL;
+  if (flags & MAP_FIXED_NOREPLACE) flags |= MAP_FIXED;
+  if (!(flags & MAP_FIXED)) addr = round_hint_to_min(mm, addr);
+  len = page_align(len);
+  if (len == 0) return -ENOMEM;
+  if (mm->map_count > mm->max_map_count) return -ENOMEM;
+
+  vm_flags_t vm_flags = calc_vm_prot_bits(prot) | calc_vm_flag_bits(flags) | VM_MAYREAD |
+                        VM_MAYWRITE | VM_MAYEXEC;
+  long r = get_unmapped_area(mm, addr, len, flags);
+  if (r < 0) return r;
+  addr = static_cast<std::uint64_t>(r);
+
+  if ((flags & MAP_FIXED_NOREPLACE) && find_vma_intersection(mm, addr, addr + len) != nullptr)
+    return -EEXIST;
+  // MAP_LOCKED: memlock limits are not modelled (as for CAP_IPC_LOCK).
+
+  std::uint64_t pgoff;
+  switch (flags & MAP_TYPE) {
+    case MAP_SHARED:
+      if (vm_flags & VM_GROWSDOWN) return -EINVAL;
+      pgoff = 0;
+      vm_flags |= VM_SHARED | VM_MAYSHARE;
+      break;
+    case MAP_PRIVATE:
+      pgoff = addr >> kPageShift;
+      break;
+    default:  // MAP_SHARED_VALIDATE and MAP_DROPPABLE included: not for anonymous memory here
+      return -EINVAL;
+  }
+  if ((flags & MAP_NORESERVE) && !mm->cfg.overcommit_never) vm_flags |= VM_NORESERVE;
+
+  r = mmap_region(mm, addr, len, vm_flags, pgoff);
+  if (r >= 0 && ((vm_flags & VM_LOCKED) || (flags & (MAP_POPULATE | MAP_NONBLOCK)) == MAP_POPULATE))
+    *populate = len;
+  return r;
+}
+
+}  // namespace
+
+long vm_mmap(MmStruct* mm, std::uint64_t addr, std::uint64_t len, int prot, int flags, int fd,
+             std::uint64_t off) {
+  (void)fd;
+  if (!page_aligned(off)) return -EINVAL;
+  if (!(flags & MAP_ANONYMOUS)) return -EBADF;  // no file descriptors yet
+  if (flags & MAP_HUGETLB) return -EINVAL;      // hugetlbfs is not modelled
+  std::uint64_t populate = 0;
+  mmap_write_lock(mm);
+  long r = do_mmap(mm, addr, len, prot, flags, &populate);
+  mm_debug_validate(mm);
+  // Population (MAP_POPULATE / MAP_LOCKED) faults pages in; it arrives
+  // with the page-fault layer and will run here under the mmap_lock
+  // downgraded to read, never after dropping it (seed 003).
+  mmap_write_unlock(mm);
+  return r;
+}
+
+}  // namespace vmspace::mm

@@ -1,0 +1,115 @@
+// SPDX-License-Identifier: MIT
+// mprotect.cpp - mprotect(2), as Linux's mm/mprotect.c decides it
+// (docs/research/linux-vma-semantics.md section 4).
+#include <sys/mman.h>
+
+#include <cerrno>
+
+#ifndef PROT_SEM
+#define PROT_SEM 0x8  // <linux/mman.h>; glibc does not define it
+#endif
+
+#include "mm/mm.h"
+#include "mm/mmap_lock.h"
+#include "mm/vma.h"
+
+namespace vmspace::mm {
+
+namespace {
+
+vm_flags_t prot_to_vm_flags(int prot) {
+  vm_flags_t f = 0;
+  if (prot & PROT_READ) f |= VM_READ;
+  if (prot & PROT_WRITE) f |= VM_WRITE;
+  if (prot & PROT_EXEC) f |= VM_EXEC;
+  return f;
+}
+
+// Linux mprotect_fixup(): give [start, end) of `vma` the flags `newflags`.
+// On success *out is the VMA now covering [start, end) (merged or split).
+int mprotect_fixup(MmStruct* mm, Vma* vma, std::uint64_t start, std::uint64_t end,
+                   vm_flags_t newflags, Vma** out) {
+  const vm_flags_t oldflags = vma->vm_flags;
+  if (newflags == oldflags) {
+    *out = vma;
+    return 0;
+  }
+  if (newflags & VM_WRITE) {
+    // Private memory becoming writable is charged to the commit limit.
+    if (!(oldflags & (VM_ACCOUNT | VM_WRITE | VM_HUGETLB | VM_SHARED | VM_NORESERVE))) {
+      if (!vm_enough_memory(mm, (end - start) >> kPageShift)) return -ENOMEM;
+      newflags |= VM_ACCOUNT;
+    }
+  } else if ((oldflags & VM_ACCOUNT) && vma->is_anonymous() &&
+             vma->anon_vma.load(std::memory_order_relaxed) == nullptr) {
+    // Never-written anonymous memory gives its commit back.
+    newflags &= ~VM_ACCOUNT;
+  }
+  int err = 0;
+  Vma* v = vma_modify_flags(mm, vma, start, end, newflags, &err);
+  if (v == nullptr) return err;
+  vma_start_write(v);
+  v->vm_flags = newflags;
+  // Page-table protection changes arrive with the page-fault layer.
+  *out = v;
+  return 0;
+}
+
+}  // namespace
+
+int do_mprotect(MmStruct* mm, std::uint64_t start, std::uint64_t len, int prot) {
+  const int grows = prot & (PROT_GROWSDOWN | PROT_GROWSUP);
+  prot &= ~grows;
+  if (grows == (PROT_GROWSDOWN | PROT_GROWSUP)) return -EINVAL;
+  if (!page_aligned(start)) return -EINVAL;
+  if (len == 0) return 0;
+  len = page_align(len);
+  std::uint64_t end = start + len;
+  if (end <= start) return -ENOMEM;
+  if (prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC | PROT_SEM)) return -EINVAL;
+
+  mmap_write_lock(mm);
+  int err = 0;
+  Vma* vma = find_vma(mm, start);
+  std::uint64_t tmp = 0;
+  if (vma == nullptr || vma->vm_start >= end) {
+    err = -ENOMEM;
+  } else if (grows & PROT_GROWSDOWN) {
+    start = vma->vm_start;
+    if (!(vma->vm_flags & VM_GROWSDOWN)) err = -EINVAL;
+  } else if (vma->vm_start > start) {
+    err = -ENOMEM;  // the range starts in a hole: nothing changes
+  } else if (grows & PROT_GROWSUP) {
+    err = -EINVAL;  // no VM_GROWSUP on x86
+  }
+  if (err == 0) {
+    std::uint64_t nstart = start;
+    tmp = vma->vm_start;
+    const vm_flags_t want = prot_to_vm_flags(prot);
+    while (vma != nullptr && vma->vm_start < end) {
+      if (vma->vm_start != tmp) {  // a hole between VMAs: stop here
+        err = -ENOMEM;
+        break;
+      }
+      vm_flags_t newflags = want | (vma->vm_flags & ~VM_ACCESS_FLAGS);
+      // Asking for an access whose VM_MAY* bit is clear.
+      if ((newflags & ~(newflags >> 4)) & VM_ACCESS_FLAGS) {
+        err = -EACCES;
+        break;
+      }
+      tmp = std::min(vma->vm_end, end);
+      Vma* done = nullptr;
+      err = mprotect_fixup(mm, vma, nstart, tmp, newflags, &done);
+      if (err) break;
+      tmp = done->vm_end;  // a merge may have covered more than [nstart, tmp)
+      nstart = tmp;
+      vma = find_vma(mm, tmp);
+    }
+    if (err == 0 && tmp < end) err = -ENOMEM;  // the range ends in a hole
+  }
+  mm_debug_validate(mm);
+  mmap_write_unlock(mm);
+  return err;
+}
+
+}  // namespace vmspace::mm

@@ -1,0 +1,61 @@
+// SPDX-License-Identifier: MIT
+// munmap.cpp - removing mappings (Linux's do_vmi_munmap and the
+// vms_gather/complete pair it shares with MAP_FIXED).
+#include <cerrno>
+
+#include "mm/mm.h"
+#include "mm/mmap_lock.h"
+#include "mm/vma.h"
+
+namespace vmspace::mm {
+
+int vms_gather_munmap_vmas(MmStruct* mm, std::uint64_t start, std::uint64_t end,
+                           std::vector<Vma*>* out) {
+  mmap_assert_write_locked(mm);
+  Vma* vma = find_vma(mm, start);
+  if (vma == nullptr || vma->vm_start >= end) return 0;
+  if (start > vma->vm_start) {
+    // Unmapping the inside of one VMA leaves one more VMA than before.
+    if (end < vma->vm_end && mm->map_count >= mm->max_map_count) return -ENOMEM;
+    __split_vma(mm, vma, start, /*new_below=*/true);  // vma keeps [start, vm_end)
+  }
+  for (Vma* v = vma; v != nullptr && v->vm_start < end;) {
+    if (v->vm_end > end) __split_vma(mm, v, end, /*new_below=*/false);  // v keeps [.., end)
+    vma_start_write(v);
+    out->push_back(v);
+    v = vma_next(mm, v);
+  }
+  return 0;
+}
+
+void vms_complete_munmap_vmas(MmStruct* mm, const std::vector<Vma*>& vmas) {
+  for (Vma* v : vmas) {
+    // Still write-locked; detached before the mmap_lock write side ends.
+    vma_mark_detached(v);
+    mm->map_count--;
+    vm_area_free(v);
+  }
+}
+
+int do_vmi_munmap_locked(MmStruct* mm, std::uint64_t start, std::uint64_t end) {
+  std::vector<Vma*> gathered;
+  if (int err = vms_gather_munmap_vmas(mm, start, end, &gathered)) return err;
+  if (gathered.empty()) return 0;
+  // One store: readers see all of [start, end) unmapped at once.
+  mm->mm_mt.erase(start, end);
+  vms_complete_munmap_vmas(mm, gathered);
+  return 0;
+}
+
+int vm_munmap(MmStruct* mm, std::uint64_t start, std::uint64_t len) {
+  if (!page_aligned(start) || start > mm->task_size || len > mm->task_size - start) return -EINVAL;
+  const std::uint64_t end = start + page_align(len);
+  if (end == start) return -EINVAL;
+  mmap_write_lock(mm);
+  int err = do_vmi_munmap_locked(mm, start, end);
+  mm_debug_validate(mm);
+  mmap_write_unlock(mm);
+  return err;
+}
+
+}  // namespace vmspace::mm

@@ -1,0 +1,317 @@
+// SPDX-License-Identifier: MIT
+// vma.cpp - VMA split and merge, decided as Linux's mm/vma.c decides them.
+//
+// Tree discipline.  The range tree publishes each store() as one step, and
+// a store trims whatever it overlaps.  So every change here is ordered as:
+//   1. vma_prepare(): write-lock every VMA that changes or goes away (a
+//      reader that finds one of them now fails and falls back);
+//   2. change the VMA fields;
+//   3. store the grown/new VMA over its whole new range: this replaces
+//      the absorbed VMAs' entries and trims the shrunk one's in one step,
+//      so no address that was mapped before and after is ever unmapped in
+//      between (range_tree.h guarantee B);
+//   4. vma_complete(): detach the removed VMAs (still write-locked) and
+//      free them after a grace period.
+#include "mm/vma.h"
+
+#include <cerrno>
+#include <type_traits>
+
+#include "mm/mmap_lock.h"
+
+namespace vmspace::mm {
+
+// ---- lifetime ----------------------------------------------------------
+
+Vma* vm_area_alloc(MmStruct* mm, std::uint64_t start, std::uint64_t end, vm_flags_t flags,
+                   std::uint64_t pgoff) {
+  return new Vma(mm, start, end, flags, pgoff);
+}
+
+Vma* vm_area_dup(const Vma* orig) {
+  Vma* v = new Vma(orig->vm_mm, orig->vm_start, orig->vm_end, orig->vm_flags, orig->vm_pgoff);
+  v->vm_file = mem::get_file(orig->vm_file);
+  v->anon_vma.store(orig->anon_vma.load(std::memory_order_relaxed), std::memory_order_relaxed);
+  return v;
+}
+
+namespace {
+void vm_area_free_rcu(rcu::Head* h) {
+  // rcu is a member of Vma; recover the object.
+  Vma* vma = reinterpret_cast<Vma*>(reinterpret_cast<char*>(h) - offsetof(Vma, rcu));
+  delete vma;
+}
+}  // namespace
+
+void vm_area_free(Vma* vma) {
+  static_assert(std::is_standard_layout_v<Vma>, "offsetof(Vma, rcu) must be well defined");
+  rcu::call(&vma->rcu, vm_area_free_rcu);
+}
+
+// ---- neighbours --------------------------------------------------------
+
+Vma* find_vma(MmStruct* mm, std::uint64_t addr) {
+  auto e = mm->mm_mt.find_vma(addr);
+  return e ? e->as<Vma>() : nullptr;
+}
+
+Vma* find_vma_intersection(MmStruct* mm, std::uint64_t start, std::uint64_t end) {
+  Vma* v = find_vma(mm, start);
+  return v != nullptr && v->vm_start < end ? v : nullptr;
+}
+
+Vma* vma_prev(MmStruct* mm, const Vma* vma) {
+  auto e = mm->mm_mt.find_prev(vma->vm_start);
+  return e ? e->as<Vma>() : nullptr;
+}
+
+Vma* vma_next(MmStruct* mm, const Vma* vma) { return find_vma(mm, vma->vm_end); }
+
+Vma* vma_lookup(MmStruct* mm, std::uint64_t addr) {
+  return static_cast<Vma*>(mm->mm_mt.lookup(addr));
+}
+
+// ---- prepare / complete ------------------------------------------------
+
+void vma_prepare(VmaPrepare& vp) {
+  // Every VMA that changes or disappears is write-locked before anything
+  // changes (seed 000: locking inside vma_prepare catches every caller).
+  for (Vma* v : {vp.vma, vp.adj_next, vp.insert, vp.remove, vp.remove2})
+    if (v != nullptr) vma_start_write(v);
+  // Lock order: i_mmap_rwsem of the file, then the anon_vma (lock_order.h).
+  // Anonymous VMAs have no file; the anon_vma interval tree is not
+  // modelled (the reverse map is a per-anon_vma list the fault path keeps),
+  // so there is nothing further to lock here yet.
+}
+
+void vma_complete(VmaPrepare& vp, MmStruct* mm) {
+  for (Vma* v : {vp.remove, vp.remove2}) {
+    if (v == nullptr) continue;
+    // Detached while still write-locked (seed 000): a reader that found it
+    // in the tree earlier fails to lock it and walks again (vma_lock_miss).
+    vma_mark_detached(v);
+    mm->map_count--;
+    vm_area_free(v);
+  }
+}
+
+void vma_link(MmStruct* mm, Vma* vma) {
+  vma_start_write(vma);  // new VMAs are write-locked until the session ends
+  vma_mark_attached(vma);
+  mm->mm_mt.store(vma->vm_start, vma->vm_end, vma);
+  mm->map_count++;
+}
+
+// ---- split -------------------------------------------------------------
+
+Vma* __split_vma(MmStruct* mm, Vma* vma, std::uint64_t addr, bool new_below) {
+  mmap_assert_write_locked(mm);
+  Vma* nv = vm_area_dup(vma);
+  if (new_below) {
+    nv->vm_end = addr;
+  } else {
+    nv->vm_start = addr;
+    nv->vm_pgoff += (addr - vma->vm_start) >> kPageShift;
+  }
+  VmaPrepare vp;
+  vp.vma = vma;
+  vp.insert = nv;
+  vma_prepare(vp);
+  if (new_below) {
+    vma->vm_pgoff += (addr - vma->vm_start) >> kPageShift;
+    vma->vm_start = addr;
+  } else {
+    vma->vm_end = addr;
+  }
+  // Storing the new VMA trims `vma`'s entry to its new range in one step.
+  vma_mark_attached(nv);
+  mm->mm_mt.store(nv->vm_start, nv->vm_end, nv);
+  mm->map_count++;
+  vma_complete(vp, mm);
+  return nv;
+}
+
+Vma* split_vma(MmStruct* mm, Vma* vma, std::uint64_t addr, bool new_below, int* err) {
+  if (mm->map_count >= mm->max_map_count) {
+    *err = -ENOMEM;
+    return nullptr;
+  }
+  return __split_vma(mm, vma, addr, new_below);
+}
+
+// ---- merge rules -------------------------------------------------------
+
+namespace {
+
+// Linux is_mergeable_vma(): equal flags apart from the ones merging
+// ignores; the same file (private anonymous VMAs have none; every shared
+// anonymous mmap has its own shmem object).
+bool is_mergeable_vma(const Vma* vma, vm_flags_t flags, const mem::File* file) {
+  return ((vma->vm_flags ^ flags) & ~VM_IGNORE_MERGE) == 0 && vma->vm_file == file;
+}
+
+// Linux is_mergeable_anon_vma(): a VMA without an anon_vma may join one
+// with an anon_vma (the anon_vma is then shared); two different anon_vmas
+// never merge.  (Linux also refuses when the VMA with the anon_vma has
+// un-COWed parents from fork; fork is not modelled yet, so there are none.)
+bool is_mergeable_anon_vma(AnonVma* a, AnonVma* b) { return a == nullptr || b == nullptr || a == b; }
+
+AnonVma* anon_of(const Vma* v) { return v->anon_vma.load(std::memory_order_relaxed); }
+
+// The merged VMA `dst` inherits `src`'s anon_vma if it has none yet
+// (Linux dup_anon_vma()).
+void dup_anon_vma(Vma* dst, const Vma* src) {
+  if (anon_of(dst) == nullptr && anon_of(src) != nullptr)
+    dst->anon_vma.store(anon_of(src), std::memory_order_release);
+}
+
+}  // namespace
+
+bool can_vma_merge_before(const Vma* next, vm_flags_t flags, const mem::File* file,
+                          AnonVma* anon_vma, std::uint64_t pgoff, std::uint64_t pglen) {
+  return is_mergeable_vma(next, flags, file) && is_mergeable_anon_vma(anon_vma, anon_of(next)) &&
+         next->vm_pgoff == pgoff + pglen;
+}
+
+bool can_vma_merge_after(const Vma* prev, vm_flags_t flags, const mem::File* file,
+                         AnonVma* anon_vma, std::uint64_t pgoff) {
+  return is_mergeable_vma(prev, flags, file) && is_mergeable_anon_vma(anon_vma, anon_of(prev)) &&
+         prev->vm_pgoff + prev->pages() == pgoff;
+}
+
+Vma* vma_merge_new_range(MmStruct* mm, Vma* prev, Vma* next, std::uint64_t start, std::uint64_t end,
+                         vm_flags_t flags, const mem::File* file, std::uint64_t pgoff) {
+  mmap_assert_write_locked(mm);
+  if (flags & VM_SPECIAL) return nullptr;
+  const std::uint64_t pglen = (end - start) >> kPageShift;
+  bool left = prev != nullptr && prev->vm_end == start &&
+              can_vma_merge_after(prev, flags, file, nullptr, pgoff);
+  bool right = next != nullptr && next->vm_start == end &&
+               can_vma_merge_before(next, flags, file, nullptr, pgoff, pglen);
+  // Each side is compatible with the new range; merging both also needs
+  // prev and next compatible with each other.
+  if (left && right && !is_mergeable_anon_vma(anon_of(prev), anon_of(next))) right = false;
+  if (!left && !right) return nullptr;
+
+  VmaPrepare vp;
+  if (left && right) {
+    //   prev | new | next   ->   prev.................
+    vp.vma = prev;
+    vp.remove = next;
+    vma_prepare(vp);
+    dup_anon_vma(prev, next);
+    prev->vm_end = next->vm_end;
+    mm->mm_mt.store(prev->vm_start, prev->vm_end, prev);
+    vma_complete(vp, mm);
+    return prev;
+  }
+  if (left) {
+    //   prev | new          ->   prev.......
+    vp.vma = prev;
+    vma_prepare(vp);
+    prev->vm_end = end;
+    mm->mm_mt.store(prev->vm_start, prev->vm_end, prev);
+    vma_complete(vp, mm);
+    return prev;
+  }
+  //          new | next     ->   ......next
+  vp.vma = next;
+  vma_prepare(vp);
+  next->vm_start = start;
+  next->vm_pgoff = pgoff;
+  mm->mm_mt.store(next->vm_start, next->vm_end, next);
+  vma_complete(vp, mm);
+  return next;
+}
+
+namespace {
+
+// Linux vma_merge_existing_range(): [start, end) of `middle` is getting
+// `flags`.  Merge it into prev and/or next when it touches them and they
+// would be compatible.  Returns the VMA covering [start, end) or nullptr.
+Vma* vma_merge_existing_range(MmStruct* mm, Vma* middle, std::uint64_t start, std::uint64_t end,
+                              vm_flags_t flags) {
+  const bool left_side = start == middle->vm_start;
+  const bool right_side = end == middle->vm_end;
+  if ((flags & VM_SPECIAL) || (!left_side && !right_side)) return nullptr;
+
+  const std::uint64_t pgoff = middle->vm_pgoff + ((start - middle->vm_start) >> kPageShift);
+  const std::uint64_t pglen = (end - start) >> kPageShift;
+  AnonVma* anon = anon_of(middle);
+  Vma* prev = left_side ? vma_prev(mm, middle) : nullptr;
+  Vma* next = right_side ? vma_next(mm, middle) : nullptr;
+
+  bool merge_left = prev != nullptr && prev->vm_end == start &&
+                    can_vma_merge_after(prev, flags, middle->vm_file, anon, pgoff);
+  bool merge_right = next != nullptr && next->vm_start == end &&
+                     can_vma_merge_before(next, flags, middle->vm_file, anon, pgoff, pglen);
+  if (merge_left && merge_right && !is_mergeable_anon_vma(anon_of(prev), anon_of(next)))
+    merge_right = false;
+  if (!merge_left && !merge_right) return nullptr;
+
+  const bool delete_middle = left_side && right_side;
+  VmaPrepare vp;
+  if (merge_left && merge_right) {
+    //   prev | middle | next   ->   prev.......................
+    vp.vma = prev;
+    vp.remove = middle;
+    vp.remove2 = next;
+    vma_prepare(vp);
+    dup_anon_vma(prev, anon_of(next) != nullptr ? next : middle);
+    prev->vm_end = next->vm_end;
+    mm->mm_mt.store(prev->vm_start, prev->vm_end, prev);
+    vma_complete(vp, mm);
+    return prev;
+  }
+  if (merge_left) {
+    //   prev | middle          ->   prev.......   (middle deleted)
+    //   prev | mid|dle         ->   prev....|dle  (middle shrunk)
+    vp.vma = prev;
+    if (delete_middle)
+      vp.remove = middle;
+    else
+      vp.adj_next = middle;
+    vma_prepare(vp);
+    dup_anon_vma(prev, middle);
+    prev->vm_end = end;
+    if (!delete_middle) {
+      middle->vm_pgoff += (end - middle->vm_start) >> kPageShift;
+      middle->vm_start = end;
+    }
+    mm->mm_mt.store(prev->vm_start, prev->vm_end, prev);  // trims or replaces middle
+    vma_complete(vp, mm);
+    return prev;
+  }
+  //   middle | next            ->   .......next   (middle deleted)
+  //   mid|dle | next           ->   mid|....next   (middle shrunk)
+  vp.vma = next;
+  if (delete_middle)
+    vp.remove = middle;
+  else
+    vp.adj_next = middle;
+  vma_prepare(vp);
+  dup_anon_vma(next, middle);
+  if (!delete_middle) middle->vm_end = start;
+  next->vm_start = start;
+  next->vm_pgoff = next->vm_pgoff - pglen;
+  mm->mm_mt.store(next->vm_start, next->vm_end, next);
+  vma_complete(vp, mm);
+  return next;
+}
+
+}  // namespace
+
+Vma* vma_modify_flags(MmStruct* mm, Vma* vma, std::uint64_t start, std::uint64_t end,
+                      vm_flags_t new_flags, int* err) {
+  mmap_assert_write_locked(mm);
+  if (Vma* merged = vma_merge_existing_range(mm, vma, start, end, new_flags)) return merged;
+  // No merge: split off the parts outside [start, end).  A failure of the
+  // second split leaves the first in place, as in Linux.
+  if (vma->vm_start < start && split_vma(mm, vma, start, /*new_below=*/true, err) == nullptr)
+    return nullptr;
+  if (vma->vm_end > end && split_vma(mm, vma, end, /*new_below=*/false, err) == nullptr)
+    return nullptr;
+  return vma;
+}
+
+}  // namespace vmspace::mm

@@ -1,0 +1,97 @@
+// SPDX-License-Identifier: MIT
+// vma.h - VMA allocation, split, merge and the prepare/complete bracket
+// (Linux's mm/vma.c).  Every function here requires the mmap_lock held for
+// write; each write-locks (vma_start_write) every VMA it changes or removes
+// before changing it, and brackets tree and VMA updates with
+// vma_prepare()/vma_complete() (seed 000).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "mm/mm_types.h"
+
+namespace vmspace::mm {
+
+// ---- lifetime ----------------------------------------------------------
+Vma* vm_area_alloc(MmStruct* mm, std::uint64_t start, std::uint64_t end, vm_flags_t flags,
+                   std::uint64_t pgoff);
+// A detached copy (same range, flags, pgoff, anon_vma), not yet in the tree.
+Vma* vm_area_dup(const Vma* orig);
+// Free a VMA that is detached (or was never attached) after an RCU grace
+// period: lock_vma_under_rcu may still hold the pointer from the tree.
+void vm_area_free(Vma* vma);
+
+// ---- neighbours (mmap R) -----------------------------------------------
+Vma* find_vma(MmStruct* mm, std::uint64_t addr);            // first VMA with end > addr
+Vma* find_vma_intersection(MmStruct* mm, std::uint64_t start, std::uint64_t end);
+Vma* vma_prev(MmStruct* mm, const Vma* vma);                // the VMA before, if any
+Vma* vma_next(MmStruct* mm, const Vma* vma);                // the VMA after, if any
+Vma* vma_lookup(MmStruct* mm, std::uint64_t addr);          // the VMA containing addr
+
+// ---- the prepare/complete bracket --------------------------------------
+// vma_prepare() write-locks every VMA named here (vma_start_write), then
+// takes the file's i_mmap lock and the anon_vma lock (lock_order.h).
+// vma_complete() publishes the tree changes, releases those locks in
+// reverse order, detaches `remove`/`remove2` (still write-locked, as seed
+// 000 requires: detached before the write side is released), updates
+// map_count and frees them after a grace period.
+struct VmaPrepare {
+  Vma* vma = nullptr;      // the VMA being expanded/shrunk/split
+  Vma* adj_next = nullptr; // a neighbour whose start moves
+  Vma* insert = nullptr;   // a new VMA to add to the tree
+  Vma* remove = nullptr;   // VMAs absorbed by `vma` and removed
+  Vma* remove2 = nullptr;
+};
+void vma_prepare(VmaPrepare& vp);
+void vma_complete(VmaPrepare& vp, MmStruct* mm);
+
+// ---- split -------------------------------------------------------------
+// Split `vma` at `addr` (page aligned, strictly inside).  The new VMA takes
+// the part below addr if new_below, else the part above.  Returns the new
+// VMA, or nullptr with *err = -ENOMEM when map_count is at the limit
+// (split_vma checks it; __split_vma callers check it themselves).
+Vma* split_vma(MmStruct* mm, Vma* vma, std::uint64_t addr, bool new_below, int* err);
+Vma* __split_vma(MmStruct* mm, Vma* vma, std::uint64_t addr, bool new_below);
+
+// ---- merge -------------------------------------------------------------
+// Would a range with these attributes merge with `vma` lying right after
+// it (merge "before" vma) / right before it (merge "after" vma)?
+bool can_vma_merge_before(const Vma* next, vm_flags_t flags, const mem::File* file,
+                          AnonVma* anon_vma, std::uint64_t pgoff, std::uint64_t pglen);
+bool can_vma_merge_after(const Vma* prev, vm_flags_t flags, const mem::File* file,
+                         AnonVma* anon_vma, std::uint64_t pgoff);
+
+// A new range [start, end) with `flags`/`file`/`pgoff` and no anon_vma,
+// between `prev` (may be null) and `next` (may be null): expand a neighbour
+// to cover it if Linux would.  Returns the VMA now covering the range, or
+// nullptr if nothing merged (the caller creates a VMA).
+Vma* vma_merge_new_range(MmStruct* mm, Vma* prev, Vma* next, std::uint64_t start,
+                         std::uint64_t end, vm_flags_t flags, const mem::File* file,
+                         std::uint64_t pgoff);
+
+// Give [start, end) (inside `vma`) the flags `new_flags`: merge with the
+// neighbours where Linux would (vma_merge_existing_range), else split and
+// set the flags.  Returns the VMA now covering [start, end), or nullptr
+// with *err set (-ENOMEM: map_count limit).
+Vma* vma_modify_flags(MmStruct* mm, Vma* vma, std::uint64_t start, std::uint64_t end,
+                      vm_flags_t new_flags, int* err);
+
+// ---- removal (munmap, MAP_FIXED replacement) ----------------------------
+// Split the VMAs at the edges of [start, end) and write-lock every VMA
+// inside it, appending them to *out in address order.  They stay in the
+// tree.  -ENOMEM (nothing changed) when the range lies strictly inside one
+// VMA and map_count is at the limit; the edge splits are otherwise
+// unchecked, as in Linux's vms_gather_munmap_vmas().
+int vms_gather_munmap_vmas(MmStruct* mm, std::uint64_t start, std::uint64_t end,
+                           std::vector<Vma*>* out);
+// Detach the gathered VMAs (they must no longer be in the tree), update
+// map_count and free them after a grace period.
+void vms_complete_munmap_vmas(MmStruct* mm, const std::vector<Vma*>& vmas);
+
+// ---- insertion ---------------------------------------------------------
+// Attach a new, write-locked VMA and store it in the tree (replacing
+// whatever the tree had there in one step); map_count += 1.
+void vma_link(MmStruct* mm, Vma* vma);
+
+}  // namespace vmspace::mm

@@ -1,0 +1,50 @@
+// linux_abi.cpp
+#include "opscript/linux_abi.h"
+
+#include <sys/mman.h>
+
+#ifndef MAP_FIXED_NOREPLACE
+#define MAP_FIXED_NOREPLACE 0x100000
+#endif
+
+namespace vmspace::opscript {
+
+int mmap_flags_to_linux(unsigned f) {
+  int r = 0;
+  if (f & mmap_flag::kPrivate) r |= MAP_PRIVATE;
+  if (f & mmap_flag::kShared) r |= MAP_SHARED;
+  if (f & mmap_flag::kAnon) r |= MAP_ANONYMOUS;
+  if (f & mmap_flag::kFixed) r |= MAP_FIXED;
+  if (f & mmap_flag::kNoreplace) r |= MAP_FIXED_NOREPLACE;
+  if (f & mmap_flag::kPopulate) r |= MAP_POPULATE;
+  if (f & mmap_flag::kGrowsdown) r |= MAP_GROWSDOWN;
+  if (f & mmap_flag::kNoreserve) r |= MAP_NORESERVE;
+  if (f & mmap_flag::kLocked) r |= MAP_LOCKED;
+  return r;
+}
+
+int mremap_flags_to_linux(unsigned f) {
+  int r = 0;
+  if (f & mremap_flag::kMaymove) r |= MREMAP_MAYMOVE;
+  if (f & mremap_flag::kFixed) r |= MREMAP_FIXED;
+  if (f & mremap_flag::kDontunmap) r |= MREMAP_DONTUNMAP;
+  return r;
+}
+
+int advice_to_linux(Advice a) {
+  switch (a) {
+    case Advice::kNormal: return MADV_NORMAL;
+    case Advice::kRandom: return MADV_RANDOM;
+    case Advice::kSequential: return MADV_SEQUENTIAL;
+    case Advice::kWillneed: return MADV_WILLNEED;
+    case Advice::kDontneed: return MADV_DONTNEED;
+    case Advice::kFree: return MADV_FREE;
+    case Advice::kDontfork: return MADV_DONTFORK;
+    case Advice::kDofork: return MADV_DOFORK;
+    case Advice::kDontdump: return MADV_DONTDUMP;
+    case Advice::kDodump: return MADV_DODUMP;
+  }
+  return -1;
+}
+
+}  // namespace vmspace::opscript

@@ -1,0 +1,83 @@
+// vmspace_executor.cpp
+#include "opscript/vmspace_executor.h"
+
+#include <unistd.h>
+
+#include <fstream>
+#include <string>
+
+#include "opscript/kernel_runner.h"
+#include "opscript/linux_abi.h"
+
+namespace vmspace::opscript {
+
+namespace {
+
+OpResult from_int(long r) { return r < 0 ? OpResult::error(static_cast<int>(-r)) : OpResult::ok(); }
+
+template <class T>
+T read_sysctl(const char* path, T fallback) {
+  std::ifstream in(path);
+  T v{};
+  if (in >> v) return v;
+  return fallback;
+}
+
+}  // namespace
+
+AddressSpaceOptions host_like_options(LockMode mode) {
+  AddressSpaceOptions o;
+  o.mode = mode;
+  o.dac_mmap_min_addr = read_sysctl<std::uint64_t>("/proc/sys/vm/mmap_min_addr", 65536);
+  // The kernel's internal floor is max(vm.mmap_min_addr, CONFIG_LSM_MMAP_MIN_ADDR = 65536).
+  o.mmap_min_addr = std::max<std::uint64_t>(o.dac_mmap_min_addr, 65536);
+  o.max_map_count = read_sysctl<int>("/proc/sys/vm/max_map_count", 65530);
+  o.cap_sys_rawio = ::geteuid() == 0;
+  // vm.overcommit_memory 0 (heuristic): a request larger than RAM + swap fails.
+  if (read_sysctl<int>("/proc/sys/vm/overcommit_memory", 0) == 0) {
+    std::ifstream in("/proc/meminfo");
+    std::string key;
+    std::uint64_t kb = 0, total_kb = 0;
+    std::string unit;
+    while (in >> key >> kb) {
+      if (key == "MemTotal:" || key == "SwapTotal:") total_kb += kb;
+      std::getline(in, unit);
+    }
+    o.overcommit_limit_pages = total_kb / 4;
+  }
+  return o;
+}
+
+OpResult VmspaceExecutor::mmap(uint64_t addr, uint64_t len, unsigned prot, unsigned flags,
+                               const std::string* file, uint64_t offset) {
+  if (file != nullptr) return OpResult::unsupported();  // file mappings: not yet
+  long r = as_.mmap(addr, len, static_cast<int>(prot), mmap_flags_to_linux(flags), -1, offset);
+  if (r < 0) return OpResult::error(static_cast<int>(-r));
+  return OpResult::address(static_cast<uint64_t>(r));
+}
+
+OpResult VmspaceExecutor::munmap(uint64_t addr, uint64_t len) { return from_int(as_.munmap(addr, len)); }
+
+OpResult VmspaceExecutor::mprotect(uint64_t addr, uint64_t len, unsigned prot) {
+  return from_int(as_.mprotect(addr, len, static_cast<int>(prot)));
+}
+
+OpResult VmspaceExecutor::madvise(uint64_t addr, uint64_t len, Advice advice) {
+  return from_int(as_.madvise(addr, len, advice_to_linux(advice)));
+}
+
+// Not in the library yet: reported as such, never skipped.
+OpResult VmspaceExecutor::mremap(uint64_t, uint64_t, uint64_t, unsigned, uint64_t) {
+  return OpResult::unsupported();
+}
+OpResult VmspaceExecutor::mlock(uint64_t, uint64_t) { return OpResult::unsupported(); }
+OpResult VmspaceExecutor::munlock(uint64_t, uint64_t) { return OpResult::unsupported(); }
+OpResult VmspaceExecutor::mlock2(uint64_t, uint64_t, bool) { return OpResult::unsupported(); }
+OpResult VmspaceExecutor::file(const std::string&, uint64_t) { return OpResult::unsupported(); }
+OpResult VmspaceExecutor::ftruncate(const std::string&, uint64_t) { return OpResult::unsupported(); }
+OpResult VmspaceExecutor::write(uint64_t, uint64_t, uint8_t) { return OpResult::unsupported(); }
+OpResult VmspaceExecutor::read(uint64_t, uint64_t) { return OpResult::unsupported(); }
+
+std::vector<MapEntry> VmspaceExecutor::maps() { return parse_proc_maps(as_.maps()); }
+
+}  // namespace vmspace::opscript

@@ -1,0 +1,39 @@
+// vmspace_executor.h: runs op scripts on a vmspace AddressSpace, so that
+// `vmspace replay` can print its lines next to the host kernel's.
+#pragma once
+
+#include "opscript/runner.h"
+#include "vmspace/address_space.h"
+
+namespace vmspace::opscript {
+
+class VmspaceExecutor final : public Executor {
+ public:
+  explicit VmspaceExecutor(AddressSpace& as) : as_(as) {}
+
+  OpResult mmap(uint64_t addr, uint64_t len, unsigned prot, unsigned flags, const std::string* file,
+                uint64_t offset) override;
+  OpResult munmap(uint64_t addr, uint64_t len) override;
+  OpResult mprotect(uint64_t addr, uint64_t len, unsigned prot) override;
+  OpResult madvise(uint64_t addr, uint64_t len, Advice advice) override;
+  OpResult mremap(uint64_t old_addr, uint64_t old_len, uint64_t new_len, unsigned flags,
+                  uint64_t new_addr) override;
+  OpResult mlock(uint64_t addr, uint64_t len) override;
+  OpResult munlock(uint64_t addr, uint64_t len) override;
+  OpResult mlock2(uint64_t addr, uint64_t len, bool onfault) override;
+  OpResult file(const std::string& name, uint64_t size) override;
+  OpResult ftruncate(const std::string& name, uint64_t size) override;
+  OpResult write(uint64_t addr, uint64_t len, uint8_t byte) override;
+  OpResult read(uint64_t addr, uint64_t len) override;
+  std::vector<MapEntry> maps() override;
+
+ private:
+  AddressSpace& as_;
+};
+
+// AddressSpace options that make the library behave like the host kernel
+// it is compared with: vm.mmap_min_addr, vm.max_map_count, and whether the
+// process has CAP_SYS_RAWIO (root).  `mode` is the lock mode to use.
+AddressSpaceOptions host_like_options(LockMode mode);
+
+}  // namespace vmspace::opscript
