@@ -19,6 +19,9 @@ namespace vmspace {
 namespace mm {
 struct MmStruct;
 }
+namespace mem {
+class PhysMem;
+}
 
 struct AddressSpaceOptions {
   LockMode mode = kDefaultLockMode;
@@ -33,7 +36,23 @@ struct AddressSpaceOptions {
   // private request above this many pages (RAM + swap) fails with -ENOMEM.
   // 0 = unlimited.
   std::uint64_t overcommit_limit_pages = 0;
+  // Physical memory: share an existing pool between spaces, or (nullptr)
+  // let the space own one of `phys_bytes`, touched up front when
+  // `phys_pretouch` (so faults measure our work, not the host kernel's).
+  mem::PhysMem* phys = nullptr;
+  std::uint64_t phys_bytes = 256ull << 20;
+  bool phys_pretouch = true;
 };
+
+// What an access that could not be completed ran into: the fault the
+// kernel would signal, at the page holding the first byte that faulted.
+enum class Fault { none, segv_maperr, segv_accerr, sigbus, oom };
+struct AccessResult {
+  Fault fault = Fault::none;
+  std::uint64_t addr = 0;  // page address of the first faulting byte
+  bool ok() const { return fault == Fault::none; }
+};
+const char* fault_name(Fault f);
 
 // Events counted as /proc/vmstat names them.
 enum class VmStat { pgfault, vma_lock_success, vma_lock_abort, vma_lock_retry, vma_lock_miss };
@@ -53,6 +72,38 @@ class AddressSpace {
   int mprotect(std::uint64_t addr, std::uint64_t len, int prot);
   int madvise(std::uint64_t addr, std::uint64_t len, int advice);
 
+  // Guest memory access (the soft MMU).  Copies in ascending address order,
+  // faulting pages in as needed; stops at the first fault it cannot
+  // resolve (the bytes before it are done).
+  AccessResult read(std::uint64_t va, void* dst, std::uint64_t n);
+  AccessResult write(std::uint64_t va, const void* src, std::uint64_t n);
+  AccessResult fill(std::uint64_t va, unsigned char byte, std::uint64_t n);
+  // Make the page at va usable for `write` (or read) access, as a CPU
+  // fault would.
+  Fault fault_in(std::uint64_t va, bool write);
+
+  // A scope in which translate() hands out host pointers.  Pointers stay
+  // valid (the frames are not reused) until the scope ends, even if the
+  // page is unmapped meanwhile; an access that starts after munmap/
+  // mprotect/MADV_DONTNEED returned never gets the old translation.
+  class AccessScope {
+   public:
+    explicit AccessScope(AddressSpace& as);
+    ~AccessScope();
+    AccessScope(const AccessScope&) = delete;
+    AccessScope& operator=(const AccessScope&) = delete;
+    // Host pointer to the byte at va if the page is mapped for this access
+    // right now, else nullptr (call fault_in outside the scope, then retry).
+    void* translate(std::uint64_t va, bool write) const;
+
+   private:
+    AddressSpace& as_;
+  };
+
+  // Per-mapping resident-set figures, /proc/self/smaps style.
+  std::string smaps() const;
+  std::uint64_t rss_pages() const;
+
   // The /proc/self/maps text of this space, in the kernel's format.
   std::string maps() const;
   // Checks every structural invariant; on failure returns false and says
@@ -65,8 +116,13 @@ class AddressSpace {
 
   // The internals, for the fault path, benchmarks and tests.
   mm::MmStruct* mm() const { return mm_.get(); }
+  mem::PhysMem* phys() const;
 
  private:
+  template <class CopyFn>
+  AccessResult access(std::uint64_t va, std::uint64_t n, bool write, CopyFn&& copy);
+
+  std::unique_ptr<mem::PhysMem> owned_phys_;
   std::unique_ptr<mm::MmStruct> mm_;
 };
 

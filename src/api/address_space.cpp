@@ -1,12 +1,20 @@
 // SPDX-License-Identifier: MIT
 #include "vmspace/address_space.h"
 
+#include <cinttypes>
+#include <cstdio>
+#include <cstring>
+
+#include "fault/fault.h"
+#include "mem/phys_mem.h"
 #include "mm/mm.h"
 #include "mm/mmap_lock.h"
+#include "mm/vma.h"
 
 namespace vmspace {
 
 namespace {
+
 mm::MmConfig to_config(const AddressSpaceOptions& o) {
   mm::MmConfig c;
   c.mode = o.mode;
@@ -18,16 +26,76 @@ mm::MmConfig to_config(const AddressSpaceOptions& o) {
   c.overcommit_guess_pages = o.overcommit_limit_pages;
   return c;
 }
+
+std::unique_ptr<mem::PhysMem> make_phys(const AddressSpaceOptions& o) {
+  if (o.phys != nullptr) return nullptr;
+  mem::PhysMemOptions po;
+  po.capacity_bytes = o.phys_bytes;
+  po.pretouch = o.phys_pretouch;
+  return std::make_unique<mem::PhysMem>(po);
+}
+
+Fault to_fault(fault::FaultResult r) {
+  switch (r) {
+    case fault::FaultResult::ok: return Fault::none;
+    case fault::FaultResult::segv_maperr: return Fault::segv_maperr;
+    case fault::FaultResult::segv_accerr: return Fault::segv_accerr;
+    case fault::FaultResult::sigbus: return Fault::sigbus;
+    case fault::FaultResult::oom: return Fault::oom;
+  }
+  return Fault::oom;
+}
+
+// The host address of va if its PTE allows the access now.  Inside an RCU
+// read-side section: the frame is not reused before the section ends.
+void* usable(const mm::MmStruct* mm, std::uint64_t va, bool write) {
+  mem::pte_t pte = mm->pgtables.lookup(va);
+  if (!mem::pte_present(pte) || !mem::pte_user(pte) || (write && !mem::pte_write(pte))) return nullptr;
+  return static_cast<char*>(mm->phys->addr(mem::pte_pfn(pte))) + (va & (mm::kPageSize - 1));
+}
+
 }  // namespace
 
-AddressSpace::AddressSpace(const AddressSpaceOptions& opts)
-    : mm_(std::make_unique<mm::MmStruct>(to_config(opts))) {}
+const char* fault_name(Fault f) {
+  switch (f) {
+    case Fault::none: return "none";
+    case Fault::segv_maperr: return "SEGV_MAPERR";
+    case Fault::segv_accerr: return "SEGV_ACCERR";
+    case Fault::sigbus: return "SIGBUS";
+    case Fault::oom: return "OOM";
+  }
+  return "?";
+}
 
-AddressSpace::~AddressSpace() = default;
+AddressSpace::AddressSpace(const AddressSpaceOptions& opts)
+    : owned_phys_(make_phys(opts)),
+      mm_(std::make_unique<mm::MmStruct>(to_config(opts), opts.phys != nullptr ? opts.phys : owned_phys_.get())) {
+  // mm calls back into the fault layer to populate ranges (mprotect of
+  // locked memory); the layering keeps mm below fault.
+  mm_->populate = fault::populate_range_locked;
+}
+
+AddressSpace::~AddressSpace() {
+  mm_.reset();  // returns every mapped frame
+  // VMAs removed earlier are freed by RCU callbacks, and freeing a shared
+  // anonymous VMA can free its shmem pages: let them all run before an
+  // owned pool goes away.
+  rcu::barrier();
+}
+
+mem::PhysMem* AddressSpace::phys() const { return mm_->phys; }
 
 long AddressSpace::mmap(std::uint64_t addr, std::uint64_t len, int prot, int flags, int fd,
                         std::uint64_t offset) {
-  return mm::vm_mmap(mm_.get(), addr, len, prot, flags, fd, offset);
+  std::uint64_t populate = 0;
+  long r = mm::vm_mmap(mm_.get(), addr, len, prot, flags, fd, offset, &populate);
+  if (populate != 0) {
+    // vm_mmap left the mmap_lock downgraded to read (seed 003).
+    fault::populate_range_locked(mm_.get(), static_cast<std::uint64_t>(r),
+                                 static_cast<std::uint64_t>(r) + populate);
+    mm::mmap_read_unlock(mm_.get());
+  }
+  return r;
 }
 
 int AddressSpace::munmap(std::uint64_t addr, std::uint64_t len) {
@@ -42,7 +110,92 @@ int AddressSpace::madvise(std::uint64_t addr, std::uint64_t len, int advice) {
   return mm::do_madvise(mm_.get(), addr, len, advice);
 }
 
+template <class CopyFn>
+AccessResult AddressSpace::access(std::uint64_t va, std::uint64_t n, bool write, CopyFn&& copy) {
+  mm::MmStruct* m = mm_.get();
+  std::uint64_t done = 0;
+  while (done < n) {
+    const std::uint64_t a = va + done;
+    const std::uint64_t chunk = std::min(n - done, mm::kPageSize - (a & (mm::kPageSize - 1)));
+    bool hit = false;
+    {
+      rcu::ReadGuard rcu;  // the frame cannot be reused while we copy
+      if (void* p = usable(m, a, write)) {
+        copy(p, done, chunk);
+        hit = true;
+      }
+    }
+    if (hit) {
+      done += chunk;
+      continue;
+    }
+    fault::FaultResult r = fault::handle_fault(m, a, write ? fault::Access::write : fault::Access::read);
+    if (r != fault::FaultResult::ok) return AccessResult{to_fault(r), a & mm::kPageMask};
+  }
+  return AccessResult{};
+}
+
+AccessResult AddressSpace::read(std::uint64_t va, void* dst, std::uint64_t n) {
+  auto* out = static_cast<unsigned char*>(dst);
+  return access(va, n, false, [&](void* p, std::uint64_t off, std::uint64_t len) { std::memcpy(out + off, p, len); });
+}
+
+AccessResult AddressSpace::write(std::uint64_t va, const void* src, std::uint64_t n) {
+  const auto* in = static_cast<const unsigned char*>(src);
+  return access(va, n, true, [&](void* p, std::uint64_t off, std::uint64_t len) { std::memcpy(p, in + off, len); });
+}
+
+AccessResult AddressSpace::fill(std::uint64_t va, unsigned char byte, std::uint64_t n) {
+  return access(va, n, true, [&](void* p, std::uint64_t, std::uint64_t len) { std::memset(p, byte, len); });
+}
+
+Fault AddressSpace::fault_in(std::uint64_t va, bool write) {
+  return to_fault(fault::handle_fault(mm_.get(), va, write ? fault::Access::write : fault::Access::read));
+}
+
+AddressSpace::AccessScope::AccessScope(AddressSpace& as) : as_(as) { rcu::read_lock(); }
+AddressSpace::AccessScope::~AccessScope() { rcu::read_unlock(); }
+
+void* AddressSpace::AccessScope::translate(std::uint64_t va, bool write) const {
+  return usable(as_.mm_.get(), va, write);
+}
+
 std::string AddressSpace::maps() const { return mm::show_maps(mm_.get()); }
+
+std::string AddressSpace::smaps() const {
+  mm::MmStruct* m = mm_.get();
+  std::string out;
+  mm::mmap_read_lock(m);
+  std::string maps = mm::show_maps_locked(m);
+  std::size_t line_start = 0;
+  m->mm_mt.for_each(0, tree::kMaxAddr, [&](const tree::Entry& e) {
+    const mm::Vma* v = e.as<mm::Vma>();
+    std::size_t nl = maps.find('\n', line_start);
+    out.append(maps, line_start, nl + 1 - line_start);
+    line_start = nl + 1;
+    std::uint64_t rss = 0;
+    {
+      rcu::ReadGuard rcu;
+      for (std::uint64_t a = v->vm_start; a < v->vm_end; a += mm::kPageSize) {
+        mem::pte_t pte = m->pgtables.lookup(a);
+        if (mem::pte_present(pte) && mem::pte_pfn(pte) != m->phys->zero_pfn()) ++rss;
+      }
+    }
+    const std::uint64_t anon = v->vm_file == nullptr ? rss : 0;
+    char buf[256];
+    std::snprintf(buf, sizeof buf,
+                  "Size:           %8" PRIu64 " kB\nRss:            %8" PRIu64 " kB\nAnonymous:      %8" PRIu64 " kB\n",
+                  (v->vm_end - v->vm_start) >> 10, rss * 4, anon * 4);
+    out += buf;
+  });
+  mm::mmap_read_unlock(m);
+  return out;
+}
+
+std::uint64_t AddressSpace::rss_pages() const {
+  return static_cast<std::uint64_t>(mm_->rss_anon.load(std::memory_order_relaxed) +
+                                    mm_->rss_shmem.load(std::memory_order_relaxed));
+}
 
 bool AddressSpace::validate(std::string* why) const {
   mm::mmap_read_lock(mm_.get());

@@ -1,32 +1,57 @@
 // SPDX-License-Identifier: MIT
 // file.h - the identity of a file a VMA maps (Linux's struct file plus the
-// inode numbers /proc/self/maps shows).  Shared anonymous mappings get a
-// fresh shmem object per mmap() call (Linux's shmem_zero_setup), which is
-// why two of them never merge while the pieces of one split mapping can.
-// The page cache behind a file arrives with the memory layer.
+// inode numbers /proc/self/maps shows), and its page cache.  Shared
+// anonymous mappings get a fresh shmem object per mmap() call (Linux's
+// shmem_zero_setup), which is why two of them never merge while the pieces
+// of one split mapping can; their pages live in the object's page cache,
+// so every mapping of it (and every fault) sees the same frames.
 #pragma once
 
 #include <atomic>
 #include <cstdint>
 #include <string>
+#include <unordered_map>
+
+#include "mem/phys_mem.h"
+#include "sync/spinlock.h"
 
 namespace vmspace::mem {
 
 struct File {
+  File(std::uint64_t ino_, unsigned major, unsigned minor, std::string name_, bool shmem_, PhysMem* phys_)
+      : ino(ino_), dev_major(major), dev_minor(minor), name(std::move(name_)), shmem(shmem_), phys(phys_) {}
+  ~File();  // drops the page cache's frame references
+  File(const File&) = delete;
+  File& operator=(const File&) = delete;
+
   // Immutable after creation.
-  std::uint64_t ino;
-  unsigned dev_major, dev_minor;
-  std::string name;  // as /proc/self/maps prints it
-  bool shmem;
+  const std::uint64_t ino;
+  const unsigned dev_major, dev_minor;
+  const std::string name;  // as /proc/self/maps prints it
+  const bool shmem;
+  PhysMem* const phys;
 
   // References: one per VMA mapping the file.  get/put are atomic; the
   // last put frees the File (VMAs are freed after an RCU grace period, so
   // no reader can still reach it).
   std::atomic<long> refs{1};
+
+  // The page cache: page index -> frame (holding one reference).  Guarded
+  // by i_pages (class frame_lock: innermost; never allocate or free frames
+  // while holding it, PhysMem's own lock is of the same class).
+  SpinLock i_pages{LockClass::frame_lock};
+  std::unordered_map<std::uint64_t, pfn_t> pages;
 };
 
 // A new shmem object for one MAP_SHARED|MAP_ANONYMOUS mmap().
-File* shmem_zero_setup();
+File* shmem_zero_setup(PhysMem* phys);
+
+// The frame caching page `index` of `f`, allocated zero-filled on first
+// use, with one extra reference for the caller.  kNoFrame when out of
+// memory.
+pfn_t shmem_get_page(File* f, std::uint64_t index);
+// Drop the cached pages in [first, last) (MADV_REMOVE punches a hole).
+void shmem_truncate_range(File* f, std::uint64_t first, std::uint64_t last);
 
 inline File* get_file(File* f) {
   if (f != nullptr) f->refs.fetch_add(1, std::memory_order_relaxed);

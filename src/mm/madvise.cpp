@@ -11,6 +11,7 @@
 #include <cerrno>
 
 #include "mm/mm.h"
+#include "mm/memory.h"
 #include "mm/mmap_lock.h"
 #include "mm/vma.h"
 
@@ -118,22 +119,34 @@ int madvise_flags(MmStruct* mm, Vma* vma, Vma** prev, std::uint64_t start, std::
   return err == -ENOMEM ? -EAGAIN : err;
 }
 
-// Advice acting on page contents: Linux's per-VMA checks.
-int madvise_content(Vma* vma, Vma** prev, int behavior) {
+// Advice acting on page contents: Linux's per-VMA checks, then the work on
+// [start, end).  Runs under the mmap_lock read side; zapping PTEs races
+// only with faults, which re-check every PTE under its lock.
+int madvise_content(Vma* vma, Vma** prev, std::uint64_t start, std::uint64_t end, int behavior) {
   *prev = vma;
   const vm_flags_t f = vma->vm_flags;
   switch (behavior) {
     case MADV_DONTNEED:
-      return (f & (VM_LOCKED | VM_PFNMAP)) ? -EINVAL : 0;
+      if (f & (VM_LOCKED | VM_PFNMAP)) return -EINVAL;
+      zap_vma_range(vma, start, end);  // private: reads back zero; shmem: re-faulted
+      return 0;
     case MADV_DONTNEED_LOCKED:
-      return (f & VM_PFNMAP) ? -EINVAL : 0;
+      if (f & VM_PFNMAP) return -EINVAL;
+      zap_vma_range(vma, start, end);
+      return 0;
     case MADV_FREE:
+      // Lazy free: pages may be reclaimed later or keep their data; without
+      // memory pressure they keep it, which is what the kernel shows too.
       if (f & (VM_LOCKED | VM_PFNMAP)) return -EINVAL;
       return vma->is_anonymous() ? 0 : -EINVAL;
     case MADV_REMOVE:
       if (f & VM_LOCKED) return -EINVAL;
       if (vma->vm_file == nullptr) return -EINVAL;
-      return ((f & VM_SHARED) && (f & VM_MAYWRITE)) ? 0 : -EACCES;
+      if (!((f & VM_SHARED) && (f & VM_MAYWRITE))) return -EACCES;
+      // Punch a hole in the shmem object, then drop the mappings of it.
+      mem::shmem_truncate_range(vma->vm_file, linear_page_index(vma, start), linear_page_index(vma, end));
+      zap_vma_range(vma, start, end);
+      return 0;
     case MADV_COLD:
     case MADV_PAGEOUT:
       if (f & (VM_LOCKED | VM_PFNMAP | VM_HUGETLB)) return -EINVAL;
@@ -195,7 +208,7 @@ int do_madvise(MmStruct* mm, std::uint64_t start, std::uint64_t len_in, int beha
     }
     const std::uint64_t tmp = std::min(vma->vm_end, end);
     err = is_flag_advice(behavior) ? madvise_flags(mm, vma, &prev, s, tmp, behavior)
-                                   : madvise_content(vma, &prev, behavior);
+                                   : madvise_content(vma, &prev, s, tmp, behavior);
     if (err) break;
     s = tmp;
     if (prev != nullptr && s < prev->vm_end) s = prev->vm_end;

@@ -5,20 +5,26 @@
 #include <sstream>
 
 #include "mm/mm.h"
+#include "mm/memory.h"
 #include "mm/mmap_lock.h"
+#include "mm/rmap.h"
 #include "mm/vma.h"
 
 namespace vmspace::mm {
 
-MmStruct::MmStruct(const MmConfig& c)
-    : mode(c.mode), cfg(c), task_size(c.task_size), max_map_count(c.max_map_count) {}
+MmStruct::MmStruct(const MmConfig& c, mem::PhysMem* p)
+    : mode(c.mode), cfg(c), task_size(c.task_size), max_map_count(c.max_map_count), phys(p) {}
 
 MmStruct::~MmStruct() {
-  // No reader can remain (the owner is destroying the space), so VMAs and
-  // tree nodes are freed directly.
+  // No reader can remain (the owner is destroying the space), so pages,
+  // VMAs and tree nodes are freed directly (exit_mmap).
   std::vector<Vma*> vmas;
   mm_mt.for_each(0, tree::kMaxAddr, [&](const tree::Entry& e) { vmas.push_back(e.as<Vma>()); });
-  for (Vma* v : vmas) delete v;
+  for (Vma* v : vmas) zap_vma_range(v, v->vm_start, v->vm_end);
+  for (Vma* v : vmas) {
+    anon_vma_unlink(v);
+    delete v;
+  }
 }
 
 namespace {

@@ -16,8 +16,12 @@ namespace vmspace::mm {
 
 // mmap(2).  `fd` is ignored for MAP_ANONYMOUS; file mappings are not
 // supported yet (-EBADF, as for a descriptor that is not open).
+// When the mapping must be populated (MAP_POPULATE, MAP_LOCKED), returns
+// with *populate = its length and the mmap_lock DOWNGRADED TO READ: the
+// caller populates [result, result + *populate) and then unlocks it.
+// Otherwise *populate = 0 and no lock is held.
 long vm_mmap(MmStruct* mm, std::uint64_t addr, std::uint64_t len, int prot, int flags, int fd,
-             std::uint64_t off);
+             std::uint64_t off, std::uint64_t* populate);
 // munmap(2)
 int vm_munmap(MmStruct* mm, std::uint64_t start, std::uint64_t len);
 // mprotect(2)

@@ -15,6 +15,8 @@
 #include <cstdint>
 
 #include "mem/file.h"
+#include "mem/page_table.h"
+#include "mem/phys_mem.h"
 #include "mm/vm_event.h"
 #include "mm/vm_flags.h"
 #include "sync/rcu.h"
@@ -125,7 +127,7 @@ struct MmConfig {
 };
 
 struct MmStruct {
-  explicit MmStruct(const MmConfig& cfg);
+  MmStruct(const MmConfig& cfg, mem::PhysMem* phys);
   ~MmStruct();
   MmStruct(const MmStruct&) = delete;
   MmStruct& operator=(const MmStruct&) = delete;
@@ -154,6 +156,22 @@ struct MmStruct {
 
   // /proc/vmstat-style counters (vm_event.h).
   VmEvents events;
+
+  // Physical memory behind the space (owned by the AddressSpace or shared
+  // between spaces).  Static.
+  mem::PhysMem* const phys;
+  // The page tables: upper levels under page_table_lock, PTEs under each
+  // table's pte_lock, walked locklessly under RCU (mem/page_table.h).
+  mem::PageTables pgtables{page_table_lock};
+  // Resident pages (MM_ANONPAGES, MM_SHMEMPAGES): atomic, changed under the
+  // pte_lock of the PTE that maps/unmaps the page.
+  std::atomic<std::int64_t> rss_anon{0};
+  std::atomic<std::int64_t> rss_shmem{0};
+
+  // Fault pages in over [start, end) with the mmap_lock held (the fault
+  // layer's populate_range_locked, installed by the AddressSpace: mm sits
+  // below the fault layer and cannot call it directly).  Static.
+  void (*populate)(MmStruct* mm, std::uint64_t start, std::uint64_t end) = nullptr;
 };
 
 }  // namespace vmspace::mm

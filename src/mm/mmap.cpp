@@ -135,7 +135,7 @@ long mmap_region(MmStruct* mm, std::uint64_t addr, std::uint64_t len, vm_flags_t
   Vma* prev = prev_e ? prev_e->as<Vma>() : nullptr;
   Vma* next = find_vma(mm, end);
 
-  mem::File* file = (vm_flags & VM_SHARED) ? mem::shmem_zero_setup() : nullptr;
+  mem::File* file = (vm_flags & VM_SHARED) ? mem::shmem_zero_setup(mm->phys) : nullptr;
   Vma* vma = file == nullptr ? vma_merge_new_range(mm, prev, next, addr, end, vm_flags, nullptr, pgoff)
                              : nullptr;
   if (vma == nullptr) {
@@ -143,7 +143,7 @@ long mmap_region(MmStruct* mm, std::uint64_t addr, std::uint64_t len, vm_flags_t
     vma->vm_file = file;  // the new VMA takes the creation reference
     vma_link(mm, vma);
   }
-  vms_complete_munmap_vmas(mm, replaced);
+  vms_complete_munmap_vmas(mm, replaced, /*free_tables=*/false);
   return static_cast<long>(addr);
 }
 
@@ -216,18 +216,23 @@ long do_mmap(MmStruct* mm, std::uint64_t addr, std::uint64_t len, int prot, int 
 }  // namespace
 
 long vm_mmap(MmStruct* mm, std::uint64_t addr, std::uint64_t len, int prot, int flags, int fd,
-             std::uint64_t off) {
+             std::uint64_t off, std::uint64_t* populate) {
   (void)fd;
+  *populate = 0;
   if (!page_aligned(off)) return -EINVAL;
   if (!(flags & MAP_ANONYMOUS)) return -EBADF;  // no file descriptors yet
   if (flags & MAP_HUGETLB) return -EINVAL;      // hugetlbfs is not modelled
-  std::uint64_t populate = 0;
   mmap_write_lock(mm);
-  long r = do_mmap(mm, addr, len, prot, flags, &populate);
+  long r = do_mmap(mm, addr, len, prot, flags, populate);
   mm_debug_validate(mm);
-  // Population (MAP_POPULATE / MAP_LOCKED) faults pages in; it arrives
-  // with the page-fault layer and will run here under the mmap_lock
-  // downgraded to read, never after dropping it (seed 003).
+  if (r >= 0 && *populate != 0) {
+    // MAP_POPULATE / MAP_LOCKED: the caller faults the pages in under the
+    // mmap_lock downgraded to read, never after dropping it (seed 003: a
+    // VMA found before the drop could be gone by then).
+    mmap_write_downgrade(mm);
+    return r;
+  }
+  *populate = 0;
   mmap_write_unlock(mm);
   return r;
 }

@@ -10,6 +10,7 @@
 #endif
 
 #include "mm/mm.h"
+#include "mm/memory.h"
 #include "mm/mmap_lock.h"
 #include "mm/vma.h"
 
@@ -50,7 +51,12 @@ int mprotect_fixup(MmStruct* mm, Vma* vma, std::uint64_t start, std::uint64_t en
   if (v == nullptr) return err;
   vma_start_write(v);
   v->vm_flags = newflags;
-  // Page-table protection changes arrive with the page-fault layer.
+  change_protection(v, start, end);
+  // Private locked memory becoming writable is COW-broken right away (Linux
+  // populates it, which also gives the VMA its anon_vma).
+  if ((oldflags & (VM_WRITE | VM_SHARED | VM_LOCKED)) == VM_LOCKED && (newflags & VM_WRITE) &&
+      mm->populate != nullptr)
+    mm->populate(mm, start, end);
   *out = v;
   return 0;
 }

@@ -5,6 +5,8 @@
 
 #include "mm/mm.h"
 #include "mm/mmap_lock.h"
+#include "mm/memory.h"
+#include "mm/rmap.h"
 #include "mm/vma.h"
 
 namespace vmspace::mm {
@@ -28,11 +30,25 @@ int vms_gather_munmap_vmas(MmStruct* mm, std::uint64_t start, std::uint64_t end,
   return 0;
 }
 
-void vms_complete_munmap_vmas(MmStruct* mm, const std::vector<Vma*>& vmas) {
+void vms_complete_munmap_vmas(MmStruct* mm, const std::vector<Vma*>& vmas, bool free_tables) {
+  if (vmas.empty()) return;
+  // The gathered VMAs are out of the tree (replaced, or erased) and
+  // write-locked, so no fault can map pages into them any more: free their
+  // pages (after this, no new access uses the old translations), then the
+  // page tables that no other VMA shares (seed 002's ordering: tables go
+  // only after the VMAs are unreachable and the PTEs are zapped).
+  const std::uint64_t start = vmas.front()->vm_start, end = vmas.back()->vm_end;
+  for (Vma* v : vmas) zap_vma_range(v, v->vm_start, v->vm_end);
+  if (free_tables) {
+    auto prev = mm->mm_mt.find_prev(start);
+    auto next = mm->mm_mt.find_vma(end);
+    mm->pgtables.free_pgtables(start, end, prev ? prev->end : 0, next ? next->start : 0);
+  }
   for (Vma* v : vmas) {
     // Still write-locked; detached before the mmap_lock write side ends.
     vma_mark_detached(v);
     mm->map_count--;
+    anon_vma_unlink(v);
     vm_area_free(v);
   }
 }
@@ -43,7 +59,7 @@ int do_vmi_munmap_locked(MmStruct* mm, std::uint64_t start, std::uint64_t end) {
   if (gathered.empty()) return 0;
   // One store: readers see all of [start, end) unmapped at once.
   mm->mm_mt.erase(start, end);
-  vms_complete_munmap_vmas(mm, gathered);
+  vms_complete_munmap_vmas(mm, gathered, /*free_tables=*/true);
   return 0;
 }
 

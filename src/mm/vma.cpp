@@ -18,6 +18,7 @@
 #include <type_traits>
 
 #include "mm/mmap_lock.h"
+#include "mm/rmap.h"
 
 namespace vmspace::mm {
 
@@ -31,7 +32,9 @@ Vma* vm_area_alloc(MmStruct* mm, std::uint64_t start, std::uint64_t end, vm_flag
 Vma* vm_area_dup(const Vma* orig) {
   Vma* v = new Vma(orig->vm_mm, orig->vm_start, orig->vm_end, orig->vm_flags, orig->vm_pgoff);
   v->vm_file = mem::get_file(orig->vm_file);
-  v->anon_vma.store(orig->anon_vma.load(std::memory_order_relaxed), std::memory_order_relaxed);
+  AnonVma* av = orig->anon_vma.load(std::memory_order_relaxed);
+  v->anon_vma.store(av, std::memory_order_relaxed);
+  anon_vma_link(v, av);  // Linux anon_vma_clone(): both pieces share it
   return v;
 }
 
@@ -91,6 +94,7 @@ void vma_complete(VmaPrepare& vp, MmStruct* mm) {
     // in the tree earlier fails to lock it and walks again (vma_lock_miss).
     vma_mark_detached(v);
     mm->map_count--;
+    anon_vma_unlink(v);
     vm_area_free(v);
   }
 }
@@ -161,8 +165,10 @@ AnonVma* anon_of(const Vma* v) { return v->anon_vma.load(std::memory_order_relax
 // The merged VMA `dst` inherits `src`'s anon_vma if it has none yet
 // (Linux dup_anon_vma()).
 void dup_anon_vma(Vma* dst, const Vma* src) {
-  if (anon_of(dst) == nullptr && anon_of(src) != nullptr)
+  if (anon_of(dst) == nullptr && anon_of(src) != nullptr) {
+    anon_vma_link(dst, anon_of(src));
     dst->anon_vma.store(anon_of(src), std::memory_order_release);
+  }
 }
 
 }  // namespace

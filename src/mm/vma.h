@@ -85,9 +85,11 @@ Vma* vma_modify_flags(MmStruct* mm, Vma* vma, std::uint64_t start, std::uint64_t
 // unchecked, as in Linux's vms_gather_munmap_vmas().
 int vms_gather_munmap_vmas(MmStruct* mm, std::uint64_t start, std::uint64_t end,
                            std::vector<Vma*>* out);
-// Detach the gathered VMAs (they must no longer be in the tree), update
-// map_count and free them after a grace period.
-void vms_complete_munmap_vmas(MmStruct* mm, const std::vector<Vma*>& vmas);
+// Zap the gathered VMAs' pages, free the page tables of their range when
+// `free_tables` (munmap; not when a new mapping replaced them), detach them
+// (they must no longer be in the tree), update map_count and free them
+// after a grace period.
+void vms_complete_munmap_vmas(MmStruct* mm, const std::vector<Vma*>& vmas, bool free_tables);
 
 // ---- insertion ---------------------------------------------------------
 // Attach a new, write-locked VMA and store it in the tree (replacing

@@ -70,6 +70,12 @@ void die_in_read_section(const char* what) {
 }
 
 void trampoline(rcu_head* rh) {
+  // Callbacks run on liburcu's call_rcu worker, which liburcu registered
+  // itself; tell our fast path so a callback that uses RCU (rcu::call, a
+  // read-side section) does not register the thread a second time.  (It
+  // must not call synchronize() or barrier(): they would wait for the
+  // worker itself.)
+  registered = true;
   Head* h = caa_container_of(rh, Head, head);
 #ifdef VMSPACE_TSAN
   __tsan_acquire(h);  // pairs with the release in call()

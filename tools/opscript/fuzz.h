@@ -24,14 +24,15 @@ namespace vmspace::opscript::fuzz {
 // The op kinds the generator emits. Adding a kind here (e.g. kWrite once the
 // library supports it) enables it; generate_op() has a case for every kind.
 inline constexpr std::array kEnabledOps = {
-    OpKind::kMmap, OpKind::kMunmap, OpKind::kMprotect, OpKind::kMadvise, OpKind::kMaps,
+    OpKind::kMmap, OpKind::kMunmap, OpKind::kMprotect, OpKind::kMadvise,
+    OpKind::kMaps, OpKind::kWrite,  OpKind::kRead,
 };
 
 // mmap flags the generator may add beyond private/shared/anon/fixed/
 // noreplace/growsdown/noreserve (e.g. mmap_flag::kPopulate | kLocked once
 // the library supports them). File-backed mmaps are generated when
 // OpKind::kFile is enabled.
-inline constexpr unsigned kExtraMmapFlags = 0;
+inline constexpr unsigned kExtraMmapFlags = mmap_flag::kPopulate | mmap_flag::kLocked;
 
 struct GenOptions {
   size_t ops = 150;  // operations per script

@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include <cerrno>
 #include <fstream>
 #include <string>
 
@@ -33,6 +34,9 @@ AddressSpaceOptions host_like_options(LockMode mode) {
   o.mmap_min_addr = std::max<std::uint64_t>(o.dac_mmap_min_addr, 65536);
   o.max_map_count = read_sysctl<int>("/proc/sys/vm/max_map_count", 65530);
   o.cap_sys_rawio = ::geteuid() == 0;
+  // Scripts touch little memory; an untouched pool costs nothing to set up.
+  o.phys_bytes = 256ull << 20;
+  o.phys_pretouch = false;
   // vm.overcommit_memory 0 (heuristic): a request larger than RAM + swap fails.
   if (read_sysctl<int>("/proc/sys/vm/overcommit_memory", 0) == 0) {
     std::ifstream in("/proc/meminfo");
@@ -75,8 +79,36 @@ OpResult VmspaceExecutor::munlock(uint64_t, uint64_t) { return OpResult::unsuppo
 OpResult VmspaceExecutor::mlock2(uint64_t, uint64_t, bool) { return OpResult::unsupported(); }
 OpResult VmspaceExecutor::file(const std::string&, uint64_t) { return OpResult::unsupported(); }
 OpResult VmspaceExecutor::ftruncate(const std::string&, uint64_t) { return OpResult::unsupported(); }
-OpResult VmspaceExecutor::write(uint64_t, uint64_t, uint8_t) { return OpResult::unsupported(); }
-OpResult VmspaceExecutor::read(uint64_t, uint64_t) { return OpResult::unsupported(); }
+namespace {
+OpResult fault_result(const AccessResult& r) {
+  switch (r.fault) {
+    case Fault::segv_maperr: return OpResult::fault_at(FaultKind::kSegvMaperr, r.addr);
+    case Fault::segv_accerr: return OpResult::fault_at(FaultKind::kSegvAccerr, r.addr);
+    case Fault::sigbus: return OpResult::fault_at(FaultKind::kSigbus, r.addr);
+    case Fault::oom: return OpResult::error(ENOMEM);  // the kernel would OOM-kill; report it visibly
+    case Fault::none: break;
+  }
+  return OpResult::ok();
+}
+}  // namespace
+
+OpResult VmspaceExecutor::write(uint64_t addr, uint64_t len, uint8_t byte) {
+  AccessResult r = as_.fill(addr, byte, len);
+  return r.ok() ? OpResult::ok() : fault_result(r);
+}
+
+OpResult VmspaceExecutor::read(uint64_t addr, uint64_t len) {
+  uint64_t h = kFnvOffsetBasis;
+  unsigned char buf[4096];
+  for (uint64_t done = 0; done < len;) {
+    const uint64_t chunk = std::min<uint64_t>(sizeof buf, len - done);
+    AccessResult r = as_.read(addr + done, buf, chunk);
+    if (!r.ok()) return fault_result(r);
+    h = fnv1a64_update(h, buf, chunk);
+    done += chunk;
+  }
+  return OpResult::hash(h);
+}
 
 std::vector<MapEntry> VmspaceExecutor::maps() { return parse_proc_maps(as_.maps()); }
 

@@ -13,8 +13,6 @@
 #include <sstream>
 
 #include "mm/mm.h"
-#include "mm/mmap_lock.h"
-#include "mm/vma.h"
 #include "sync/rcu.h"
 #include "vmspace/address_space.h"
 
@@ -198,43 +196,6 @@ TEST_P(MmOps, RandomOperationsKeepInvariants) {
     }
     std::string why;
     ASSERT_TRUE(as.validate(&why)) << "after op " << i << ": " << why << "\n" << as.maps();
-  }
-}
-
-// Neighbours with and without anon_vma (Linux 6.16+ rules, research doc
-// 6.3): a VMA without an anon_vma may merge with one that has one (and
-// inherits it); two different anon_vmas never merge.  The anon_vmas are
-// installed the way a first fault would, under the locks it would hold;
-// they are opaque tokens here (the reverse map arrives with the memory
-// layer).
-TEST_P(MmOps, AnonVmaCompatibilityDecidesMerges) {
-  char token_x, token_y;
-  auto* x = reinterpret_cast<mm::AnonVma*>(&token_x);
-  auto* y = reinterpret_cast<mm::AnonVma*>(&token_y);
-  struct Case {
-    mm::AnonVma* left;
-    mm::AnonVma* right;
-    int expected_vmas;
-  };
-  const Case cases[] = {{nullptr, nullptr, 1}, {x, nullptr, 1}, {nullptr, y, 1}, {x, x, 1}, {x, y, 2}};
-  for (const Case& c : cases) {
-    AddressSpace as(opts());
-    ASSERT_EQ(as.mmap(kBase, 4 * kPage, kRW, kAnon | MAP_FIXED), static_cast<long>(kBase));
-    ASSERT_EQ(as.mmap(kBase + 4 * kPage, 4 * kPage, PROT_READ, kAnon | MAP_FIXED), static_cast<long>(kBase + 4 * kPage));
-    mm::MmStruct* m = as.mm();
-    mm::mmap_read_lock(m);
-    m->page_table_lock.lock();
-    mm::vma_lookup(m, kBase)->anon_vma.store(c.left);
-    mm::vma_lookup(m, kBase + 4 * kPage)->anon_vma.store(c.right);
-    m->page_table_lock.unlock();
-    mm::mmap_read_unlock(m);
-    ASSERT_EQ(as.mprotect(kBase + 4 * kPage, 4 * kPage, kRW), 0);
-    EXPECT_EQ(as.map_count(), c.expected_vmas) << as.maps();
-    if (c.expected_vmas == 1) {
-      mm::mmap_read_lock(m);
-      EXPECT_EQ(mm::vma_lookup(m, kBase)->anon_vma.load(), c.left != nullptr ? c.left : c.right);
-      mm::mmap_read_unlock(m);
-    }
   }
 }
 

@@ -1,0 +1,333 @@
+// SPDX-License-Identifier: MIT
+// fault.cpp - the page-fault path (DESIGN.md "The fault path"):
+//
+//   handle_fault(addr, access):
+//     vma = lock_vma_under_rcu(addr)                 per-VMA modes only
+//     if vma: access check (SEGV_ACCERR) or handle_mm_fault(VMA-locked);
+//             done unless it asked to RETRY (then count vma_lock_retry)
+//     mmap_read_lock; find_vma; grow a MAP_GROWSDOWN stack below it (needs
+//     the write side); SEGV_MAPERR / SEGV_ACCERR; handle_mm_fault
+//
+// Under only a VMA read lock a fault may not wait for the mmap_lock (a
+// writer holding it may be waiting for our VMA lock): the first anonymous
+// write fault of a VMA needs an anon_vma, which requires the mmap_lock, so
+// it only try-locks it and returns RETRY on failure (vmf_anon_prepare).
+//
+// PTEs are installed and changed only under their table's pte_lock and
+// re-checked there: faults on one VMA run concurrently with each other and
+// with MADV_DONTNEED (which zaps under the mmap_lock read side).  A frame
+// that is used while no lock is held (the source of a copy-on-write copy)
+// is pinned with a reference first.
+#include "fault/fault.h"
+
+#include <cstring>
+
+#include "mem/file.h"
+#include "mm/memory.h"
+#include "mm/mmap_lock.h"
+#include "mm/rmap.h"
+#include "mm/vma.h"
+
+namespace vmspace::fault {
+
+using mem::pfn_t;
+using mem::pte_t;
+using mm::MmStruct;
+using mm::Vma;
+
+const char* fault_result_name(FaultResult r) {
+  switch (r) {
+    case FaultResult::ok: return "ok";
+    case FaultResult::segv_maperr: return "SEGV_MAPERR";
+    case FaultResult::segv_accerr: return "SEGV_ACCERR";
+    case FaultResult::sigbus: return "SIGBUS";
+    case FaultResult::oom: return "OOM";
+  }
+  return "?";
+}
+
+namespace {
+
+// Linux's VM_FAULT_* subset.
+enum VmFault : unsigned { kFaultDone = 0, kFaultRetry = 1u << 0, kFaultOom = 1u << 1, kFaultSigbus = 1u << 2 };
+
+struct Vmf {
+  MmStruct* mm;
+  Vma* vma;
+  std::uint64_t addr;  // page aligned
+  bool write;
+  bool vma_locked;  // FAULT_FLAG_VMA_LOCK: only a VMA read lock is held
+};
+
+bool access_error(const Vma* vma, Access a) {
+  if (a == Access::write) return !(vma->vm_flags & mm::VM_WRITE);
+  return !mm::vma_is_accessible(vma);
+}
+
+// A frame, draining frames that wait for a grace period when the pool is
+// empty.  Called with no spinlock held and outside RCU read sections.
+pfn_t alloc_page(MmStruct* mm, bool zeroed) {
+  mem::PhysMem* phys = mm->phys;
+  pfn_t p = zeroed ? phys->alloc_zeroed() : phys->alloc();
+  if (p == mem::kNoFrame) {
+    phys->drain_deferred();
+    p = zeroed ? phys->alloc_zeroed() : phys->alloc();
+  }
+  return p;
+}
+
+// Linux vmf_anon_prepare().
+unsigned vmf_anon_prepare(Vmf& f) {
+  if (f.vma->anon_vma.load(std::memory_order_acquire) != nullptr) return kFaultDone;
+  if (f.vma_locked && !mm::mmap_read_trylock(f.mm)) return kFaultRetry;
+  unsigned r = mm::anon_vma_prepare(f.vma) ? kFaultDone : kFaultOom;
+  if (f.vma_locked) mm::mmap_read_unlock(f.mm);
+  return r;
+}
+
+void set_anon_rmap(MmStruct* mm, const Vmf& f, pfn_t pfn) {
+  mem::Frame& fr = mm->phys->frame(pfn);
+  mm::AnonVma* av = f.vma->anon_vma.load(std::memory_order_acquire);
+  fr.mapping.store(reinterpret_cast<std::uintptr_t>(av) | mem::kMappingAnon, std::memory_order_relaxed);
+  fr.index.store(mm::linear_page_index(f.vma, f.addr), std::memory_order_relaxed);
+  fr.mapcount.store(1, std::memory_order_relaxed);
+}
+
+// First touch of private anonymous memory.
+unsigned do_anonymous_page(Vmf& f, mem::PteTable* table) {
+  MmStruct* mm = f.mm;
+  std::atomic<pte_t>& slot = mem::PageTables::pte_slot(table, f.addr);
+  SpinLock& ptl = mem::PageTables::pte_lock(table);
+  if (!f.write) {
+    // Read: map the shared zero frame read-only; the first write replaces it.
+    ptl.lock();
+    if (mem::pte_none(slot.load(std::memory_order_relaxed)))
+      slot.store(mem::make_pte(mm->phys->zero_pfn(), false), std::memory_order_release);
+    ptl.unlock();
+    return kFaultDone;
+  }
+  if (unsigned r = vmf_anon_prepare(f)) return r;
+  pfn_t pfn = alloc_page(mm, /*zeroed=*/true);
+  if (pfn == mem::kNoFrame) return kFaultOom;
+  set_anon_rmap(mm, f, pfn);
+  bool installed = false;
+  ptl.lock();
+  if (mem::pte_none(slot.load(std::memory_order_relaxed))) {
+    // Release: the zeroed contents and the frame's rmap fields are visible
+    // to whoever reads the PTE with acquire.
+    slot.store(mem::pte_mkdirty(mem::pte_mkyoung(mem::make_pte(pfn, true))), std::memory_order_release);
+    mm->rss_anon.fetch_add(1, std::memory_order_relaxed);
+    installed = true;
+  }
+  ptl.unlock();
+  if (!installed) {  // another fault won the race
+    mm->phys->frame(pfn).mapcount.store(0, std::memory_order_relaxed);
+    mm->phys->put(pfn);
+  }
+  return kFaultDone;
+}
+
+// Write to a write-protected private page: reuse it if we own it
+// exclusively, else copy it (copy-on-write; the zero frame is always
+// copied).
+unsigned do_wp_page(Vmf& f, mem::PteTable* table, pte_t orig) {
+  MmStruct* mm = f.mm;
+  mem::PhysMem* phys = mm->phys;
+  std::atomic<pte_t>& slot = mem::PageTables::pte_slot(table, f.addr);
+  SpinLock& ptl = mem::PageTables::pte_lock(table);
+  const pfn_t old = mem::pte_pfn(orig);
+  const bool zero = old == phys->zero_pfn();
+
+  ptl.lock();
+  if (slot.load(std::memory_order_relaxed) != orig) {
+    ptl.unlock();
+    return kFaultDone;  // changed meanwhile: retry the access
+  }
+  if (!zero) {
+    mem::Frame& fr = phys->frame(old);
+    if (fr.refcount.load(std::memory_order_acquire) == 1 && fr.mapcount.load(std::memory_order_relaxed) == 1 &&
+        (fr.mapping.load(std::memory_order_relaxed) & mem::kMappingAnon)) {
+      slot.store(mem::pte_mkdirty(mem::pte_mkyoung(mem::pte_mkwrite(orig))), std::memory_order_release);
+      ptl.unlock();
+      return kFaultDone;
+    }
+    phys->get(old);  // pin the source of the copy while unlocked
+  }
+  ptl.unlock();
+
+  unsigned r = vmf_anon_prepare(f);
+  pfn_t fresh = r == kFaultDone ? alloc_page(mm, zero) : mem::kNoFrame;
+  if (r == kFaultDone && fresh == mem::kNoFrame) r = kFaultOom;
+  if (r != kFaultDone) {
+    if (!zero) phys->put(old);
+    return r;
+  }
+  if (!zero) std::memcpy(phys->addr(fresh), phys->addr(old), mem::kFrameSize);
+  set_anon_rmap(mm, f, fresh);
+  bool installed = false;
+  ptl.lock();
+  if (slot.load(std::memory_order_relaxed) == orig) {
+    slot.store(mem::pte_mkdirty(mem::pte_mkyoung(mem::make_pte(fresh, true))), std::memory_order_release);
+    if (zero) {
+      mm->rss_anon.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      phys->frame(old).mapcount.fetch_sub(1, std::memory_order_relaxed);
+      phys->put(old);  // the old PTE's reference
+    }
+    installed = true;
+  }
+  ptl.unlock();
+  if (!zero) phys->put(old);  // our pin
+  if (!installed) {
+    phys->frame(fresh).mapcount.store(0, std::memory_order_relaxed);
+    phys->put(fresh);
+  }
+  return kFaultDone;
+}
+
+// Shared anonymous memory: the page comes from the shmem object's cache.
+unsigned do_shared_fault(Vmf& f, mem::PteTable* table) {
+  MmStruct* mm = f.mm;
+  mem::PhysMem* phys = mm->phys;
+  std::atomic<pte_t>& slot = mem::PageTables::pte_slot(table, f.addr);
+  SpinLock& ptl = mem::PageTables::pte_lock(table);
+  pfn_t pfn = mem::shmem_get_page(f.vma->vm_file, mm::linear_page_index(f.vma, f.addr));
+  if (pfn == mem::kNoFrame) return kFaultOom;
+  const bool writable = (f.vma->vm_flags & mm::VM_WRITE) != 0;
+  bool keep = false;
+  ptl.lock();
+  pte_t cur = slot.load(std::memory_order_relaxed);
+  if (mem::pte_none(cur)) {
+    slot.store(mem::pte_mkyoung(mem::make_pte(pfn, writable)), std::memory_order_release);
+    phys->frame(pfn).mapcount.fetch_add(1, std::memory_order_relaxed);
+    mm->rss_shmem.fetch_add(1, std::memory_order_relaxed);
+    keep = true;  // our reference now belongs to the PTE
+  } else if (f.write && writable && !mem::pte_write(cur) && mem::pte_pfn(cur) == pfn) {
+    slot.store(mem::pte_mkdirty(mem::pte_mkwrite(cur)), std::memory_order_release);
+  }
+  ptl.unlock();
+  if (!keep) phys->put(pfn);
+  return kFaultDone;
+}
+
+// Linux handle_mm_fault() for one page, under a VMA read lock or mmap R.
+unsigned handle_mm_fault(Vmf& f) {
+  MmStruct* mm = f.mm;
+  mem::PteTable* table = mm->pgtables.pte_alloc(f.addr);
+  if (table == nullptr) return kFaultOom;
+  std::atomic<pte_t>& slot = mem::PageTables::pte_slot(table, f.addr);
+  const pte_t orig = slot.load(std::memory_order_acquire);
+  if (!mem::pte_present(orig))
+    return f.vma->vm_file != nullptr ? do_shared_fault(f, table) : do_anonymous_page(f, table);
+  if (!mem::pte_user(orig) || (f.write && !mem::pte_write(orig))) {
+    if (f.vma->vm_file != nullptr) return do_shared_fault(f, table);
+    if (f.write) return do_wp_page(f, table, orig);
+    // A readable page whose PTE lost its access bit: bring it back.
+    SpinLock& ptl = mem::PageTables::pte_lock(table);
+    ptl.lock();
+    if (slot.load(std::memory_order_relaxed) == orig) slot.store(orig | mem::kPteUser, std::memory_order_release);
+    ptl.unlock();
+  }
+  return kFaultDone;  // present and usable: a spurious fault (another thread won)
+}
+
+FaultResult to_result(unsigned r) {
+  if (r & kFaultOom) return FaultResult::oom;
+  if (r & kFaultSigbus) return FaultResult::sigbus;
+  return FaultResult::ok;
+}
+
+// Linux expand_downwards() + acct_stack_growth() (RLIMIT_STACK = 8 MiB).
+// Requires mmap W.  Returns false if the stack may not grow to `addr`.
+bool expand_downwards(MmStruct* mm, Vma* vma, std::uint64_t addr) {
+  constexpr std::uint64_t kStackLimit = 8ull << 20;
+  if (addr < mm->cfg.mmap_min_addr) return false;
+  if (Vma* prev = mm::vma_prev(mm, vma)) {
+    if (!(prev->vm_flags & mm::VM_GROWSDOWN) && mm::vma_is_accessible(prev) &&
+        addr - prev->vm_end < mm->cfg.stack_guard_gap)
+      return false;
+  }
+  if (!mm::anon_vma_prepare(vma)) return false;
+  if (vma->vm_end - addr > kStackLimit) return false;
+  mm::vma_start_write(vma);
+  const std::uint64_t grow = (vma->vm_start - addr) >> mm::kPageShift;
+  vma->vm_pgoff -= grow;
+  vma->vm_start = addr;
+  mm->mm_mt.store(vma->vm_start, vma->vm_end, vma);
+  return true;
+}
+
+}  // namespace
+
+FaultResult handle_fault(MmStruct* mm, std::uint64_t addr, Access access) {
+  mm->events.count(mm::VmEvent::pgfault);
+  addr &= mm::kPageMask;
+  if (Vma* vma = mm::lock_vma_under_rcu(mm, addr)) {
+    if (access_error(vma, access)) {
+      mm::vma_end_read(vma);
+      mm->events.count(mm::VmEvent::vma_lock_success);
+      return FaultResult::segv_accerr;
+    }
+    Vmf f{mm, vma, addr, access == Access::write, /*vma_locked=*/true};
+    unsigned r = handle_mm_fault(f);
+    mm::vma_end_read(vma);
+    if (!(r & kFaultRetry)) {
+      mm->events.count(mm::VmEvent::vma_lock_success);
+      return to_result(r);
+    }
+    mm->events.count(mm::VmEvent::vma_lock_retry);
+  }
+
+  mm::mmap_read_lock(mm);
+  Vma* vma = mm::find_vma(mm, addr);
+  if (vma != nullptr && vma->vm_start > addr) {
+    if (!(vma->vm_flags & mm::VM_GROWSDOWN)) {
+      vma = nullptr;
+    } else {
+      // Growing the stack changes the VMA: it needs the write side, and
+      // the VMA must be looked up again after re-locking.
+      mm::mmap_read_unlock(mm);
+      mm::mmap_write_lock(mm);
+      vma = mm::find_vma(mm, addr);
+      if (vma != nullptr && vma->vm_start > addr &&
+          (!(vma->vm_flags & mm::VM_GROWSDOWN) || !expand_downwards(mm, vma, addr)))
+        vma = nullptr;
+      mm::mmap_write_downgrade(mm);
+    }
+  }
+  if (vma == nullptr) {
+    mm::mmap_read_unlock(mm);
+    return FaultResult::segv_maperr;
+  }
+  if (access_error(vma, access)) {
+    mm::mmap_read_unlock(mm);
+    return FaultResult::segv_accerr;
+  }
+  Vmf f{mm, vma, addr, access == Access::write, /*vma_locked=*/false};
+  unsigned r = handle_mm_fault(f);
+  mm::mmap_read_unlock(mm);
+  return to_result(r);
+}
+
+void populate_range_locked(MmStruct* mm, std::uint64_t start, std::uint64_t end) {
+  mm::mmap_assert_locked(mm);
+  for (std::uint64_t a = start; a < end;) {
+    Vma* vma = mm::find_vma(mm, a);
+    if (vma == nullptr || vma->vm_start >= end) return;
+    if (a < vma->vm_start) a = vma->vm_start;
+    const std::uint64_t stop = std::min(end, vma->vm_end);
+    if (!mm::vma_is_accessible(vma)) {
+      a = stop;
+      continue;
+    }
+    // Private writable memory is populated with write faults (Linux
+    // populate_vma_page_range: FOLL_WRITE), everything else with reads.
+    const bool write = (vma->vm_flags & (mm::VM_WRITE | mm::VM_SHARED)) == mm::VM_WRITE;
+    for (; a < stop; a += mm::kPageSize) {
+      Vmf f{mm, vma, a, write, /*vma_locked=*/false};
+      if (handle_mm_fault(f) != kFaultDone) return;
+    }
+  }
+}
+
+}  // namespace vmspace::fault

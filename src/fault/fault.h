@@ -1,0 +1,34 @@
+// SPDX-License-Identifier: MIT
+// fault.h - page faults (Linux's arch/x86/mm/fault.c do_user_addr_fault and
+// mm/memory.c handle_mm_fault): the per-VMA-lock fast path, the mmap_lock
+// fallback, anonymous, zero-page, copy-on-write and shmem faults.
+#pragma once
+
+#include <cstdint>
+
+#include "mm/mm_types.h"
+
+namespace vmspace::fault {
+
+enum class Access { read, write };
+
+// How a fault ended; what a signal handler would be told.
+enum class FaultResult {
+  ok,           // the page is mapped now; retry the access
+  segv_maperr,  // no VMA at the address (SIGSEGV, SEGV_MAPERR)
+  segv_accerr,  // the VMA forbids the access (SIGSEGV, SEGV_ACCERR)
+  sigbus,       // the mapping has no page there (SIGBUS)
+  oom,          // out of memory (VM_FAULT_OOM)
+};
+
+const char* fault_result_name(FaultResult r);
+
+// Resolve a fault at `addr`.  The caller holds no mm lock.
+FaultResult handle_fault(mm::MmStruct* mm, std::uint64_t addr, Access access);
+
+// Fault in every page of [start, end) (MAP_POPULATE, MAP_LOCKED) for the
+// access the VMAs allow.  Requires mmap R (the write side downgraded, so no
+// VMA found earlier can go away: seed 003).  Stops at the first failure.
+void populate_range_locked(mm::MmStruct* mm, std::uint64_t start, std::uint64_t end);
+
+}  // namespace vmspace::fault

@@ -1,0 +1,107 @@
+// SPDX-License-Identifier: MIT
+// rmap.cpp - anon_vma preparation, linking and the reverse-map walk.
+#include "mm/rmap.h"
+
+#include <algorithm>
+#include <new>
+
+#include "mm/mmap_lock.h"
+#include "mm/vma.h"
+
+namespace vmspace::mm {
+
+namespace {
+
+void anon_vma_free_rcu(rcu::Head* h) {
+  AnonVma* av = reinterpret_cast<AnonVma*>(reinterpret_cast<char*>(h) - offsetof(AnonVma, rcu));
+  delete av;
+}
+
+void put_anon_vma(AnonVma* av) {
+  static_assert(std::is_standard_layout_v<AnonVma>);
+  if (av->refcount.fetch_sub(1, std::memory_order_acq_rel) == 1) rcu::call(&av->rcu, anon_vma_free_rcu);
+}
+
+// Linux anon_vma_compatible(): could `a` and `b` (adjacent) end up merged,
+// so that sharing an anon_vma is worthwhile?  Same file, flags equal apart
+// from access bits (and the ones merging ignores), linear pgoff.
+bool anon_vma_compatible(const Vma* a, const Vma* b) {
+  return a->vm_end == b->vm_start && a->vm_file == b->vm_file &&
+         ((a->vm_flags ^ b->vm_flags) & ~(VM_ACCESS_FLAGS | VM_IGNORE_MERGE)) == 0 &&
+         b->vm_pgoff == a->vm_pgoff + a->pages();
+}
+
+// Linux find_mergeable_anon_vma(): the next VMA's anon_vma, else the
+// previous one's, if compatible.  Without fork every chain is singular, so
+// any neighbour's anon_vma is reusable.
+AnonVma* find_mergeable_anon_vma(Vma* vma) {
+  MmStruct* mm = vma->vm_mm;
+  if (Vma* next = vma_next(mm, vma); next != nullptr && anon_vma_compatible(vma, next))
+    if (AnonVma* av = next->anon_vma.load(std::memory_order_acquire)) return av;
+  if (Vma* prev = vma_prev(mm, vma); prev != nullptr && anon_vma_compatible(prev, vma))
+    if (AnonVma* av = prev->anon_vma.load(std::memory_order_acquire)) return av;
+  return nullptr;
+}
+
+}  // namespace
+
+bool anon_vma_prepare(Vma* vma) {
+  if (vma->anon_vma.load(std::memory_order_acquire) != nullptr) return true;
+  MmStruct* mm = vma->vm_mm;
+  mmap_assert_locked(mm);
+  AnonVma* av = find_mergeable_anon_vma(vma);
+  AnonVma* allocated = nullptr;
+  if (av == nullptr) {
+    allocated = new (std::nothrow) AnonVma;
+    if (allocated == nullptr) return false;
+    allocated->refcount.store(1, std::memory_order_relaxed);  // dropped below if unused
+    av = allocated;
+  } else {
+    av->refcount.fetch_add(1, std::memory_order_relaxed);
+  }
+  // Two faults on this VMA (under mmap R or VMA read locks) may race here,
+  // each with a different candidate anon_vma (seed 004): the
+  // page_table_lock makes exactly one of them install theirs.
+  av->rwsem.lock();
+  mm->page_table_lock.lock();
+  bool installed = false;
+  if (vma->anon_vma.load(std::memory_order_relaxed) == nullptr) {
+    av->vmas.push_back(vma);
+    // Release: pairs with the acquire loads of faults that find it set.
+    vma->anon_vma.store(av, std::memory_order_release);
+    installed = true;
+  }
+  mm->page_table_lock.unlock();
+  av->rwsem.unlock();
+  if (!installed) put_anon_vma(av);
+  return true;
+}
+
+void anon_vma_link(Vma* vma, AnonVma* av) {
+  if (av == nullptr) return;
+  av->refcount.fetch_add(1, std::memory_order_relaxed);
+  av->rwsem.lock();
+  av->vmas.push_back(vma);
+  av->rwsem.unlock();
+}
+
+void anon_vma_unlink(Vma* vma) {
+  AnonVma* av = vma->anon_vma.load(std::memory_order_relaxed);
+  if (av == nullptr) return;
+  av->rwsem.lock();
+  auto it = std::find(av->vmas.begin(), av->vmas.end(), vma);
+  if (it != av->vmas.end()) av->vmas.erase(it);
+  av->rwsem.unlock();
+  put_anon_vma(av);
+}
+
+void rmap_walk_anon(AnonVma* av, std::uint64_t index, const std::function<void(Vma*, std::uint64_t)>& fn) {
+  av->rwsem.lock_shared();
+  for (Vma* v : av->vmas) {
+    if (index < v->vm_pgoff || index >= v->vm_pgoff + v->pages()) continue;
+    fn(v, v->vm_start + ((index - v->vm_pgoff) << kPageShift));
+  }
+  av->rwsem.unlock_shared();
+}
+
+}  // namespace vmspace::mm

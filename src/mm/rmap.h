@@ -1,0 +1,53 @@
+// SPDX-License-Identifier: MIT
+// rmap.h - anon_vma: the reverse map of anonymous memory (Linux's
+// mm/rmap.c).  Every private VMA that has anonymous pages is linked to one
+// anon_vma; every anonymous frame points back to that anon_vma and carries
+// its page index (vm_pgoff-based), so the owner of a frame can find every
+// VMA (and address) that may map it.
+//
+// Without fork every anon_vma is its own root and each VMA links to exactly
+// one anon_vma ("the chain is singular"); the chain is a list of VMAs.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "mm/mm_types.h"
+
+namespace vmspace::mm {
+
+struct AnonVma {
+  // Protects `vmas`.  Write: linking/unlinking VMAs (anon_vma_prepare, VMA
+  // split/merge/removal).  Read: rmap walks.  Lock order: after i_mmap,
+  // before page_table_lock (lock_order.h).
+  RwSemaphore rwsem{LockClass::anon_vma_rwsem};
+  // The VMAs linked to this anon_vma (Linux's anon_vma_chain).  rwsem.
+  std::vector<Vma*> vmas;
+  // References: one per linked VMA.  The last unlink frees the anon_vma
+  // after an RCU grace period (frames may still point at it until their
+  // own deferred free).
+  std::atomic<long> refcount{0};
+  rcu::Head rcu;
+};
+
+// Linux vmf_anon_prepare()/__anon_vma_prepare(): make sure `vma` has an
+// anon_vma, reusing a compatible neighbour's (find_mergeable_anon_vma) or
+// allocating one, and install it under the anon_vma lock and the
+// page_table_lock (seed 004: two racing first faults must not install two).
+// Requires mmap R (or W).  Returns false only on allocation failure.
+bool anon_vma_prepare(Vma* vma);
+
+// Link `vma` to `av` (split, merge: the new/target VMA shares the anon_vma).
+// Requires mmap W.  No-op for av == nullptr.
+void anon_vma_link(Vma* vma, AnonVma* av);
+// Unlink `vma` from its anon_vma (VMA removal).  Requires mmap W.
+void anon_vma_unlink(Vma* vma);
+
+// Reverse-map walk: call fn(vma, address) for every VMA linked to `av`
+// whose range covers page `index`.  Takes av->rwsem for read; the caller
+// holds mmap R so the VMAs are stable.
+void rmap_walk_anon(AnonVma* av, std::uint64_t index, const std::function<void(Vma*, std::uint64_t)>& fn);
+
+}  // namespace vmspace::mm
