@@ -171,6 +171,35 @@ void dup_anon_vma(Vma* dst, const Vma* src) {
   }
 }
 
+// The common tail of every merge (Linux commit_merge()): `target` grows
+// to [start, end) with `pgoff`; `adjust`, if any, shrinks to [adj_start,
+// adj_end) (its pgoff follows its start); `remove`/`remove2` are absorbed.
+// One tree store publishes it all (it replaces the absorbed VMAs' entries
+// and trims the adjusted one's), then vma_complete() detaches the absorbed
+// VMAs.  `anon_src` lends target its anon_vma if target has none.
+Vma* commit_merge(MmStruct* mm, Vma* target, std::uint64_t start, std::uint64_t end, std::uint64_t pgoff,
+                  Vma* adjust, std::uint64_t adj_start, std::uint64_t adj_end, Vma* remove, Vma* remove2,
+                  const Vma* anon_src) {
+  VmaPrepare vp;
+  vp.vma = target;
+  vp.adj_next = adjust;
+  vp.remove = remove;
+  vp.remove2 = remove2;
+  vma_prepare(vp);
+  if (anon_src != nullptr) dup_anon_vma(target, anon_src);
+  if (adjust != nullptr) {
+    adjust->vm_pgoff += (adj_start - adjust->vm_start) >> kPageShift;
+    adjust->vm_start = adj_start;
+    adjust->vm_end = adj_end;
+  }
+  target->vm_start = start;
+  target->vm_end = end;
+  target->vm_pgoff = pgoff;
+  mm->mm_mt.store(start, end, target);
+  vma_complete(vp, mm);
+  return target;
+}
+
 }  // namespace
 
 bool can_vma_merge_before(const Vma* next, vm_flags_t flags, const mem::File* file,
@@ -199,35 +228,12 @@ Vma* vma_merge_new_range(MmStruct* mm, Vma* prev, Vma* next, std::uint64_t start
   if (left && right && !is_mergeable_anon_vma(anon_of(prev), anon_of(next))) right = false;
   if (!left && !right) return nullptr;
 
-  VmaPrepare vp;
-  if (left && right) {
-    //   prev | new | next   ->   prev.................
-    vp.vma = prev;
-    vp.remove = next;
-    vma_prepare(vp);
-    dup_anon_vma(prev, next);
-    prev->vm_end = next->vm_end;
-    mm->mm_mt.store(prev->vm_start, prev->vm_end, prev);
-    vma_complete(vp, mm);
-    return prev;
-  }
-  if (left) {
-    //   prev | new          ->   prev.......
-    vp.vma = prev;
-    vma_prepare(vp);
-    prev->vm_end = end;
-    mm->mm_mt.store(prev->vm_start, prev->vm_end, prev);
-    vma_complete(vp, mm);
-    return prev;
-  }
+  if (left && right)  //   prev | new | next   ->   prev.................
+    return commit_merge(mm, prev, prev->vm_start, next->vm_end, prev->vm_pgoff, nullptr, 0, 0, next, nullptr, next);
+  if (left)  //   prev | new          ->   prev.......
+    return commit_merge(mm, prev, prev->vm_start, end, prev->vm_pgoff, nullptr, 0, 0, nullptr, nullptr, nullptr);
   //          new | next     ->   ......next
-  vp.vma = next;
-  vma_prepare(vp);
-  next->vm_start = start;
-  next->vm_pgoff = pgoff;
-  mm->mm_mt.store(next->vm_start, next->vm_end, next);
-  vma_complete(vp, mm);
-  return next;
+  return commit_merge(mm, next, start, next->vm_end, pgoff, nullptr, 0, 0, nullptr, nullptr, nullptr);
 }
 
 namespace {
@@ -256,53 +262,24 @@ Vma* vma_merge_existing_range(MmStruct* mm, Vma* middle, std::uint64_t start, st
   if (!merge_left && !merge_right) return nullptr;
 
   const bool delete_middle = left_side && right_side;
-  VmaPrepare vp;
-  if (merge_left && merge_right) {
-    //   prev | middle | next   ->   prev.......................
-    vp.vma = prev;
-    vp.remove = middle;
-    vp.remove2 = next;
-    vma_prepare(vp);
-    dup_anon_vma(prev, anon_of(next) != nullptr ? next : middle);
-    prev->vm_end = next->vm_end;
-    mm->mm_mt.store(prev->vm_start, prev->vm_end, prev);
-    vma_complete(vp, mm);
-    return prev;
-  }
+  if (merge_left && merge_right)  //   prev | middle | next   ->   prev......................
+    return commit_merge(mm, prev, prev->vm_start, next->vm_end, prev->vm_pgoff, nullptr, 0, 0, middle, next,
+                        anon_of(next) != nullptr ? next : middle);
   if (merge_left) {
-    //   prev | middle          ->   prev.......   (middle deleted)
+    //   prev | middle          ->   prev.......   (middle absorbed)
     //   prev | mid|dle         ->   prev....|dle  (middle shrunk)
-    vp.vma = prev;
     if (delete_middle)
-      vp.remove = middle;
-    else
-      vp.adj_next = middle;
-    vma_prepare(vp);
-    dup_anon_vma(prev, middle);
-    prev->vm_end = end;
-    if (!delete_middle) {
-      middle->vm_pgoff += (end - middle->vm_start) >> kPageShift;
-      middle->vm_start = end;
-    }
-    mm->mm_mt.store(prev->vm_start, prev->vm_end, prev);  // trims or replaces middle
-    vma_complete(vp, mm);
-    return prev;
+      return commit_merge(mm, prev, prev->vm_start, end, prev->vm_pgoff, nullptr, 0, 0, middle, nullptr, middle);
+    return commit_merge(mm, prev, prev->vm_start, end, prev->vm_pgoff, middle, end, middle->vm_end, nullptr,
+                        nullptr, middle);
   }
-  //   middle | next            ->   .......next   (middle deleted)
+  //   middle | next            ->   .......next   (middle absorbed)
   //   mid|dle | next           ->   mid|....next   (middle shrunk)
-  vp.vma = next;
   if (delete_middle)
-    vp.remove = middle;
-  else
-    vp.adj_next = middle;
-  vma_prepare(vp);
-  dup_anon_vma(next, middle);
-  if (!delete_middle) middle->vm_end = start;
-  next->vm_start = start;
-  next->vm_pgoff = next->vm_pgoff - pglen;
-  mm->mm_mt.store(next->vm_start, next->vm_end, next);
-  vma_complete(vp, mm);
-  return next;
+    return commit_merge(mm, next, start, next->vm_end, next->vm_pgoff - pglen, nullptr, 0, 0, middle, nullptr,
+                        middle);
+  return commit_merge(mm, next, start, next->vm_end, next->vm_pgoff - pglen, middle, middle->vm_start, start,
+                      nullptr, nullptr, middle);
 }
 
 }  // namespace
