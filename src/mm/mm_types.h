@@ -12,6 +12,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 
 #include "mem/file.h"
@@ -53,33 +54,14 @@ inline constexpr std::uint64_t kVmaUnlockedSeq = UINT64_MAX;
 inline constexpr std::uint32_t kVmaLockOffset = 0x40000000;
 inline constexpr std::uint32_t kVmaRefLimit = kVmaLockOffset - 1;
 
-struct Vma {
+// Laid out so that lock_vma_under_rcu touches one cache line: the lock
+// words, the range it re-checks and the flags the fault checks come first.
+struct alignas(64) Vma {
   Vma(MmStruct* mm, std::uint64_t start, std::uint64_t end, vm_flags_t flags, std::uint64_t pgoff)
-      : vm_start(start), vm_end(end), vm_pgoff(pgoff), vm_flags(flags), vm_mm(mm) {}
+      : vm_start(start), vm_end(end), vm_flags(flags), vm_pgoff(pgoff), vm_mm(mm) {}
   ~Vma() { mem::fput(vm_file); }
   Vma(const Vma&) = delete;
   Vma& operator=(const Vma&) = delete;
-
-  // ---- range and attributes ----
-  // Write: mmap W + vma W (or before the VMA is attached).  Read: mmap R, or
-  // vma R.  Never read without one of those (lock_vma_under_rcu re-checks
-  // the range only after it holds the VMA read lock).
-  std::uint64_t vm_start;
-  std::uint64_t vm_end;
-  std::uint64_t vm_pgoff;  // in pages; anonymous private: vm_start >> 12 at creation
-  vm_flags_t vm_flags;
-
-  // Write: mmap W + vma W, or (first anonymous fault) mmap R or vma R plus
-  // mm->page_table_lock, only from null to non-null (anon_vma_prepare).
-  // Read: mmap R or vma R; acquire pairs with the installing release.
-  std::atomic<AnonVma*> anon_vma{nullptr};
-
-  MmStruct* const vm_mm;  // static
-  // The mapped file (shmem object for shared anonymous memory), or null for
-  // private anonymous memory.  Static once the VMA is attached; the VMA
-  // holds a reference.
-  mem::File* vm_file = nullptr;
-
   // ---- the per-VMA lock (mmap_lock.cpp) ----
   // Equal to mm->mm_lock_seq (odd) while write-locked.  Write: mmap W (in
   // vma_start_write, under the rwsem / exclude-readers flag).  Read: anyone;
@@ -88,13 +70,34 @@ struct Vma {
   std::atomic<std::uint64_t> vm_lock_seq{kVmaUnlockedSeq};
   // per_vma_refcount: see the table above.  RMW only.
   std::atomic<std::uint32_t> vm_refcnt{0};
-  // per_vma_rwsem: readers try_lock_shared(); vma_start_write() takes and
-  // releases the write side around setting vm_lock_seq.
-  RwSemaphore vm_lock{LockClass::vma_lock};
   // per_vma_rwsem and mmap_lock modes: set by vma_mark_detached() under
   // vma W; read under vma R (a reader that finds it set retries the walk).
   // (per_vma_refcount encodes "detached" as vm_refcnt == 0.)
   std::atomic<bool> detached{true};
+
+  // ---- range and attributes ----
+  // Write: mmap W + vma W (or before the VMA is attached).  Read: mmap R, or
+  // vma R.  Never read without one of those (lock_vma_under_rcu re-checks
+  // the range only after it holds the VMA read lock).
+  std::uint64_t vm_start;
+  std::uint64_t vm_end;
+  vm_flags_t vm_flags;
+  std::uint64_t vm_pgoff;  // in pages; anonymous private: vm_start >> 12 at creation
+
+  MmStruct* const vm_mm;  // static
+
+  // Write: mmap W + vma W, or (first anonymous fault) mmap R or vma R plus
+  // mm->page_table_lock, only from null to non-null (anon_vma_prepare).
+  // Read: mmap R or vma R; acquire pairs with the installing release.
+  std::atomic<AnonVma*> anon_vma{nullptr};
+  // The mapped file (shmem object for shared anonymous memory), or null for
+  // private anonymous memory.  Static once the VMA is attached; the VMA
+  // holds a reference.
+  mem::File* vm_file = nullptr;
+
+  // per_vma_rwsem: readers try_lock_shared(); vma_start_write() takes and
+  // releases the write side around setting vm_lock_seq.
+  RwSemaphore vm_lock{LockClass::vma_lock};
 
   // Deferred free after removal (rcu::call): RCU readers may still hold
   // the pointer from a tree lookup.
@@ -104,6 +107,7 @@ struct Vma {
   // Linux vma_is_anonymous(): private anonymous memory (no file, no ops).
   bool is_anonymous() const { return vm_file == nullptr; }
 };
+static_assert(offsetof(Vma, vm_mm) + sizeof(void*) <= 64, "the fast-path fields share one cache line");
 
 struct MmConfig {
   LockMode mode = kDefaultLockMode;

@@ -4,11 +4,14 @@
 //   replay       run an op script on vmspace (and the host kernel) and diff
 //   fuzz-kernel  random op scripts on vmspace and the host kernel; shrink
 //                a divergence to a minimal reproducer
+//   bench        the lock modes and the host kernel measured side by side
+//                (table on stdout, optional JSON and SVG)
 #include <cstdio>
 #include <string>
 
 #include <CLI/CLI.hpp>
 
+#include "bench.h"
 #include "fuzz_kernel.h"
 #include "replay.h"
 #include "sync/lockdep.h"
@@ -54,11 +57,14 @@ int main(int argc, char** argv) {
   vmspace::cli::add_replay(app, replay);
   vmspace::cli::FuzzKernelArgs fuzz_kernel;
   vmspace::cli::add_fuzz_kernel(app, fuzz_kernel);
+  vmspace::cli::BenchArgs bench;
+  vmspace::cli::add_bench(app, bench);
 
   CLI11_PARSE(app, argc, argv);
 
   if (app.got_subcommand("replay")) return vmspace::cli::cmd_replay(replay);
   if (app.got_subcommand("fuzz-kernel")) return vmspace::cli::cmd_fuzz_kernel(fuzz_kernel);
+  if (app.got_subcommand("bench")) return vmspace::cli::cmd_bench(bench);
   if (info->parsed() || app.get_subcommands().empty()) return cmd_info();
   return 0;
 }

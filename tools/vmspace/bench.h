@@ -1,0 +1,24 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+namespace vmspace::cli {
+
+struct BenchArgs {
+  bool quick = false;
+  std::string json;                    // write results as JSON here
+  std::string svg;                     // write SVG charts into this directory
+  std::vector<std::string> workloads;  // empty: all
+  std::string modes = "mmap_lock,per_vma_rwsem,per_vma_refcount,kernel";
+};
+
+void add_bench(CLI::App& app, BenchArgs& args);
+// Exit status: 0 measured (whether or not the targets pass), 2 a usage or
+// setup error.
+int cmd_bench(const BenchArgs& args);
+
+}  // namespace vmspace::cli
