@@ -11,6 +11,7 @@
 // Results go to stdout as a table (with the ratios that matter), optionally
 // to JSON and SVG; progress goes to stderr.
 #include "bench.h"
+#include "build_kind.h"
 
 #include <sys/mman.h>
 #include <sys/utsname.h>
@@ -63,18 +64,6 @@ constexpr bool kRelease = true;
 #else
 constexpr bool kRelease = false;
 #endif
-
-const char* build_type() {
-#if defined(__SANITIZE_ADDRESS__)
-  return "asan";
-#elif defined(__SANITIZE_THREAD__)
-  return "tsan";
-#elif defined(NDEBUG)
-  return "release";
-#else
-  return "debug";
-#endif
-}
 
 inline void clobber(const void* p) { asm volatile("" : : "r"(p) : "memory"); }
 
@@ -320,7 +309,52 @@ std::uint32_t clamp_ns(std::uint64_t ns) {
   return static_cast<std::uint32_t>(std::min<std::uint64_t>(ns, UINT32_MAX));
 }
 
+// One fault-churn measurement, for either side.  `side` provides
+//   writer_step(churn, ro) -> bool   one writer operation (false: it failed)
+//   fault(off) -> bool               first-touch the page at `off`
+//   discard() -> bool                MADV_DONTNEED the fault region
 // churn: 0 none, 1 (a) mmap/munmap, 2 (b) mprotect of the big region.
+template <class Side>
+ChurnOut run_churn(Side& side, int churn, std::uint64_t len, double dur) {
+  ChurnOut out;
+  out.lat.reserve(1u << 22);
+  std::atomic<bool> go{false}, stop{false}, bad{false};
+  std::thread writer;
+  if (churn != 0)
+    writer = std::thread([&] {
+      while (!go.load(std::memory_order_acquire)) std::this_thread::yield();  // pairs with the release below
+      std::uint64_t ops = 0;
+      bool ro = false;
+      while (!stop.load(std::memory_order_relaxed)) {
+        ro = !ro;
+        if (!side.writer_step(churn, ro)) bad = true;
+        ++ops;
+      }
+      out.writer_ops = ops;
+    });
+  auto t0 = Clock::now();
+  go.store(true, std::memory_order_release);
+  const auto deadline = t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(dur));
+  while (Clock::now() < deadline) {
+    auto s0 = Clock::now();
+    auto prev = s0;
+    for (std::uint64_t off = 0; off < len; off += kPage) {
+      if (!side.fault(off)) bad = true;
+      auto now = Clock::now();
+      out.lat.push_back(clamp_ns(nanos(now - prev)));
+      prev = now;
+      if (now >= deadline) break;
+    }
+    out.fault_secs += secs(prev - s0);
+    if (!side.discard()) bad = true;
+  }
+  stop.store(true);
+  if (writer.joinable()) writer.join();  // writer_ops is read after the join
+  out.wall = secs(Clock::now() - t0);
+  if (bad) fail("fault-churn: a mapping call failed");
+  return out;
+}
+
 ChurnOut churn_guest(LockMode lock, int churn, std::uint64_t big, double dur) {
   const std::uint64_t len = 64 * kMiB;
   auto as = make_space(lock, len + big + 64 * kMiB);
@@ -331,48 +365,17 @@ ChurnOut churn_guest(LockMode lock, int churn, std::uint64_t big, double dur) {
     guest_map(*as, wbase, big);
     if (!as->fill(wbase, 1, big).ok()) fail("fault-churn: populating the region failed");
   }
-  ChurnOut out;
-  out.lat.reserve(1u << 22);
-  std::atomic<bool> go{false}, stop{false}, bad{false};
-  std::thread writer;
-  if (churn != 0)
-    writer = std::thread([&] {
-      while (!go.load(std::memory_order_acquire)) std::this_thread::yield();
-      std::uint64_t ops = 0;
-      bool ro = false;
-      while (!stop.load(std::memory_order_relaxed)) {
-        if (churn == 1) {
-          if (as->mmap(wbase, 16 * 1024, kRW, kAnonFixed) < 0) bad = true;
-          if (as->munmap(wbase, 16 * 1024) != 0) bad = true;
-        } else {
-          ro = !ro;
-          if (as->mprotect(wbase, big, ro ? PROT_READ : kRW) != 0) bad = true;
-        }
-        ++ops;
-      }
-      out.writer_ops = ops;
-    });
-  auto t0 = Clock::now();
-  go.store(true, std::memory_order_release);
-  const auto deadline = t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(dur));
-  while (Clock::now() < deadline) {
-    auto s0 = Clock::now();
-    auto prev = s0;
-    for (std::uint64_t off = 0; off < len; off += kPage) {
-      if (as->fault_in(fbase + off, true) != Fault::none) bad = true;
-      auto now = Clock::now();
-      out.lat.push_back(clamp_ns(nanos(now - prev)));
-      prev = now;
-      if (now >= deadline) break;
+  struct {
+    AddressSpace& as;
+    std::uint64_t fbase, wbase, len, big;
+    bool writer_step(int churn_kind, bool ro) {
+      if (churn_kind == 1) return as.mmap(wbase, 16 * 1024, kRW, kAnonFixed) >= 0 && as.munmap(wbase, 16 * 1024) == 0;
+      return as.mprotect(wbase, big, ro ? PROT_READ : kRW) == 0;
     }
-    out.fault_secs += secs(prev - s0);
-    if (as->madvise(fbase, len, MADV_DONTNEED) != 0) bad = true;
-  }
-  stop.store(true);
-  if (writer.joinable()) writer.join();
-  out.wall = secs(Clock::now() - t0);
-  if (bad) fail("fault-churn: a vmspace call failed");
-  return out;
+    bool fault(std::uint64_t off) { return as.fault_in(fbase + off, true) == Fault::none; }
+    bool discard() { return as.madvise(fbase, len, MADV_DONTNEED) == 0; }
+  } side{*as, fbase, wbase, len, big};
+  return run_churn(side, churn, len, dur);
 }
 
 ChurnOut churn_kernel(int churn, std::uint64_t big, double dur) {
@@ -383,49 +386,26 @@ ChurnOut churn_kernel(int churn, std::uint64_t big, double dur) {
     w = kernel_map(big);
     std::memset(w, 1, big);
   }
-  ChurnOut out;
-  out.lat.reserve(1u << 22);
-  std::atomic<bool> go{false}, stop{false}, bad{false};
-  std::thread writer;
-  if (churn != 0)
-    writer = std::thread([&] {
-      while (!go.load(std::memory_order_acquire)) std::this_thread::yield();
-      std::uint64_t ops = 0;
-      bool ro = false;
-      while (!stop.load(std::memory_order_relaxed)) {
-        if (churn == 1) {
-          void* p = ::mmap(nullptr, 16 * 1024, kRW, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-          if (p == MAP_FAILED || ::munmap(p, 16 * 1024) != 0) bad = true;
-        } else {
-          ro = !ro;
-          if (::mprotect(w, big, ro ? PROT_READ : kRW) != 0) bad = true;
-        }
-        ++ops;
+  struct {
+    unsigned char* f;
+    unsigned char* w;
+    std::uint64_t len, big;
+    bool writer_step(int churn_kind, bool ro) {
+      if (churn_kind == 1) {
+        void* p = ::mmap(nullptr, 16 * 1024, kRW, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        return p != MAP_FAILED && ::munmap(p, 16 * 1024) == 0;
       }
-      out.writer_ops = ops;
-    });
-  auto t0 = Clock::now();
-  go.store(true, std::memory_order_release);
-  const auto deadline = t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(dur));
-  while (Clock::now() < deadline) {
-    auto s0 = Clock::now();
-    auto prev = s0;
-    for (std::uint64_t off = 0; off < len; off += kPage) {
-      *reinterpret_cast<volatile unsigned char*>(f + off) = 1;
-      auto now = Clock::now();
-      out.lat.push_back(clamp_ns(nanos(now - prev)));
-      prev = now;
-      if (now >= deadline) break;
+      return ::mprotect(w, big, ro ? PROT_READ : kRW) == 0;
     }
-    out.fault_secs += secs(prev - s0);
-    ::madvise(f, len, MADV_DONTNEED);
-  }
-  stop.store(true);
-  if (writer.joinable()) writer.join();
-  out.wall = secs(Clock::now() - t0);
+    bool fault(std::uint64_t off) {
+      *reinterpret_cast<volatile unsigned char*>(f + off) = 1;
+      return true;
+    }
+    bool discard() { return ::madvise(f, len, MADV_DONTNEED) == 0; }
+  } side{f, w, len, big};
+  ChurnOut out = run_churn(side, churn, len, dur);
   ::munmap(f, len);
   if (w != nullptr) ::munmap(w, big);
-  if (bad) fail("fault-churn: a kernel call failed");
   return out;
 }
 
@@ -636,7 +616,7 @@ std::vector<Target> targets(const Ctx& c) {
 bool passes(const Target& t) { return t.cmp == "<=" ? t.value <= t.limit : t.value >= t.limit; }
 
 void print_report(const Ctx& c, const std::vector<Target>& ts) {
-  std::printf("vmspace bench (%s build%s)\n\n", build_type(), c.quick ? ", --quick" : "");
+  std::printf("vmspace bench (%s build%s)\n\n", vmspace::cli::build_kind(), c.quick ? ", --quick" : "");
   std::printf("%-14s %-17s %-34s %12s %-9s %s\n", "workload", "mode", "metric", "value", "unit", "ratios");
   std::string last;
   for (const Result& r : c.results) {
@@ -678,7 +658,7 @@ void write_json(const Ctx& c, const std::vector<Target>& ts, const std::string& 
   j["machine"] = {{"cpu", cpu_model()},
                   {"cores", std::thread::hardware_concurrency()},
                   {"kernel", u.release},
-                  {"build_type", build_type()},
+                  {"build_type", vmspace::cli::build_kind()},
                   {"quick", c.quick}};
   j["results"] = nlohmann::json::array();
   for (const Result& r : c.results)
@@ -819,7 +799,7 @@ int cmd_bench(const BenchArgs& args) {
     std::fprintf(stderr,
                  "vmspace bench: WARNING: this is a %s build (NDEBUG not defined); its figures are not meaningful. "
                  "Use build/release/vmspace.\n",
-                 build_type());
+                 vmspace::cli::build_kind());
   auto want = [&](const char* w) { return std::find(wl.begin(), wl.end(), w) != wl.end(); };
   auto t0 = Clock::now();
   try {

@@ -12,6 +12,7 @@
 #include <CLI/CLI.hpp>
 
 #include "bench.h"
+#include "build_kind.h"
 #include "fuzz_kernel.h"
 #include "replay.h"
 #include "sync/lockdep.h"
@@ -20,20 +21,8 @@
 
 namespace {
 
-const char* build_kind() {
-#if defined(__SANITIZE_ADDRESS__)
-  return "asan";
-#elif defined(__SANITIZE_THREAD__)
-  return "tsan";
-#elif defined(NDEBUG)
-  return "release";
-#else
-  return "debug";
-#endif
-}
-
 int cmd_info() {
-  std::printf("vmspace %s (%s build, lock-order checker %s)\n", vmspace::kVersion, build_kind(),
+  std::printf("vmspace %s (%s build, lock-order checker %s)\n", vmspace::kVersion, vmspace::cli::build_kind(),
               vmspace::lockdep::enabled ? "on" : "off");
   std::printf("lock modes:\n");
   for (vmspace::LockMode m : vmspace::kAllLockModes) {
