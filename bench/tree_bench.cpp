@@ -1,12 +1,16 @@
 // SPDX-License-Identifier: MIT
 // RangeTree benchmarks (issue 3 targets), with std::map side by side.
 //
-//   find at 64K entries <= 60 ns, at 1M <= 120 ns (random hits)
+//   find at 64K entries <= 60 ns, at 1M <= 120 ns (random hits); the floor
+//   under them (BM_LoadLatencyFloor: one random load from a region the
+//   tree's size) is printed beside
 //   store of one entry at 64K entries <= 1 us
 //   <= 48 bytes per entry at 64K entries (counter bytes_per_entry)
 //
 // Data: N entries of one page each, separated by one-page gaps.
 #include <benchmark/benchmark.h>
+
+#include <sys/mman.h>
 
 #include <algorithm>
 
@@ -203,7 +207,36 @@ void BM_TreeMemory(benchmark::State& state) {
   state.SetLabel(order == Order::kAscending ? "ascending" : order == Order::kDescending ? "descending" : "random");
 }
 
+// The floor under find(): one dependent load from a random cache line of a
+// region as big as the tree (2 MiB ~ 64K entries, 32 MiB ~ 1M entries),
+// backed by huge pages as the tree's nodes are.  A lookup in a tree that
+// does not fit the cache pays at least this for its leaf.
+void BM_LoadLatencyFloor(benchmark::State& state) {
+  const std::size_t bytes = std::size_t(state.range(0)) << 20, lines = bytes / 64;
+  void* m = mmap(nullptr, bytes + (2u << 20), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED) {
+    state.SkipWithError("mmap failed");
+    return;
+  }
+  char* base = reinterpret_cast<char*>((reinterpret_cast<std::uintptr_t>(m) + (2u << 20) - 1) & ~std::uintptr_t{(2u << 20) - 1});
+  madvise(base, bytes, MADV_HUGEPAGE);
+  std::vector<std::size_t> perm(lines);
+  for (std::size_t i = 0; i < lines; ++i) perm[i] = i;
+  std::shuffle(perm.begin(), perm.end(), std::mt19937_64(5));
+  for (std::size_t i = 0; i < lines; ++i)  // one cycle through every line
+    *reinterpret_cast<char**>(base + perm[i] * 64) = base + perm[(i + 1) % lines] * 64;
+  char* p = base;
+  for (std::size_t i = 0; i < lines; ++i) p = *reinterpret_cast<char**>(p);  // warm
+  for (auto _ : state) {
+    p = *reinterpret_cast<char**>(p);
+    benchmark::DoNotOptimize(p);
+  }
+  state.SetLabel(std::to_string(state.range(0)) + " MiB, huge pages");
+  munmap(m, bytes + (2u << 20));
+}
+
 BENCHMARK(BM_TreeFind)->Arg(1 << 16)->Arg(1 << 20);
+BENCHMARK(BM_LoadLatencyFloor)->Arg(2)->Arg(32);
 BENCHMARK(BM_TreeFindBatchGuard)->Arg(1 << 16)->Arg(1 << 20);
 BENCHMARK(BM_MapFind)->Arg(1 << 16)->Arg(1 << 20);
 BENCHMARK(BM_TreeStoreEraseInGap)->Arg(1 << 16);

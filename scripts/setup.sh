@@ -12,6 +12,7 @@ packages=(
   libcli11-dev
   nlohmann-json3-dev
   libfmt-dev
+  valgrind
 )
 
 missing=()

@@ -148,6 +148,11 @@ struct MmStruct {
   // The VMA index.  Write: mmap W, after write-locking every VMA whose
   // entry changes.  Read: under RCU (lock_vma_under_rcu) or mmap R.
   tree::RangeTree mm_mt;
+  // per_vma_refcount: the event count a writer sleeps on (futex) while the
+  // readers of a VMA drain; a reader leaving while a writer waits bumps it
+  // and wakes.  No lock: atomic RMW/loads, seq_cst (mmap_lock.cpp,
+  // refcnt_wait_for).  Linux: mm->vma_writer_wait.
+  std::atomic<std::uint32_t> vma_writer_wait{0};
   // Number of VMAs.  Write: mmap W.  Read: mmap R.
   int map_count = 0;
   // Upper page-table levels; anon_vma installation (seed 004).

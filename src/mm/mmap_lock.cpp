@@ -131,30 +131,40 @@ bool refcnt_add_lock_offset(Vma* vma) {
 }
 
 // Wait until vm_refcnt == target.  Readers that leave while the exclude
-// flag is set wake us (vma_refcount_put).
+// flag is set wake us through mm->vma_writer_wait, an event count (Linux:
+// mm->vma_writer_wait): we read the count, re-check vm_refcnt and sleep
+// only if the count is unchanged.  A reader that leaves after our re-check
+// bumps the count after its decrement, so the futex either sees the new
+// count or is woken (seq_cst on both sides orders the four accesses).
 void refcnt_wait_for(Vma* vma, std::uint32_t target) {
+  MmStruct* mm = vma->vm_mm;
   int spins = 0;
   for (;;) {
     // Acquire: pairs with the release decrement of each leaving reader.
-    std::uint32_t c = vma->vm_refcnt.load(std::memory_order_acquire);
-    if (c == target) return;
-    if (++spins < 128)
+    if (vma->vm_refcnt.load(std::memory_order_acquire) == target) return;
+    if (++spins < 128) {
       cpu_relax();
-    else
-      futex_wait(&vma->vm_refcnt, c);
+      continue;
+    }
+    const std::uint32_t ev = mm->vma_writer_wait.load(std::memory_order_seq_cst);
+    if (vma->vm_refcnt.load(std::memory_order_seq_cst) == target) return;
+    futex_wait(&mm->vma_writer_wait, ev);
   }
 }
 
 // Drop one reader reference; wake a writer waiting for readers to drain.
+// The VMA is not touched after the decrement (a waiting writer may detach
+// and free it at once), so no RCU section is needed: the wake-up goes
+// through the mm, which outlives every fault on it.
 void vma_refcount_put(Vma* vma) {
-  // The futex word is the VMA's own refcount.  Stay in an RCU read-side
-  // section so that the VMA cannot be freed between our decrement and the
-  // wake-up (the writer may detach it as soon as it sees the count).
-  rcu::ReadGuard rcu;
-  // Release: our accesses to the VMA happen before the writer's changes
-  // (pairs with the acquire in refcnt_wait_for / refcnt_add_lock_offset).
-  std::uint32_t now = vma->vm_refcnt.fetch_sub(1, std::memory_order_release) - 1;
-  if (now & kVmaLockOffset) futex_wake(&vma->vm_refcnt);
+  MmStruct* mm = vma->vm_mm;
+  // Release (and seq_cst for the event count, see refcnt_wait_for): our
+  // accesses to the VMA happen before the writer's changes.
+  const std::uint32_t now = vma->vm_refcnt.fetch_sub(1, std::memory_order_seq_cst) - 1;
+  if (now & kVmaLockOffset) {
+    mm->vma_writer_wait.fetch_add(1, std::memory_order_seq_cst);
+    futex_wake(&mm->vma_writer_wait);
+  }
 }
 
 }  // namespace

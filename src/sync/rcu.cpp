@@ -50,11 +50,9 @@ void register_slow() {
   registered = true;
 }
 
-void tsan_reader_exit() {
 #ifdef VMSPACE_TSAN
-  __tsan_release(&tsan_grace_period);
+void tsan_reader_exit() { __tsan_release(&tsan_grace_period); }
 #endif
-}
 
 namespace {
 

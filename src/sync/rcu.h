@@ -51,7 +51,11 @@ namespace detail {
 extern thread_local bool registered;
 extern thread_local unsigned nesting;
 void register_slow();
-void tsan_reader_exit();
+#if defined(__SANITIZE_THREAD__)
+void tsan_reader_exit();  // the happens-before edge described above
+#else
+inline void tsan_reader_exit() {}
+#endif
 }  // namespace detail
 
 inline void ensure_registered() {

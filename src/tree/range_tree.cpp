@@ -258,6 +258,7 @@ RangeTree::Summary RangeTree::summarize(Ref r) { return summarize_ref(r); }
 
 LeafNode* RangeTree::new_leaf() {
   auto* l = new (pool::alloc(pool::kSmall)) LeafNode;
+  l->end[kLeafSlots] = kMaxAddr;  // the sentinel key (see range_tree.h)
   l->count = 0;
   l->pad_ = 0;
   l->txn = txn_;
@@ -267,10 +268,10 @@ LeafNode* RangeTree::new_leaf() {
 
 InnerNode* RangeTree::new_inner() {
   auto* n = new (pool::alloc(pool::kLarge)) InnerNode;
+  n->max_end[kInnerSlots] = kMaxAddr;  // the sentinel key (see range_tree.h)
   n->count = 0;
   n->pad_ = 0;
   n->pad2_ = 0;
-  n->pad3_ = 0;
   n->txn = txn_;
   ++inners_;
   return n;
@@ -781,6 +782,7 @@ bool RangeTree::validate_node(Ref r, unsigned depth, unsigned leaf_depth, bool i
     ++leaves;
     if (depth != leaf_depth) return fail(why, "leaves at different depths");
     if (l->count == 0 || l->count > kLeafSlots) return fail(why, "leaf count out of range");
+    if (l->end[kLeafSlots] != kMaxAddr) return fail(why, "leaf sentinel key overwritten");
     if (!is_root && l->count < kLeafMin) return fail(why, "leaf underfull: " + std::to_string(l->count));
     for (unsigned i = 0; i < l->count; ++i) {
       if (l->slot[i].start >= l->end[i]) return fail(why, "empty entry at " + hex(l->slot[i].start));
@@ -797,6 +799,7 @@ bool RangeTree::validate_node(Ref r, unsigned depth, unsigned leaf_depth, bool i
   ++inners;
   if (depth >= leaf_depth) return fail(why, "inner node at leaf depth");
   if (n->count < 2 || n->count > kInnerSlots) return fail(why, "inner count out of range");
+  if (n->max_end[kInnerSlots] != kMaxAddr) return fail(why, "inner sentinel key overwritten");
   if (!is_root && n->count < kInnerMin) return fail(why, "inner underfull: " + std::to_string(n->count));
   for (unsigned i = n->count; i < kInnerSlots; ++i) {
     if (n->max_end[i] != kMaxAddr || n->min_start[i] != kMaxAddr) return fail(why, "inner unused slot not cleared");

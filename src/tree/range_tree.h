@@ -50,7 +50,10 @@
 // end[] keys plus (start, ptr) slots; inner nodes (1 KiB) hold up to 31
 // children with, per child, its last end (the routing key), first start and
 // the largest gap between entries inside it, so gap searches prune whole
-// subtrees.  Non-root nodes are at least half full; inserts first shift
+// subtrees.  A lookup scans a node's keys without branches (AVX2 compares
+// of four keys at a time where the CPU has them), so its cost is about one
+// memory round trip per level: at 64K entries the tree is 4 levels and
+// ~2 MiB, at 1M entries 5 levels and ~33 MiB.  Non-root nodes are at least half full; inserts first shift
 // into a sibling with room (dense leaves: ~28 bytes/entry for sequential
 // fills, ~34 for random).  Nodes come from a process-wide pool (node_pool.h).
 //
@@ -70,6 +73,10 @@
 #include <string>
 #include <type_traits>
 #include <vector>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include "sync/rcu.h"
 
@@ -108,33 +115,38 @@ inline constexpr unsigned kInnerSlots = 31;
 inline constexpr unsigned kLeafMin = kLeafSlots / 2;    // non-root fill
 inline constexpr unsigned kInnerMin = kInnerSlots / 2;  // non-root fill
 
-// Nodes are immutable once published.  Unused key slots hold kMaxAddr so the
-// branch-free rank scan below never selects them (no valid key lookup uses
+// Nodes are immutable once published.  Key arrays have one slot more than
+// the node has entries: the last key slot is a sentinel that always holds
+// kMaxAddr, so a key array is a whole number of 32-byte vectors and a rank
+// scan needs no tail.  Unused key slots hold kMaxAddr too, so the
+// branch-free rank scans below never select them (no valid key lookup uses
 // kMaxAddr).  Node references are tagged pointers: bit 0 set = leaf.
-// Layout: the keys a reader scans and the node's count share the first two
-// cache lines; a leaf lookup then touches one more line (start and ptr of the
-// found slot), an inner step one more (the child pointer).
+// Layout: a reader scans the key lines, then reads one more line (leaf:
+// start and ptr of the found slot; inner: the child pointer, with the
+// node's count beside the children).
+inline constexpr unsigned kLeafKeys = kLeafSlots + 1;
+inline constexpr unsigned kInnerKeys = kInnerSlots + 1;
+
 struct alignas(64) LeafNode {
-  std::uint64_t end[kLeafSlots];  // routing keys (sorted); unused = kMaxAddr
-  std::uint32_t count;
-  std::uint32_t pad_;
+  std::uint64_t end[kLeafKeys];  // routing keys (sorted); unused and end[kLeafSlots] = kMaxAddr
   struct Slot {
     std::uint64_t start;  // unused = kMaxAddr
     void* ptr;
   } slot[kLeafSlots];
+  std::uint32_t count;
+  std::uint32_t pad_;
   std::uint64_t txn;  // writer-private: operation that allocated the node
 };
 
 struct alignas(64) InnerNode {
-  std::uint64_t max_end[kInnerSlots];  // routing keys: last end in child i
+  std::uint64_t max_end[kInnerKeys];  // routing keys: last end in child i; max_end[kInnerSlots] = kMaxAddr
+  std::uintptr_t child[kInnerSlots];
   std::uint32_t count;
   std::uint32_t pad_;
-  std::uintptr_t child[kInnerSlots];
   std::uint64_t txn;
   std::uint64_t min_start[kInnerSlots];  // first start in child i
-  std::uint64_t pad2_;
   std::uint64_t max_gap[kInnerSlots];  // largest gap inside child i
-  std::uint64_t pad3_;
+  std::uint64_t pad2_;
 };
 
 // Writer-side copies of a leaf slot / an inner slot.
@@ -152,6 +164,8 @@ struct InnerItem {
 
 static_assert(sizeof(LeafNode) == 384);
 static_assert(sizeof(InnerNode) == 1024);
+static_assert(offsetof(InnerNode, child) == 256 && offsetof(InnerNode, count) < 512,
+              "inner node: key lines, then child pointers with the count");
 
 inline bool is_leaf(std::uintptr_t r) { return (r & 1u) != 0; }
 inline LeafNode* as_leaf(std::uintptr_t r) { return reinterpret_cast<LeafNode*>(r & ~std::uintptr_t{1}); }
@@ -166,6 +180,37 @@ inline unsigned rank_le(const std::uint64_t* keys, std::uint64_t a) {
   for (unsigned i = 0; i < N; ++i) r[i % 4] += keys[i] <= a ? 1u : 0u;
   return (r[0] + r[1]) + (r[2] + r[3]);
 }
+
+#if defined(__x86_64__)
+#define VMSPACE_TREE_AVX2 1
+// rank_le with AVX2: four keys per compare.  AVX2 compares 64-bit lanes
+// as signed numbers, so keys and a are biased by 2^63 (unsigned order
+// becomes signed order).  N is a multiple of 8 (key arrays with their
+// sentinel).  Callable only from AVX2 code (see RangeTree::locate_avx2).
+template <unsigned N>
+__attribute__((target("avx2"), always_inline)) inline unsigned rank_le_avx2(const std::uint64_t* keys,
+                                                                              std::uint64_t a) {
+  static_assert(N % 8 == 0);
+  const __m256i bias = _mm256_set1_epi64x(INT64_MIN);
+  const __m256i av = _mm256_xor_si256(_mm256_set1_epi64x(static_cast<long long>(a)), bias);
+  __m256i gt0 = _mm256_setzero_si256(), gt1 = _mm256_setzero_si256();  // -(keys > a) per lane
+#pragma GCC unroll 8
+  for (unsigned i = 0; i < N; i += 8) {
+    __m256i k0 = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(keys + i)), bias);
+    __m256i k1 = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(keys + i + 4)), bias);
+    gt0 = _mm256_add_epi64(gt0, _mm256_cmpgt_epi64(k0, av));
+    gt1 = _mm256_add_epi64(gt1, _mm256_cmpgt_epi64(k1, av));
+  }
+  __m256i gt = _mm256_add_epi64(gt0, gt1);
+  __m128i h = _mm_add_epi64(_mm256_castsi256_si128(gt), _mm256_extracti128_si256(gt, 1));
+  h = _mm_add_epi64(h, _mm_unpackhi_epi64(h, h));
+  return N + static_cast<unsigned>(_mm_cvtsi128_si64(h));  // N - (number of keys > a)
+}
+
+// Lookups use rank_le_avx2 when set: initially, whether this CPU runs AVX2
+// code.  Tests clear it to run the portable scan on the same trees.
+inline bool use_avx2 = __builtin_cpu_supports("avx2");
+#endif
 
 }  // namespace detail
 
@@ -291,26 +336,55 @@ class RangeTree {
   using Summary = detail::Summary;
   static constexpr unsigned kMaxDepth = 40;
 
-  // Descend to the first entry with end > addr.  Reader-safe.
+  // Descend to the first entry with end > addr.  Reader-safe.  Uses the
+  // AVX2 key scan when the CPU has it (one dispatch per lookup: a node
+  // scan of 32 keys is 8 vector compares instead of 31 scalar ones).
   static bool locate(Ref r, std::uint64_t addr, const detail::LeafNode*& leaf, unsigned& idx) {
+#if VMSPACE_TREE_AVX2
+    if (detail::use_avx2) return locate_avx2(r, addr, leaf, idx);
+#endif
+    return locate_generic(r, addr, leaf, idx);
+  }
+  // The two bodies are the same walk; only the key scan differs.
+  static bool locate_generic(Ref r, std::uint64_t addr, const detail::LeafNode*& leaf, unsigned& idx) {
     if (r == 0 || addr == kMaxAddr) return false;
     while (!detail::is_leaf(r)) {
       const detail::InnerNode* n = detail::as_inner(r);
       // Fetch the child-pointer lines while the key lines are scanned: one
       // memory round trip per level instead of two.
       for (unsigned k = 0; k < detail::kInnerSlots; k += 8) __builtin_prefetch(&n->child[k]);
-      unsigned i = detail::rank_le<detail::kInnerSlots>(n->max_end, addr);
+      unsigned i = detail::rank_le<detail::kInnerKeys>(n->max_end, addr);
       if (i >= n->count) return false;
       r = n->child[i];
     }
     const detail::LeafNode* l = detail::as_leaf(r);
     for (unsigned k = 0; k < detail::kLeafSlots; k += 4) __builtin_prefetch(&l->slot[k]);
-    unsigned i = detail::rank_le<detail::kLeafSlots>(l->end, addr);
+    unsigned i = detail::rank_le<detail::kLeafKeys>(l->end, addr);
     if (i >= l->count) return false;
     leaf = l;
     idx = i;
     return true;
   }
+#if VMSPACE_TREE_AVX2
+  __attribute__((target("avx2"), noinline)) static bool locate_avx2(Ref r, std::uint64_t addr,
+                                                                    const detail::LeafNode*& leaf, unsigned& idx) {
+    if (r == 0 || addr == kMaxAddr) return false;
+    while (!detail::is_leaf(r)) {
+      const detail::InnerNode* n = detail::as_inner(r);
+      for (unsigned k = 0; k < detail::kInnerSlots; k += 8) __builtin_prefetch(&n->child[k]);
+      unsigned i = detail::rank_le_avx2<detail::kInnerKeys>(n->max_end, addr);
+      if (i >= n->count) return false;
+      r = n->child[i];
+    }
+    const detail::LeafNode* l = detail::as_leaf(r);
+    for (unsigned k = 0; k < detail::kLeafSlots; k += 4) __builtin_prefetch(&l->slot[k]);
+    unsigned i = detail::rank_le_avx2<detail::kLeafKeys>(l->end, addr);
+    if (i >= l->count) return false;
+    leaf = l;
+    idx = i;
+    return true;
+  }
+#endif
 
   // Writer internals (range_tree.cpp).
   void begin_op();

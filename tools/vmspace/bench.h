@@ -14,6 +14,7 @@ struct BenchArgs {
   std::string svg;                     // write SVG charts into this directory
   std::vector<std::string> workloads;  // empty: all
   std::string modes = "mmap_lock,per_vma_rwsem,per_vma_refcount,kernel";
+  int churn_threads = 0;  // fault-churn fault threads; 0: one per core left by the writer (>= 1)
 };
 
 void add_bench(CLI::App& app, BenchArgs& args);

@@ -6,6 +6,8 @@
 //                a divergence to a minimal reproducer
 //   bench        the lock modes and the host kernel measured side by side
 //                (table on stdout, optional JSON and SVG)
+//   touch        fault every page of one region in, R rounds with
+//                MADV_DONTNEED between them (for scripts/callgrind-fault.sh)
 #include <cstdio>
 #include <string>
 
@@ -16,6 +18,7 @@
 #include "fuzz_kernel.h"
 #include "replay.h"
 #include "sync/lockdep.h"
+#include "touch.h"
 #include "vmspace/lock_mode.h"
 #include "vmspace/version.h"
 
@@ -48,12 +51,15 @@ int main(int argc, char** argv) {
   vmspace::cli::add_fuzz_kernel(app, fuzz_kernel);
   vmspace::cli::BenchArgs bench;
   vmspace::cli::add_bench(app, bench);
+  vmspace::cli::TouchArgs touch;
+  vmspace::cli::add_touch(app, touch);
 
   CLI11_PARSE(app, argc, argv);
 
   if (app.got_subcommand("replay")) return vmspace::cli::cmd_replay(replay);
   if (app.got_subcommand("fuzz-kernel")) return vmspace::cli::cmd_fuzz_kernel(fuzz_kernel);
   if (app.got_subcommand("bench")) return vmspace::cli::cmd_bench(bench);
+  if (app.got_subcommand("touch")) return vmspace::cli::cmd_touch(touch);
   if (info->parsed() || app.get_subcommands().empty()) return cmd_info();
   return 0;
 }

@@ -7,6 +7,9 @@
 
 #include <gtest/gtest.h>
 
+#include <iterator>
+
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -223,10 +226,59 @@ void run_seed(unsigned seed) {
 
 class RangeTreeDiff : public ::testing::TestWithParam<unsigned> {
  protected:
-  void TearDown() override { rcu::barrier(); }
+  void TearDown() override {
+    rcu::barrier();
+#if VMSPACE_TREE_AVX2
+    detail::use_avx2 = saved_use_avx2_;
+#endif
+  }
+#if VMSPACE_TREE_AVX2
+  bool saved_use_avx2_ = detail::use_avx2;
+#endif
 };
 
-TEST_P(RangeTreeDiff, RandomOps) { run_seed(GetParam()); }
+// Odd seeds look entries up with the portable key scan, even seeds with the
+// AVX2 scan (where the CPU has it): both walk the same kinds of trees.
+TEST_P(RangeTreeDiff, RandomOps) {
+#if VMSPACE_TREE_AVX2
+  if (GetParam() % 2 == 1) detail::use_avx2 = false;
+#endif
+  run_seed(GetParam());
+}
+
+#if VMSPACE_TREE_AVX2
+// rank_le_avx2 can only be inlined into AVX2 code.
+template <unsigned N>
+__attribute__((target("avx2"), noinline)) unsigned rank_avx2(const u64* keys, u64 a) {
+  return detail::rank_le_avx2<N>(keys, a);
+}
+#endif
+
+// The AVX2 key scan against the portable one, at the values where a signed
+// compare would go wrong (around 2^63) and at the ends of the range.
+TEST(tree_RankScan, Avx2MatchesPortable) {
+#if VMSPACE_TREE_AVX2
+  if (!__builtin_cpu_supports("avx2")) GTEST_SKIP() << "no AVX2 on this CPU";
+  const u64 edge[] = {0, 1, 4095, 4096, (u64{1} << 63) - 1, u64{1} << 63, (u64{1} << 63) + 1, kMaxAddr - 1, kMaxAddr};
+  std::mt19937_64 rng(11);
+  for (int round = 0; round < 20000; ++round) {
+    alignas(64) u64 keys[detail::kInnerKeys];
+    const unsigned used = 1 + static_cast<unsigned>(rng() % detail::kInnerSlots);
+    for (unsigned i = 0; i < used; ++i) keys[i] = rng() % 4 == 0 ? edge[rng() % std::size(edge)] : rng();
+    std::sort(keys, keys + used);
+    for (unsigned i = used; i < detail::kInnerKeys; ++i) keys[i] = kMaxAddr;
+    for (int q = 0; q < 8; ++q) {
+      const u64 a = q < 2 ? edge[rng() % std::size(edge)] : (q < 5 ? keys[rng() % used] + (rng() % 3) - 1 : rng());
+      ASSERT_EQ(rank_avx2<detail::kInnerKeys>(keys, a), detail::rank_le<detail::kInnerKeys>(keys, a))
+          << "a=" << a << " used=" << used;
+      ASSERT_EQ(rank_avx2<detail::kLeafKeys>(keys, a), detail::rank_le<detail::kLeafKeys>(keys, a))
+          << "a=" << a << " used=" << used;
+    }
+  }
+#else
+  GTEST_SKIP() << "no AVX2 scan on this architecture";
+#endif
+}
 
 INSTANTIATE_TEST_SUITE_P(tree, RangeTreeDiff, ::testing::Range(1u, 9u));
 

@@ -1,0 +1,69 @@
+// SPDX-License-Identifier: MIT
+// bench_ctx.cpp - helpers shared by the bench workloads (see bench_ctx.h).
+#include "bench_ctx.h"
+
+#include <cerrno>
+#include <cmath>
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+#include <stdexcept>
+
+namespace vmspace::cli::bench {
+
+double secs(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+std::uint64_t nanos(Clock::duration d) {
+  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(d).count());
+}
+
+void fail(const std::string& what) { throw std::runtime_error(what); }
+
+void progress(const char* fmt, ...) {
+  std::fputs("[bench] ", stderr);
+  va_list ap;
+  va_start(ap, fmt);
+  std::vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  std::fputc('\n', stderr);
+}
+
+std::unique_ptr<AddressSpace> make_space(LockMode mode, std::uint64_t phys_bytes, int max_map_count, bool pretouch) {
+  AddressSpaceOptions o;
+  o.mode = mode;
+  o.phys_bytes = phys_bytes;
+  o.phys_pretouch = pretouch;
+  o.max_map_count = max_map_count;
+  return std::make_unique<AddressSpace>(o);
+}
+
+void guest_map(AddressSpace& as, std::uint64_t addr, std::uint64_t len, int prot) {
+  long r = as.mmap(addr, len, prot, kAnonFixed);
+  if (r < 0) fail("vmspace mmap failed: " + std::string(std::strerror(static_cast<int>(-r))));
+}
+
+void guest_dontneed(AddressSpace& as, std::uint64_t addr, std::uint64_t len) {
+  int r = as.madvise(addr, len, MADV_DONTNEED);
+  if (r < 0) fail("vmspace madvise failed: " + std::string(std::strerror(-r)));
+}
+
+unsigned char* kernel_map(std::uint64_t len) {
+  void* p = ::mmap(nullptr, len, kRW, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) fail("mmap failed: " + std::string(std::strerror(errno)));
+  // 4 KiB pages, as vmspace has: transparent huge pages would turn 512
+  // faults into one.
+  ::madvise(p, len, MADV_NOHUGEPAGE);
+  return static_cast<unsigned char*>(p);
+}
+
+std::string fmt(double v, int prec) {
+  if (std::isnan(v)) return "n/a";
+  char b[64];
+  if (std::fabs(v) >= 1e6 || (v != 0 && std::fabs(v) < 0.1)) std::snprintf(b, sizeof b, "%.3g", v);
+  else std::snprintf(b, sizeof b, "%.*f", prec, v);
+  return b;
+}
+
+std::string ratio(double v) { return std::isnan(v) ? "n/a" : fmt(v, 2) + "x"; }
+
+}  // namespace vmspace::cli::bench

@@ -1,0 +1,120 @@
+// SPDX-License-Identifier: MIT
+// bench_ctx.h - what the `vmspace bench` workloads share: the run context
+// (modes, results, notes), units and address-space helpers, progress and
+// number formatting.  One workload family per file: bench_fault.cpp
+// (fault, fault-scaling, fault-churn), bench_vma.cpp (lookup, mmap); the
+// report (table, targets, JSON, SVG) is bench_report.cpp.
+#pragma once
+
+#include <sys/mman.h>
+
+#include <chrono>
+#include <cstdint>
+#include <limits>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "vmspace/address_space.h"
+#include "vmspace/lock_mode.h"
+
+namespace vmspace::cli::bench {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr std::uint64_t kPage = 4096;
+constexpr std::uint64_t kMiB = 1ull << 20;
+constexpr std::uint64_t kBase = 0x200000000000;
+constexpr std::uint64_t kStride = 1ull << 32;  // between per-thread regions: never adjacent
+constexpr int kRW = PROT_READ | PROT_WRITE;
+constexpr int kAnonFixed = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED;
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+const std::vector<std::string> kWorkloads = {"fault", "fault-scaling", "fault-churn", "lookup", "mmap"};
+
+#if defined(NDEBUG)
+constexpr bool kRelease = true;
+#else
+constexpr bool kRelease = false;
+#endif
+
+inline void clobber(const void* p) { asm volatile("" : : "r"(p) : "memory"); }
+
+double secs(Clock::duration d);
+std::uint64_t nanos(Clock::duration d);
+
+// A measurement that cannot go on (a call failed): throws; cmd_bench
+// reports it and exits 2.
+[[noreturn]] void fail(const std::string& what);
+// One progress line on stderr: "[bench] ...".
+void progress(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+
+// A "mode" of the bench: one of the lock modes, or the host kernel.
+struct Mode {
+  std::string name;
+  bool kernel = false;
+  LockMode lock = LockMode::mmap_lock;
+};
+
+struct Result {
+  std::string workload, mode, metric;
+  double value;
+  std::string unit;
+};
+
+struct Target {
+  std::string name, cmp;  // cmp: "<=" or ">="
+  double value, limit;
+  std::string why_na;     // non-empty: not applicable
+};
+
+struct Ctx {
+  bool quick = false;
+  int churn_threads = 1;
+  std::vector<Mode> modes;
+  std::vector<Result> results;
+  // fault-churn (b) latency CDF points per mode: (ns, fraction)
+  std::map<std::string, std::vector<std::pair<double, double>>> cdf;
+  std::vector<std::string> notes;
+
+  void add(const std::string& w, const std::string& m, const std::string& metric, double v,
+           const std::string& unit) {
+    results.push_back({w, m, metric, v, unit});
+  }
+  double get(const std::string& w, const std::string& m, const std::string& metric) const {
+    for (const Result& r : results)
+      if (r.workload == w && r.mode == m && r.metric == metric) return r.value;
+    return kNaN;
+  }
+};
+
+// A space in `mode` whose own frame pool has phys_bytes (pre-touched when
+// `pretouch`, so that faults measure vmspace, not the host's first touch).
+std::unique_ptr<AddressSpace> make_space(LockMode mode, std::uint64_t phys_bytes, int max_map_count = 65530,
+                                         bool pretouch = true);
+// Fixed private anonymous mapping / MADV_DONTNEED in a space; fail() on error.
+void guest_map(AddressSpace& as, std::uint64_t addr, std::uint64_t len, int prot = kRW);
+void guest_dontneed(AddressSpace& as, std::uint64_t addr, std::uint64_t len);
+// A real private anonymous mapping of the host, with 4 KiB pages.
+unsigned char* kernel_map(std::uint64_t len);
+
+// A figure for tables and notes: n/a, fixed point, or 3 significant digits.
+std::string fmt(double v, int prec = 1);
+std::string ratio(double v);  // "1.23x" or "n/a"
+
+// ---- the workloads (each adds its results and notes to the context) ----
+void run_fault(Ctx& c);
+void run_fault_scaling(Ctx& c);
+void run_fault_churn(Ctx& c);
+void run_lookup(Ctx& c);
+void run_mmap(Ctx& c);
+
+// ---- the report ----
+std::vector<Target> targets(const Ctx& c);
+void print_report(const Ctx& c, const std::vector<Target>& ts);
+void write_json(const Ctx& c, const std::vector<Target>& ts, const std::string& path);
+void write_svgs(const Ctx& c, const std::string& dir);
+
+}  // namespace vmspace::cli::bench
