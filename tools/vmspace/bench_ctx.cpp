@@ -48,13 +48,20 @@ void guest_dontneed(AddressSpace& as, std::uint64_t addr, std::uint64_t len) {
 }
 
 unsigned char* kernel_map(std::uint64_t len) {
-  void* p = ::mmap(nullptr, len, kRW, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED) fail("mmap failed: " + std::string(std::strerror(errno)));
+  // [guard page][len bytes][guard page]: the PROT_NONE guards keep the
+  // region from merging with whatever the kernel places next to it (a merge
+  // would make an unrelated mprotect write-lock this VMA too).
+  void* m = ::mmap(nullptr, len + 2 * kPage, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED) fail("mmap failed: " + std::string(std::strerror(errno)));
+  auto* p = static_cast<unsigned char*>(m) + kPage;
+  if (::mprotect(p, len, kRW) != 0) fail("mprotect failed: " + std::string(std::strerror(errno)));
   // 4 KiB pages, as vmspace has: transparent huge pages would turn 512
   // faults into one.
   ::madvise(p, len, MADV_NOHUGEPAGE);
-  return static_cast<unsigned char*>(p);
+  return p;
 }
+
+void kernel_unmap(unsigned char* p, std::uint64_t len) { ::munmap(p - kPage, len + 2 * kPage); }
 
 std::string fmt(double v, int prec) {
   if (std::isnan(v)) return "n/a";

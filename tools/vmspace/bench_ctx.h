@@ -97,8 +97,10 @@ std::unique_ptr<AddressSpace> make_space(LockMode mode, std::uint64_t phys_bytes
 // Fixed private anonymous mapping / MADV_DONTNEED in a space; fail() on error.
 void guest_map(AddressSpace& as, std::uint64_t addr, std::uint64_t len, int prot = kRW);
 void guest_dontneed(AddressSpace& as, std::uint64_t addr, std::uint64_t len);
-// A real private anonymous mapping of the host, with 4 KiB pages.
+// A real private anonymous mapping of the host, with 4 KiB pages and its
+// own VMA (it never merges with a neighbour); undo with kernel_unmap.
 unsigned char* kernel_map(std::uint64_t len);
+void kernel_unmap(unsigned char* p, std::uint64_t len);
 
 // A figure for tables and notes: n/a, fixed point, or 3 significant digits.
 std::string fmt(double v, int prec = 1);

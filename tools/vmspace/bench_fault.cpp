@@ -41,7 +41,7 @@ double floor_region_ns(std::uint64_t len, int passes) {
     }
     best = std::min(best, static_cast<double>(nanos(Clock::now() - t0)) / static_cast<double>(len / kPage));
   }
-  ::munmap(p, len);
+  kernel_unmap(p, len);
   return best;
 }
 
@@ -69,7 +69,7 @@ void run_fault(Ctx& c) {
         best = std::min(best, static_cast<double>(nanos(Clock::now() - t0)) / static_cast<double>(pages));
         ::madvise(p, len, MADV_DONTNEED);
       }
-      ::munmap(p, len);
+      kernel_unmap(p, len);
     } else {
       auto as = make_space(m.lock, len + 64 * kMiB);
       guest_map(*as, kBase, len);
@@ -141,7 +141,7 @@ void run_fault_scaling(Ctx& c) {
           }
           return n;
         });
-        for (auto* p : regions) ::munmap(p, len);
+        for (auto* p : regions) kernel_unmap(p, len);
       } else {
         // Frames freed by DONTNEED come back after an RCU grace period:
         // leave room for a whole discarded sweep per thread.
@@ -192,11 +192,25 @@ std::uint32_t clamp_ns(std::uint64_t ns) {
 constexpr std::uint64_t kMinWriterOps = 20;
 constexpr double kChurnMaxStretch = 4.0;
 
+// The control's writer step: ~10 us of arithmetic in registers.  Whatever
+// it costs the fault threads is the machine's price for a second busy
+// thread (shared frequency budget, the RCU worker losing its idle core),
+// not the locking's.
+bool spin_step() {
+  std::uint64_t x = 1;
+  for (int i = 0; i < 20000; ++i) {
+    x = x * 6364136223846793005ull + 1442695040888963407ull;
+    asm volatile("" : "+r"(x));
+  }
+  return x != 0 || true;
+}
+
 // One fault-churn measurement, for either side.  `side` provides
 //   writer_step(churn, ro) -> bool   one writer operation (false: it failed)
 //   fault(t, off) -> bool            fault thread t first-touches its page at `off`
 //   discard(t) -> bool               MADV_DONTNEED fault thread t's region
-// churn: 0 none, 1 (a) mmap/munmap, 2 (b) mprotect of the big region.
+// churn: 0 none, 1 (a) mmap/munmap, 2 (b) mprotect of the big region,
+// 3 the control: a writer thread that only computes (no lock, no memory).
 template <class Side>
 ChurnOut run_churn(Side& side, int churn, int fault_threads, std::uint64_t len, double dur) {
   ChurnOut out;
@@ -227,7 +241,7 @@ ChurnOut run_churn(Side& side, int churn, int fault_threads, std::uint64_t len, 
   std::vector<ChurnOut> per(static_cast<std::size_t>(fault_threads));
   auto fault_loop = [&](int t) {
     ChurnOut& o = per[static_cast<std::size_t>(t)];
-    o.lat.reserve(1u << 21);
+    o.lat.reserve(1u << 23);
     while (!go.load(std::memory_order_acquire)) std::this_thread::yield();
     bool finished = false;
     while (!finished) {
@@ -280,6 +294,7 @@ ChurnOut churn_guest(LockMode lock, int churn, int fault_threads, std::uint64_t 
     std::uint64_t wbase, len, big;
     std::uint64_t fbase(int t) const { return kBase + static_cast<std::uint64_t>(t) * kStride; }
     bool writer_step(int churn_kind, bool ro) {
+      if (churn_kind == 3) return spin_step();
       if (churn_kind == 1) return as.mmap(wbase, 16 * 1024, kRW, kAnonFixed) >= 0 && as.munmap(wbase, 16 * 1024) == 0;
       return as.mprotect(wbase, big, ro ? PROT_READ : kRW) == 0;
     }
@@ -303,6 +318,7 @@ ChurnOut churn_kernel(int churn, int fault_threads, std::uint64_t big, double du
     unsigned char* w;
     std::uint64_t len, big;
     bool writer_step(int churn_kind, bool ro) {
+      if (churn_kind == 3) return spin_step();
       if (churn_kind == 1) {
         void* p = ::mmap(nullptr, 16 * 1024, kRW, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         return p != MAP_FAILED && ::munmap(p, 16 * 1024) == 0;
@@ -316,8 +332,8 @@ ChurnOut churn_kernel(int churn, int fault_threads, std::uint64_t big, double du
     bool discard(int t) { return ::madvise(f[static_cast<std::size_t>(t)], len, MADV_DONTNEED) == 0; }
   } side{f, w, len, big};
   ChurnOut out = run_churn(side, churn, fault_threads, len, dur);
-  for (auto* p : f) ::munmap(p, len);
-  if (w != nullptr) ::munmap(w, big);
+  for (auto* p : f) kernel_unmap(p, len);
+  if (w != nullptr) kernel_unmap(w, big);
   return out;
 }
 
@@ -333,8 +349,8 @@ void run_fault_churn(Ctx& c) {
   const double dur = c.quick ? 0.5 : 2.0;
   const int nt = c.churn_threads;
   const std::uint64_t big = (c.quick ? 64 : 256) * kMiB;
-  const char* names[] = {"none", "a_mmap_munmap", "b_mprotect"};
-  for (int churn : {0, 1, 2}) {
+  const char* names[] = {"none", "a_mmap_munmap", "b_mprotect", "control_spin"};
+  for (int churn : {0, 3, 1, 2}) {
     for (const Mode& m : c.modes) {
       progress("fault-churn: %s, churn %s, %d fault thread(s) (%.1f s)", m.name.c_str(), names[churn], nt, dur);
       ChurnOut o = m.kernel ? churn_kernel(churn, nt, big, dur) : churn_guest(m.lock, churn, nt, big, dur);
@@ -371,7 +387,8 @@ void run_fault_churn(Ctx& c) {
                     " fault thread(s), each on its own 64 MiB VMA, beside the writer; faults/s counts time in "
                     "the fault loop (DONTNEED between sweeps excluded); latency includes clock_gettime "
                     "overhead; a window is stretched (up to " + fmt(kChurnMaxStretch, 0) + "x) until the "
-                    "writer did " + std::to_string(kMinWriterOps) + " operations");
+                    "writer did " + std::to_string(kMinWriterOps) + " operations; control_spin: the writer "
+                    "thread only computes (what a second busy thread costs on this machine, locks aside)");
 }
 
 }  // namespace vmspace::cli::bench

@@ -40,8 +40,12 @@ std::string note_for(const Ctx& c, const Result& r) {
   if (w == "fault-churn") {
     auto dot = r.metric.find('.');
     std::string kind = r.metric.substr(0, dot), what = r.metric.substr(dot + 1);
-    if (kind != "none" && what == "faults_per_s")
-      return ratio(r.value / c.get(w, r.mode, "none.faults_per_s")) + " of no churn";
+    if (kind != "none" && what == "faults_per_s") {
+      std::string s = ratio(r.value / c.get(w, r.mode, "none.faults_per_s")) + " of no churn";
+      if (kind != "control_spin")
+        s += ", " + ratio(r.value / c.get(w, r.mode, "control_spin.faults_per_s")) + " of control";
+      return s;
+    }
     if (what == "p99" && r.mode != "mmap_lock")
       return ratio(r.value / c.get(w, "mmap_lock", r.metric)) + " mmap_lock";
     return "";
