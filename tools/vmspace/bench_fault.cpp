@@ -2,6 +2,7 @@
 // bench_fault.cpp - the fault, fault-scaling and fault-churn workloads.
 #include "bench_ctx.h"
 
+#include <sched.h>
 #include <sys/mman.h>
 
 #include <algorithm>
@@ -205,6 +206,37 @@ bool spin_step() {
   return x != 0 || true;
 }
 
+// Pins threads to CPUs 0..n-1 of the process's allowed set if it has at
+// least n CPUs (else does nothing); gives the calling thread its affinity
+// back when destroyed.
+class CpuPin {
+ public:
+  explicit CpuPin(int n) {
+    if (sched_getaffinity(0, sizeof saved_, &saved_) != 0) return;
+    for (int c = 0; c < CPU_SETSIZE && static_cast<int>(cpus_.size()) < n; ++c)
+      if (CPU_ISSET(c, &saved_)) cpus_.push_back(c);
+    active_ = static_cast<int>(cpus_.size()) >= n;
+  }
+  ~CpuPin() {
+    if (active_) sched_setaffinity(0, sizeof saved_, &saved_);
+  }
+  CpuPin(const CpuPin&) = delete;
+  CpuPin& operator=(const CpuPin&) = delete;
+  // Pin the calling thread to the i-th CPU.
+  void pin(int i) const {
+    if (!active_) return;
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpus_[static_cast<std::size_t>(i)], &one);
+    sched_setaffinity(0, sizeof one, &one);
+  }
+
+ private:
+  cpu_set_t saved_{};
+  std::vector<int> cpus_;
+  bool active_ = false;
+};
+
 // One fault-churn measurement, for either side.  `side` provides
 //   writer_step(churn, ro) -> bool   one writer operation (false: it failed)
 //   fault(t, off) -> bool            fault thread t first-touches its page at `off`
@@ -216,9 +248,15 @@ ChurnOut run_churn(Side& side, int churn, int fault_threads, std::uint64_t len, 
   ChurnOut out;
   std::atomic<bool> go{false}, stop{false}, bad{false};
   std::atomic<std::uint64_t> writer_ops{0};
+  // Each measured thread gets its own CPU when there are enough (fault
+  // thread t on CPU t, the writer on the next one): otherwise the scheduler
+  // now and then stacks the writer on a fault thread's CPU and the run
+  // measures time slicing instead of locking.
+  const CpuPin pin(fault_threads + (churn != 0 ? 1 : 0));
   std::thread writer;
   if (churn != 0)
     writer = std::thread([&] {
+      pin.pin(fault_threads);
       while (!go.load(std::memory_order_acquire)) std::this_thread::yield();  // pairs with the release below
       bool ro = false;
       while (!stop.load(std::memory_order_relaxed)) {
@@ -240,6 +278,7 @@ ChurnOut run_churn(Side& side, int churn, int fault_threads, std::uint64_t len, 
   };
   std::vector<ChurnOut> per(static_cast<std::size_t>(fault_threads));
   auto fault_loop = [&](int t) {
+    pin.pin(t);
     ChurnOut& o = per[static_cast<std::size_t>(t)];
     o.lat.reserve(1u << 23);
     while (!go.load(std::memory_order_acquire)) std::this_thread::yield();
