@@ -53,9 +53,10 @@
 // subtrees.  A lookup scans a node's keys without branches (AVX2 compares
 // of four keys at a time where the CPU has them), so its cost is about one
 // memory round trip per level: at 64K entries the tree is 4 levels and
-// ~2 MiB, at 1M entries 5 levels and ~33 MiB.  Non-root nodes are at least half full; inserts first shift
-// into a sibling with room (dense leaves: ~28 bytes/entry for sequential
-// fills, ~34 for random).  Nodes come from a process-wide pool (node_pool.h).
+// ~2 MiB, at 1M entries 5 levels and ~33 MiB.  Non-root nodes are at least
+// half full; inserts first shift into a sibling with room (dense leaves:
+// ~28 bytes/entry for sequential fills, ~34 for random).  Nodes come from a
+// process-wide pool (node_pool.h).
 //
 // Destruction frees all nodes immediately: destroy the tree only when no
 // reader can still be inside it (e.g. after rcu::synchronize()).  Nodes
@@ -209,7 +210,8 @@ __attribute__((target("avx2"), always_inline)) inline unsigned rank_le_avx2(cons
 
 // Lookups use rank_le_avx2 when set: initially, whether this CPU runs AVX2
 // code.  Tests clear it to run the portable scan on the same trees.
-inline bool use_avx2 = __builtin_cpu_supports("avx2");
+// (__builtin_cpu_init first: this may run before libgcc's own constructor.)
+inline bool use_avx2 = (__builtin_cpu_init(), __builtin_cpu_supports("avx2"));
 #endif
 
 }  // namespace detail
