@@ -54,7 +54,13 @@ int main(int argc, char** argv) {
   vmspace::cli::TouchArgs touch;
   vmspace::cli::add_touch(app, touch);
 
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // --help / --version exit 0; every usage error exits 2, as each
+    // subcommand's header promises (CLI11's own codes are 100 and up).
+    return app.exit(e) == 0 ? 0 : 2;
+  }
 
   if (app.got_subcommand("replay")) return vmspace::cli::cmd_replay(replay);
   if (app.got_subcommand("fuzz-kernel")) return vmspace::cli::cmd_fuzz_kernel(fuzz_kernel);
