@@ -216,9 +216,9 @@ bool spin_step() {
   std::uint64_t x = 1;
   for (int i = 0; i < 20000; ++i) {
     x = x * 6364136223846793005ull + 1442695040888963407ull;
-    asm volatile("" : "+r"(x));
+    asm volatile("" : "+r"(x));  // keeps every step
   }
-  return x != 0 || true;
+  return true;
 }
 
 // Pins threads to CPUs 0..n-1 of the process's allowed set if it has at
