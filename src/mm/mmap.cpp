@@ -92,14 +92,6 @@ long arch_get_unmapped_area_topdown(MmStruct* mm, std::uint64_t addr, std::uint6
   return -ENOMEM;
 }
 
-vm_flags_t calc_vm_prot_bits(int prot) {
-  vm_flags_t f = 0;
-  if (prot & PROT_READ) f |= VM_READ;
-  if (prot & PROT_WRITE) f |= VM_WRITE;
-  if (prot & PROT_EXEC) f |= VM_EXEC;
-  return f;
-}
-
 vm_flags_t calc_vm_flag_bits(int flags) {
   vm_flags_t f = 0;
   if (flags & MAP_GROWSDOWN) f |= VM_GROWSDOWN;

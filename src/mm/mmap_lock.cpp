@@ -158,8 +158,10 @@ void refcnt_wait_for(Vma* vma, std::uint32_t target) {
 // through the mm, which outlives every fault on it.
 void vma_refcount_put(Vma* vma) {
   MmStruct* mm = vma->vm_mm;
-  // Release (and seq_cst for the event count, see refcnt_wait_for): our
-  // accesses to the VMA happen before the writer's changes.
+  // Release (seq_cst for the event count, see refcnt_wait_for): our
+  // accesses to the VMA happen before the writer's changes.  Pairs with the
+  // acquire loads in refcnt_wait_for and the acquire CAS in
+  // refcnt_add_lock_offset.
   const std::uint32_t now = vma->vm_refcnt.fetch_sub(1, std::memory_order_seq_cst) - 1;
   if (now & kVmaLockOffset) {
     mm->vma_writer_wait.fetch_add(1, std::memory_order_seq_cst);

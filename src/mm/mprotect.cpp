@@ -18,14 +18,6 @@ namespace vmspace::mm {
 
 namespace {
 
-vm_flags_t prot_to_vm_flags(int prot) {
-  vm_flags_t f = 0;
-  if (prot & PROT_READ) f |= VM_READ;
-  if (prot & PROT_WRITE) f |= VM_WRITE;
-  if (prot & PROT_EXEC) f |= VM_EXEC;
-  return f;
-}
-
 // Linux mprotect_fixup(): give [start, end) of `vma` the flags `newflags`.
 // On success *out is the VMA now covering [start, end) (merged or split).
 int mprotect_fixup(MmStruct* mm, Vma* vma, std::uint64_t start, std::uint64_t end,
@@ -91,7 +83,7 @@ int do_mprotect(MmStruct* mm, std::uint64_t start, std::uint64_t len, int prot) 
   if (err == 0) {
     std::uint64_t nstart = start;
     tmp = vma->vm_start;
-    const vm_flags_t want = prot_to_vm_flags(prot);
+    const vm_flags_t want = calc_vm_prot_bits(prot);
     while (vma != nullptr && vma->vm_start < end) {
       if (vma->vm_start != tmp) {  // a hole between VMAs: stop here
         err = -ENOMEM;

@@ -4,6 +4,8 @@
 // <sys/mman.h>: the library's entry points take Linux's own values.
 #pragma once
 
+#include <sys/mman.h>
+
 #include <cstdint>
 
 namespace vmspace::mm {
@@ -47,5 +49,15 @@ inline constexpr vm_flags_t VM_SPECIAL = VM_IO | VM_DONTEXPAND | VM_PFNMAP | VM_
 inline constexpr vm_flags_t VM_IGNORE_MERGE = VM_SOFTDIRTY;
 // Flags mlock manages (Linux VM_LOCKED_MASK).
 inline constexpr vm_flags_t VM_LOCKED_MASK = VM_LOCKED | VM_LOCKONFAULT;
+
+// PROT_* bits to VM_READ/WRITE/EXEC (Linux calc_vm_prot_bits): mmap and
+// mprotect both translate with it.
+inline vm_flags_t calc_vm_prot_bits(int prot) {
+  vm_flags_t f = 0;
+  if (prot & PROT_READ) f |= VM_READ;
+  if (prot & PROT_WRITE) f |= VM_WRITE;
+  if (prot & PROT_EXEC) f |= VM_EXEC;
+  return f;
+}
 
 }  // namespace vmspace::mm

@@ -55,9 +55,14 @@ void run_lookup(Ctx& c) {
   // Debug builds validate the whole tree after every mmap: creating n VMAs
   // costs O(n^2), minutes at 64K.
   const int debug_cap = 1 << 12;
-  auto skipped = [&](int n) { return (c.quick && n > (1 << 16)) || (!kRelease && n > debug_cap); };
+  // Why size n is not measured in this run (nullptr: it is).
+  auto skip_reason = [&](int n) -> const char* {
+    if (c.quick && n > (1 << 16)) return "--quick";
+    if (!kRelease && n > debug_cap) return "debug build";
+    return nullptr;
+  };
   for (int n : sizes) {
-    if (skipped(n)) continue;
+    if (skip_reason(n) != nullptr) continue;
     progress("lookup: memory floor, %d VMAs", n);
     c.add("lookup", "floor", "ns_per_lookup_" + std::to_string(n) + "_vmas",
           floor_lookup_ns(static_cast<std::size_t>(n), iters), "ns");
@@ -69,14 +74,9 @@ void run_lookup(Ctx& c) {
     int have = 0;
     for (int n : sizes) {
       const std::string metric = "ns_per_lookup_" + std::to_string(n) + "_vmas";
-      if (c.quick && n > (1 << 16)) {
-        progress("lookup: %s, %d VMAs skipped (--quick)", m.name.c_str(), n);
-        c.notes.push_back("lookup " + m.name + " " + std::to_string(n) + " VMAs: skipped (--quick)");
-        continue;
-      }
-      if (!kRelease && n > debug_cap) {
-        progress("lookup: %s, %d VMAs skipped (debug build)", m.name.c_str(), n);
-        c.notes.push_back("lookup " + m.name + " " + std::to_string(n) + " VMAs: skipped (debug build)");
+      if (const char* why = skip_reason(n)) {
+        progress("lookup: %s, %d VMAs skipped (%s)", m.name.c_str(), n, why);
+        c.notes.push_back("lookup " + m.name + " " + std::to_string(n) + " VMAs: skipped (" + why + ")");
         continue;
       }
       progress("lookup: %s, creating %d VMAs", m.name.c_str(), n);
