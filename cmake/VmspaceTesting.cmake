@@ -14,8 +14,26 @@ function(vmspace_add_test)
   endif()
   add_executable(${T_NAME} ${T_SOURCES})
   target_link_libraries(${T_NAME} PRIVATE ${T_LIBS} GTest::gtest GTest::gtest_main vmspace_options)
+  target_include_directories(${T_NAME} PRIVATE ${PROJECT_SOURCE_DIR}/tests)
   gtest_discover_tests(${T_NAME}
     TEST_PREFIX "${T_LABEL}."
     PROPERTIES LABELS ${T_LABEL} TIMEOUT ${T_TIMEOUT}
+    DISCOVERY_TIMEOUT 60)
+endfunction()
+
+# vmspace_add_host_variant(TARGET <target> LABEL <label> HOST <facts>)
+#
+# Register the GoogleTest executable <target> (made by vmspace_add_test)
+# once more, as "<label>.other_host.<test>", run with VMSPACE_TEST_HOST set
+# to <facts> (tests/support/test_host.h): the same tests on another kind of
+# Linux host.
+function(vmspace_add_host_variant)
+  cmake_parse_arguments(T "" "TARGET;LABEL;HOST;TIMEOUT" "" ${ARGN})
+  if(NOT T_TIMEOUT)
+    set(T_TIMEOUT 600)
+  endif()
+  gtest_discover_tests(${T_TARGET}
+    TEST_PREFIX "${T_LABEL}.other_host."
+    PROPERTIES LABELS ${T_LABEL} TIMEOUT ${T_TIMEOUT} ENVIRONMENT "VMSPACE_TEST_HOST=${T_HOST}"
     DISCOVERY_TIMEOUT 60)
 endfunction()

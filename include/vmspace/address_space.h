@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 
+#include "vmspace/kernel_behavior.h"
 #include "vmspace/lock_mode.h"
 
 namespace vmspace {
@@ -25,20 +26,69 @@ class PhysMem;
 
 struct AddressSpaceOptions {
   LockMode mode = kDefaultLockMode;
-  // vm.mmap_min_addr (fixed mappings below it need cap_sys_rawio) and the
-  // floor for hints and searches (Linux's internal mmap_min_addr).
+
+  // ---- Kernel behaviour that differs between Linux hosts ----------------
+  // Every default is upstream Linux 6.18 on x86-64 with its default
+  // configuration, run without address-space randomization.  The
+  // differential tools probe the host (opscript::probe_host) and set these
+  // to match it.
+  //
+  // vm.mmap_min_addr (fixed mappings below it need cap_sys_rawio: -EPERM)
+  // and the floor for hints and searches (Linux's internal mmap_min_addr,
+  // max(vm.mmap_min_addr, CONFIG_LSM_MMAP_MIN_ADDR)).
   std::uint64_t dac_mmap_min_addr = 65536;
   std::uint64_t mmap_min_addr = 65536;
   bool cap_sys_rawio = false;
   int max_map_count = 65530;  // vm.max_map_count
-  std::uint64_t mmap_base = 0x7ffff7fff000;
-  // Heuristic overcommit (vm.overcommit_memory = 0): a single writable
-  // private request above this many pages (RAM + swap) fails with -ENOMEM.
-  // 0 = unlimited.
+  // Top of the top-down search.  0 = Linux's mmap_base() without
+  // randomization: TASK_SIZE minus the stack limit and guard gap, clamped
+  // to at least 128 MiB (0x7ffff7fff000 for an 8 MiB stack).
+  std::uint64_t mmap_base = 0;
+  // A read fault on never-written private anonymous memory maps the shared
+  // zero page (true, upstream) or allocates a zeroed page (false: Linux's
+  // mm_forbids_zeropage(), and hosts booted without a zero page).  With
+  // false, the VMA gets an anon_vma on its first read fault, which changes
+  // later merges and VM_ACCOUNT after mprotect, exactly as on such a host.
+  bool zero_page = true;
+  // PROT_EXEC without PROT_READ (and without PROT_WRITE) is execute-only:
+  // reads fault with SIGSEGV (SEGV_PKUERR, which op scripts print as
+  // SEGV_ACCERR) and populating skips it.  Linux does this on x86 CPUs with
+  // protection keys (it gives such mappings an execute-only key); without
+  // them (false, the default) any of PROT_READ/WRITE/EXEC makes a page
+  // readable.
+  bool exec_only_pkey = false;
+  // Transparent huge pages.  vmspace maps 4 KiB pages only; these decide
+  // what Linux's huge-page paths do to VMAs: `thp_align` (a kernel built
+  // with THP) places unhinted private anonymous mappings whose length is a
+  // multiple of 2 MiB on a 2 MiB boundary; `thp` decides which VMAs take
+  // the huge-page fault path (always: all but MADV_NOHUGEPAGE/MAP_STACK
+  // ones; madvise: MADV_HUGEPAGE ones; never: none), and that path gives
+  // the VMA an anon_vma even on a read fault when a whole aligned 2 MiB
+  // lies inside the VMA and no page table covers it yet.
+  ThpMode thp = ThpMode::always;
+  bool thp_align = true;
+  // The gap kept below a MAP_GROWSDOWN stack (boot option stack_guard_gap,
+  // in bytes; default 256 pages).
+  std::uint64_t stack_guard_gap = 256 * 4096;
+  // RLIMIT_STACK: the largest a MAP_GROWSDOWN VMA may grow (bytes).
+  std::uint64_t rlimit_stack = 8ull << 20;
+  // RLIMIT_MEMLOCK (bytes; UINT64_MAX = unlimited) and CAP_IPC_LOCK: a
+  // MAP_LOCKED mapping that would take the locked total over the limit
+  // fails with -EAGAIN (limit 0: -EPERM), unless cap_ipc_lock.
+  std::uint64_t rlimit_memlock = 8ull << 20;
+  bool cap_ipc_lock = false;
+  // Commit accounting of private writable and shared anonymous memory.
+  // guess: one request above overcommit_limit_pages (RAM + swap) fails with
+  // -ENOMEM; always: nothing fails; never: the space's committed total may
+  // not exceed overcommit_limit_pages, and MAP_NORESERVE is ignored.
+  // overcommit_limit_pages 0 = no limit.
+  Overcommit overcommit = Overcommit::guess;
   std::uint64_t overcommit_limit_pages = 0;
-  // Physical memory: share an existing pool between spaces, or (nullptr)
-  // let the space own one of `phys_bytes`, touched up front when
-  // `phys_pretouch` (so faults measure our work, not the host kernel's).
+
+  // ---- Physical memory -----------------------------------------------------
+  // Share an existing pool between spaces, or (nullptr) let the space own
+  // one of `phys_bytes`, touched up front when `phys_pretouch` (so faults
+  // measure our work, not the host kernel's).
   mem::PhysMem* phys = nullptr;
   std::uint64_t phys_bytes = 256ull << 20;
   bool phys_pretouch = true;

@@ -23,7 +23,16 @@ mm::MmConfig to_config(const AddressSpaceOptions& o) {
   c.cap_sys_rawio = o.cap_sys_rawio;
   c.max_map_count = o.max_map_count;
   c.mmap_base = o.mmap_base;
-  c.overcommit_guess_pages = o.overcommit_limit_pages;
+  c.zero_page = o.zero_page;
+  c.exec_only_pkey = o.exec_only_pkey;
+  c.thp = o.thp;
+  c.thp_align = o.thp_align;
+  c.stack_guard_gap = mm::page_align(o.stack_guard_gap);
+  c.rlimit_stack = o.rlimit_stack;
+  c.rlimit_memlock = o.rlimit_memlock;
+  c.cap_ipc_lock = o.cap_ipc_lock;
+  c.overcommit = o.overcommit;
+  c.overcommit_limit_pages = o.overcommit_limit_pages;
   return c;
 }
 

@@ -24,6 +24,7 @@
 
 #include "mem/file.h"
 #include "mm/memory.h"
+#include "mm/mm.h"
 #include "mm/mmap_lock.h"
 #include "mm/rmap.h"
 #include "mm/vma.h"
@@ -61,7 +62,7 @@ struct Vmf {
 
 bool access_error(const Vma* vma, Access a) {
   if (a == Access::write) return !(vma->vm_flags & mm::VM_WRITE);
-  return !mm::vma_is_accessible(vma);
+  return !mm::vma_data_accessible(vma);  // execute-only: the pkey denies reads
 }
 
 // A frame, draining frames that wait for a grace period when the pool is
@@ -98,8 +99,10 @@ unsigned do_anonymous_page(Vmf& f, mem::PteTable* table) {
   MmStruct* mm = f.mm;
   std::atomic<pte_t>& slot = mem::PageTables::pte_slot(table, f.addr);
   SpinLock& ptl = mem::PageTables::pte_lock(table);
-  if (!f.write) {
-    // Read: map the shared zero frame read-only; the first write replaces it.
+  if (!f.write && mm->cfg.zero_page) {
+    // Read: map the shared zero frame read-only; the first write replaces
+    // it.  (Without a zero page a read allocates, as a write does, and the
+    // PTE is writable where the VMA is.)
     ptl.lock();
     if (mem::pte_none(slot.load(std::memory_order_relaxed)))
       slot.store(mem::make_pte(mm->phys->zero_pfn(), false), std::memory_order_release);
@@ -114,8 +117,12 @@ unsigned do_anonymous_page(Vmf& f, mem::PteTable* table) {
   ptl.lock();
   if (mem::pte_none(slot.load(std::memory_order_relaxed))) {
     // Release: the zeroed contents and the frame's rmap fields are visible
-    // to whoever reads the PTE with acquire.
-    slot.store(mem::pte_mkdirty(mem::pte_mkyoung(mem::make_pte(pfn, true))), std::memory_order_release);
+    // to whoever reads the PTE with acquire.  Linux makes the PTE writable
+    // and dirty when the VMA is writable (a read fault on a host without
+    // the zero page may install one into a read-only VMA).
+    const bool writable = (f.vma->vm_flags & mm::VM_WRITE) != 0;
+    const pte_t pte = mem::make_pte(pfn, writable);
+    slot.store(mem::pte_mkyoung(writable ? mem::pte_mkdirty(pte) : pte), std::memory_order_release);
     mm->rss_anon.fetch_add(1, std::memory_order_relaxed);
     installed = true;
   }
@@ -210,9 +217,35 @@ unsigned do_shared_fault(Vmf& f, mem::PteTable* table) {
   return kFaultDone;
 }
 
+// Would Linux take the huge-page (PMD) fault path here?  Private
+// anonymous VMA that THP applies to (the THP mode, MADV_HUGEPAGE /
+// MADV_NOHUGEPAGE), a whole aligned 2 MiB around the address inside the
+// VMA, and no page table below that PMD yet (pmd_none).
+bool thp_fault_path(const Vmf& f) {
+  const MmStruct* mm = f.mm;
+  const Vma* vma = f.vma;
+  if (!vma->is_anonymous() || (vma->vm_flags & mm::VM_NOHUGEPAGE)) return false;
+  switch (mm->cfg.thp) {
+    case ThpMode::always: break;
+    case ThpMode::madvise:
+      if (!(vma->vm_flags & mm::VM_HUGEPAGE)) return false;
+      break;
+    case ThpMode::never: return false;
+  }
+  const std::uint64_t haddr = f.addr & ~(mem::kPteTableSpan - 1);
+  if (haddr < vma->vm_start || haddr + mem::kPteTableSpan > vma->vm_end) return false;
+  return mm->pgtables.pte_table(f.addr) == nullptr;
+}
+
 // Linux handle_mm_fault() for one page, under a VMA read lock or mmap R.
 unsigned handle_mm_fault(Vmf& f) {
   MmStruct* mm = f.mm;
+  // The huge-page path prepares the anon_vma first, even for a read that
+  // then maps the huge zero page (do_huge_pmd_anonymous_page).  vmspace
+  // maps 4 KiB pages only; what Linux's choice changes for the VMA (its
+  // anon_vma, hence later merges and VM_ACCOUNT) is reproduced here.
+  if (thp_fault_path(f))
+    if (unsigned r = vmf_anon_prepare(f)) return r;
   mem::PteTable* table = mm->pgtables.pte_alloc(f.addr);
   if (table == nullptr) return kFaultOom;
   std::atomic<pte_t>& slot = mem::PageTables::pte_slot(table, f.addr);
@@ -237,10 +270,9 @@ FaultResult to_result(unsigned r) {
   return FaultResult::ok;
 }
 
-// Linux expand_downwards() + acct_stack_growth() (RLIMIT_STACK = 8 MiB).
-// Requires mmap W.  Returns false if the stack may not grow to `addr`.
+// Linux expand_downwards() + acct_stack_growth().  Requires mmap W.
+// Returns false if the stack may not grow to `addr`.
 bool expand_downwards(MmStruct* mm, Vma* vma, std::uint64_t addr) {
-  constexpr std::uint64_t kStackLimit = 8ull << 20;
   if (addr < mm->cfg.mmap_min_addr) return false;
   if (Vma* prev = mm::vma_prev(mm, vma)) {
     if (!(prev->vm_flags & mm::VM_GROWSDOWN) && mm::vma_is_accessible(prev) &&
@@ -248,9 +280,14 @@ bool expand_downwards(MmStruct* mm, Vma* vma, std::uint64_t addr) {
       return false;
   }
   if (!mm::anon_vma_prepare(vma)) return false;
-  if (vma->vm_end - addr > kStackLimit) return false;
-  mm::vma_start_write(vma);
   const std::uint64_t grow = (vma->vm_start - addr) >> mm::kPageShift;
+  if (grow > vma->vm_pgoff) return false;  // pgoff would wrap
+  // acct_stack_growth(): RLIMIT_STACK, RLIMIT_MEMLOCK, the commit charge.
+  if (vma->vm_end - addr > mm->cfg.rlimit_stack) return false;
+  if (!mm::mlock_future_ok(mm, vma->vm_flags, grow << mm::kPageShift)) return false;
+  if (!mm::vm_enough_memory(mm, grow)) return false;
+  mm::vma_start_write(vma);
+  if (vma->vm_flags & mm::VM_LOCKED) mm->locked_vm += grow;
   vma->vm_pgoff -= grow;
   vma->vm_start = addr;
   mm->mm_mt.store(vma->vm_start, vma->vm_end, vma);
@@ -316,7 +353,8 @@ void populate_range_locked(MmStruct* mm, std::uint64_t start, std::uint64_t end)
     if (vma == nullptr || vma->vm_start >= end) return;
     if (a < vma->vm_start) a = vma->vm_start;
     const std::uint64_t stop = std::min(end, vma->vm_end);
-    if (!mm::vma_is_accessible(vma)) {
+    // GUP refuses inaccessible VMAs, and execute-only ones by their key.
+    if (!mm::vma_data_accessible(vma)) {
       a = stop;
       continue;
     }

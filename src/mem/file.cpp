@@ -13,6 +13,7 @@ File* shmem_zero_setup(PhysMem* phys) {
 
 File::~File() {
   for (auto& [index, pfn] : pages) phys->put(pfn);
+  if (acct) acct->fetch_sub(static_cast<std::int64_t>(acct_pages), std::memory_order_relaxed);
 }
 
 pfn_t shmem_get_page(File* f, std::uint64_t index) {

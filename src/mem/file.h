@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <unordered_map>
 
@@ -35,6 +36,12 @@ struct File {
   // last put frees the File (VMAs are freed after an RCU grace period, so
   // no reader can still reach it).
   std::atomic<long> refs{1};
+
+  // Commit charge of a shmem object (shmem_acct_size): `acct_pages` pages
+  // charged to the counter `acct` points to, given back when the object is
+  // freed.  Set once at creation, before the object is shared.
+  std::shared_ptr<std::atomic<std::int64_t>> acct;
+  std::uint64_t acct_pages = 0;
 
   // The page cache: page index -> frame (holding one reference).  Guarded
   // by i_pages (class frame_lock: innermost; never allocate or free frames

@@ -26,7 +26,7 @@ void zap_vma_range(Vma* vma, std::uint64_t start, std::uint64_t end) {
 
 void change_protection(Vma* vma, std::uint64_t start, std::uint64_t end) {
   MmStruct* mm = vma->vm_mm;
-  const bool accessible = vma_is_accessible(vma);
+  const bool accessible = vma_data_accessible(vma);
   const bool shared_writable = (vma->vm_flags & VM_WRITE) && (vma->vm_flags & VM_SHARED);
   const bool writable = (vma->vm_flags & VM_WRITE) != 0;
   mm->pgtables.for_each_present(start, end, [&](std::uint64_t, std::atomic<mem::pte_t>& slot, mem::pte_t old) {

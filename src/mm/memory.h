@@ -16,6 +16,15 @@ namespace vmspace::mm {
 // keep their frame but no access bit.
 inline bool vma_is_accessible(const Vma* vma) { return (vma->vm_flags & VM_ACCESS_FLAGS) != 0; }
 
+// An execute-only VMA on a host whose kernel backs PROT_EXEC-only mappings
+// with an execute-only protection key (MmConfig::exec_only_pkey): data
+// accesses fault (SEGV_PKUERR) and its PTEs carry no data-access bit.
+inline bool vma_is_exec_only(const Vma* vma) {
+  return vma->vm_mm->cfg.exec_only_pkey && (vma->vm_flags & VM_ACCESS_FLAGS) == VM_EXEC;
+}
+// May the VMA's pages be read as data (the soft MMU's kPteUser bit)?
+inline bool vma_data_accessible(const Vma* vma) { return vma_is_accessible(vma) && !vma_is_exec_only(vma); }
+
 // Remove the PTEs of [start, end) inside `vma` and drop the pages they
 // mapped (MADV_DONTNEED, munmap).  Requires mmap R with the range's VMA
 // write-locked or detached, or mmap W.

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
 // mm.cpp - MmStruct lifetime and validation.
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <sstream>
@@ -13,7 +14,23 @@
 namespace vmspace::mm {
 
 MmStruct::MmStruct(const MmConfig& c, mem::PhysMem* p)
-    : mode(c.mode), cfg(c), task_size(c.task_size), max_map_count(c.max_map_count), phys(p) {}
+    : mode(c.mode),
+      cfg(c),
+      task_size(c.task_size),
+      max_map_count(c.max_map_count),
+      mmap_base(c.mmap_base != 0 ? c.mmap_base : mmap_base_for(c)),
+      phys(p) {}
+
+std::uint64_t mmap_base_for(const MmConfig& cfg) {
+  // The gap below TASK_SIZE is the stack limit plus the guard gap (no
+  // randomization pad), at least 128 MiB and at most 5/6 of TASK_SIZE.
+  constexpr std::uint64_t kGapMin = std::uint64_t{128} << 20;
+  const std::uint64_t gap_max = cfg.task_size / 6 * 5;
+  std::uint64_t gap = cfg.rlimit_stack;
+  if (gap + cfg.stack_guard_gap > gap) gap += cfg.stack_guard_gap;  // RLIM_INFINITY must not wrap
+  gap = std::clamp(gap, kGapMin, gap_max);
+  return page_align(cfg.task_size - gap);
+}
 
 MmStruct::~MmStruct() {
   // No reader can remain (the owner is destroying the space), so pages,

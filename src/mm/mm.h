@@ -29,10 +29,15 @@ int do_mprotect(MmStruct* mm, std::uint64_t start, std::uint64_t len, int prot);
 // madvise(2)
 int do_madvise(MmStruct* mm, std::uint64_t start, std::uint64_t len, int behavior);
 
-// Linux security_vm_enough_memory_mm() under the heuristic overcommit
-// policy: may `pages` more pages be committed?  (Only one request's size
-// matters in that policy.)
-bool vm_enough_memory(const MmStruct* mm, std::uint64_t pages);
+// Linux security_vm_enough_memory_mm(): may `pages` more pages be
+// committed under the space's overcommit policy?  On true they are charged
+// to mm->vm_committed; give them back with vm_unacct_memory().
+bool vm_enough_memory(MmStruct* mm, std::uint64_t pages);
+void vm_unacct_memory(MmStruct* mm, std::uint64_t pages);
+
+// Linux mlock_future_ok(): may `bytes` more of VM_LOCKED memory (when
+// `flags` has VM_LOCKED) be locked under RLIMIT_MEMLOCK?  Requires mmap R.
+bool mlock_future_ok(const MmStruct* mm, vm_flags_t flags, std::uint64_t bytes);
 
 // Linux get_unmapped_area() for an anonymous mapping (mmap W held).
 long get_unmapped_area(MmStruct* mm, std::uint64_t addr, std::uint64_t len, int flags);

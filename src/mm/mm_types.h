@@ -14,6 +14,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 
 #include "mem/file.h"
 #include "mem/page_table.h"
@@ -25,6 +26,7 @@
 #include "sync/seqcount.h"
 #include "sync/spinlock.h"
 #include "tree/range_tree.h"
+#include "vmspace/kernel_behavior.h"
 #include "vmspace/lock_mode.h"
 
 namespace vmspace::mm {
@@ -109,6 +111,8 @@ struct alignas(64) Vma {
 };
 static_assert(offsetof(Vma, vm_mm) + sizeof(void*) <= 64, "the fast-path fields share one cache line");
 
+// Limits and host behaviour, fixed at construction (AddressSpaceOptions
+// documents each one).
 struct MmConfig {
   LockMode mode = kDefaultLockMode;
   // Hint rounding and the search floor (Linux's internal mmap_min_addr:
@@ -118,17 +122,28 @@ struct MmConfig {
   std::uint64_t dac_mmap_min_addr = 65536;
   bool cap_sys_rawio = false;
   std::uint64_t task_size = (std::uint64_t{1} << 47) - kPageSize;  // x86-64 TASK_SIZE
-  // Top of the top-down search: the no-ASLR value for an 8 MiB stack limit.
-  std::uint64_t mmap_base = 0x7ffff7fff000;
+  // Top of the top-down search; 0 = derived from rlimit_stack as Linux's
+  // mmap_base() without randomization (mmap_base_for()).
+  std::uint64_t mmap_base = 0;
   // Start of the bottom-up fallback search (PAGE_ALIGN(TASK_SIZE / 3)).
   std::uint64_t mmap_legacy_base = 0x2aaaaaaab000;
   int max_map_count = 65530;                        // vm.max_map_count
   std::uint64_t stack_guard_gap = 256 * kPageSize;  // stack_guard_gap
-  bool overcommit_never = false;                    // vm.overcommit_memory == 2
-  // vm.overcommit_memory == 0 (heuristic): one accountable request larger
-  // than RAM + swap, in pages, fails with -ENOMEM.  0 = no limit.
-  std::uint64_t overcommit_guess_pages = 0;
+  std::uint64_t rlimit_stack = 8ull << 20;          // RLIMIT_STACK, bytes
+  std::uint64_t rlimit_memlock = 8ull << 20;        // RLIMIT_MEMLOCK, bytes
+  bool cap_ipc_lock = false;                        // CAP_IPC_LOCK
+  bool zero_page = true;                            // !mm_forbids_zeropage()
+  bool exec_only_pkey = false;                      // x86 protection keys
+  ThpMode thp = ThpMode::always;                    // transparent_hugepage/enabled
+  bool thp_align = true;                            // CONFIG_TRANSPARENT_HUGEPAGE
+  Overcommit overcommit = Overcommit::guess;        // vm.overcommit_memory
+  // guess: the largest single accountable request (RAM + swap, in pages);
+  // never: the most the space may have committed.  0 = no limit.
+  std::uint64_t overcommit_limit_pages = 0;
 };
+
+// Linux's x86 mmap_base() without randomization.
+std::uint64_t mmap_base_for(const MmConfig& cfg);
 
 struct MmStruct {
   MmStruct(const MmConfig& cfg, mem::PhysMem* phys);
@@ -155,6 +170,16 @@ struct MmStruct {
   std::atomic<std::uint32_t> vma_writer_wait{0};
   // Number of VMAs.  Write: mmap W.  Read: mmap R.
   int map_count = 0;
+  // Pages of VM_LOCKED VMAs (Linux's mm->locked_vm), checked against
+  // RLIMIT_MEMLOCK.  Write: mmap W.  Read: mmap R.
+  std::uint64_t locked_vm = 0;
+  // Pages committed under VM_ACCOUNT and by shared anonymous memory
+  // (Linux's vm_committed_as, with this space as the whole system),
+  // checked in Overcommit::never (vm_enough_memory / vm_unacct_memory).
+  // Atomic RMW only: a shmem object gives its charge back when its last
+  // mapping is freed, outside any mm lock and possibly after the MmStruct
+  // is gone (hence shared ownership).
+  std::shared_ptr<std::atomic<std::int64_t>> vm_committed = std::make_shared<std::atomic<std::int64_t>>(0);
   // Upper page-table levels; anon_vma installation (seed 004).
   SpinLock page_table_lock{LockClass::page_table_lock};
 
@@ -162,6 +187,7 @@ struct MmStruct {
   const MmConfig cfg;
   const std::uint64_t task_size;
   const int max_map_count;
+  const std::uint64_t mmap_base;  // resolved (never 0)
 
   // /proc/vmstat-style counters (vm_event.h).
   VmEvents events;

@@ -83,10 +83,10 @@ long arch_get_unmapped_area_topdown(MmStruct* mm, std::uint64_t addr, std::uint6
   const std::uint64_t low = std::max(kPageSize, mm->cfg.mmap_min_addr);
   if (thp_align && len + kPmdSize > len) {
     // __thp_get_unmapped_area: search with 2 MiB of slack, then align down.
-    if (auto s = unmapped_area_topdown(mm, len + kPmdSize, low, mm->cfg.mmap_base))
+    if (auto s = unmapped_area_topdown(mm, len + kPmdSize, low, mm->mmap_base))
       return static_cast<long>((*s + kPmdSize) & ~(kPmdSize - 1));
   }
-  if (auto s = unmapped_area_topdown(mm, len, low, mm->cfg.mmap_base)) return static_cast<long>(*s);
+  if (auto s = unmapped_area_topdown(mm, len, low, mm->mmap_base)) return static_cast<long>(*s);
   // Bottom-up fallback (arch_get_unmapped_area), from the legacy base.
   if (auto s = unmapped_area(mm, len, mm->cfg.mmap_legacy_base, task_size)) return static_cast<long>(*s);
   return -ENOMEM;
@@ -104,6 +104,7 @@ vm_flags_t calc_vm_flag_bits(int flags) {
 long mmap_region(MmStruct* mm, std::uint64_t addr, std::uint64_t len, vm_flags_t vm_flags,
                  std::uint64_t pgoff) {
   const std::uint64_t end = addr + len;
+  const std::uint64_t pglen = len >> kPageShift;
   // MAP_FIXED over existing mappings: split the edges and collect what is
   // replaced.  The old VMAs stay in the tree (write-locked) until the new
   // mapping is stored over them in one step, so no address that is mapped
@@ -113,21 +114,40 @@ long mmap_region(MmStruct* mm, std::uint64_t addr, std::uint64_t len, vm_flags_t
     int err = vms_gather_munmap_vmas(mm, addr, end, &replaced);
     if (err) return err;
   }
+  // What the replaced mappings had committed: the new mapping inherits it
+  // if it is accountable itself, else it is given back with them.
+  std::uint64_t replaced_accounted = 0;
+  for (const Vma* v : replaced)
+    if (v->vm_flags & VM_ACCOUNT) replaced_accounted += v->pages();
+  std::uint64_t charged = 0;
   if ((vm_flags & (VM_NORESERVE | VM_SHARED | VM_WRITE)) == VM_WRITE) {
     // Charge the commit, less what the replaced mappings already had.  On
     // failure the edge splits stay, as in Linux (vms_abort_munmap_vmas).
-    std::uint64_t charged = len >> kPageShift;
-    for (const Vma* v : replaced)
-      if (v->vm_flags & VM_ACCOUNT) charged -= v->pages();
+    charged = pglen - replaced_accounted;
     if (charged != 0 && !vm_enough_memory(mm, charged)) return -ENOMEM;
+    replaced_accounted = 0;
     vm_flags |= VM_ACCOUNT;
+  }
+  // A shared anonymous mapping's shmem object charges its whole size
+  // unless MAP_NORESERVE (shmem_acct_size), until the object goes away.
+  const bool shmem_acct = (vm_flags & VM_SHARED) && !(vm_flags & VM_NORESERVE);
+  if (shmem_acct && !vm_enough_memory(mm, pglen)) {
+    if (charged != 0) vm_unacct_memory(mm, charged);
+    return -ENOMEM;
   }
 
   auto prev_e = mm->mm_mt.find_prev(addr);
   Vma* prev = prev_e ? prev_e->as<Vma>() : nullptr;
   Vma* next = find_vma(mm, end);
 
-  mem::File* file = (vm_flags & VM_SHARED) ? mem::shmem_zero_setup(mm->phys) : nullptr;
+  mem::File* file = nullptr;
+  if (vm_flags & VM_SHARED) {
+    file = mem::shmem_zero_setup(mm->phys);
+    if (shmem_acct) {
+      file->acct = mm->vm_committed;
+      file->acct_pages = pglen;
+    }
+  }
   Vma* vma = file == nullptr ? vma_merge_new_range(mm, prev, next, addr, end, vm_flags, nullptr, pgoff)
                              : nullptr;
   if (vma == nullptr) {
@@ -135,14 +155,47 @@ long mmap_region(MmStruct* mm, std::uint64_t addr, std::uint64_t len, vm_flags_t
     vma->vm_file = file;  // the new VMA takes the creation reference
     vma_link(mm, vma);
   }
+  if (vm_flags & VM_LOCKED) mm->locked_vm += pglen;
   vms_complete_munmap_vmas(mm, replaced, /*free_tables=*/false);
+  if (replaced_accounted != 0) vm_unacct_memory(mm, replaced_accounted);
   return static_cast<long>(addr);
 }
 
 }  // namespace
 
-bool vm_enough_memory(const MmStruct* mm, std::uint64_t pages) {
-  return mm->cfg.overcommit_guess_pages == 0 || pages <= mm->cfg.overcommit_guess_pages;
+bool vm_enough_memory(MmStruct* mm, std::uint64_t pages) {
+  const std::uint64_t limit = mm->cfg.overcommit_limit_pages;
+  switch (mm->cfg.overcommit) {
+    case Overcommit::always:
+      break;
+    case Overcommit::guess:
+      if (limit != 0 && pages > limit) return false;
+      break;
+    case Overcommit::never: {
+      // Charge first, then check the total (Linux __vm_enough_memory).
+      const std::int64_t total =
+          mm->vm_committed->fetch_add(static_cast<std::int64_t>(pages), std::memory_order_relaxed) +
+          static_cast<std::int64_t>(pages);
+      if (limit != 0 && static_cast<std::uint64_t>(total) > limit) {
+        vm_unacct_memory(mm, pages);
+        return false;
+      }
+      return true;
+    }
+  }
+  mm->vm_committed->fetch_add(static_cast<std::int64_t>(pages), std::memory_order_relaxed);
+  return true;
+}
+
+void vm_unacct_memory(MmStruct* mm, std::uint64_t pages) {
+  mm->vm_committed->fetch_sub(static_cast<std::int64_t>(pages), std::memory_order_relaxed);
+}
+
+bool mlock_future_ok(const MmStruct* mm, vm_flags_t flags, std::uint64_t bytes) {
+  if (!(flags & VM_LOCKED) || mm->cfg.cap_ipc_lock) return true;
+  const std::uint64_t limit = mm->cfg.rlimit_memlock >> kPageShift;
+  const std::uint64_t locked = (bytes >> kPageShift) + mm->locked_vm;
+  return locked <= limit;
 }
 
 long get_unmapped_area(MmStruct* mm, std::uint64_t addr, std::uint64_t len, int flags) {
@@ -150,7 +203,7 @@ long get_unmapped_area(MmStruct* mm, std::uint64_t addr, std::uint64_t len, int 
   if (!(flags & MAP_FIXED)) {
     // Private anonymous requests with no hint and a 2 MiB-multiple length
     // are placed 2 MiB aligned (thp_get_unmapped_area).
-    bool thp = addr == 0 && (flags & MAP_TYPE) == MAP_PRIVATE && len % kPmdSize == 0;
+    bool thp = mm->cfg.thp_align && addr == 0 && (flags & MAP_TYPE) == MAP_PRIVATE && len % kPmdSize == 0;
     long r = arch_get_unmapped_area_topdown(mm, addr, len, thp);
     if (r < 0) return r;
     addr = static_cast<std::uint64_t>(r);
@@ -182,7 +235,9 @@ long do_mmap(MmStruct* mm, std::uint64_t addr, std::uint64_t len, int prot, int 
 
   if ((flags & MAP_FIXED_NOREPLACE) && find_vma_intersection(mm, addr, addr + len) != nullptr)
     return -EEXIST;
-  // MAP_LOCKED: memlock limits are not modelled (as for CAP_IPC_LOCK).
+  // can_do_mlock(), then mlock_future_ok() against RLIMIT_MEMLOCK.
+  if ((flags & MAP_LOCKED) && mm->cfg.rlimit_memlock == 0 && !mm->cfg.cap_ipc_lock) return -EPERM;
+  if (!mlock_future_ok(mm, vm_flags, len)) return -EAGAIN;
 
   std::uint64_t pgoff;
   switch (flags & MAP_TYPE) {
@@ -197,7 +252,7 @@ long do_mmap(MmStruct* mm, std::uint64_t addr, std::uint64_t len, int prot, int 
     default:  // MAP_SHARED_VALIDATE and MAP_DROPPABLE included: not for anonymous memory here
       return -EINVAL;
   }
-  if ((flags & MAP_NORESERVE) && !mm->cfg.overcommit_never) vm_flags |= VM_NORESERVE;
+  if ((flags & MAP_NORESERVE) && mm->cfg.overcommit != Overcommit::never) vm_flags |= VM_NORESERVE;
 
   r = mmap_region(mm, addr, len, vm_flags, pgoff);
   if (r >= 0 && ((vm_flags & VM_LOCKED) || (flags & (MAP_POPULATE | MAP_NONBLOCK)) == MAP_POPULATE))

@@ -27,10 +27,13 @@ int mprotect_fixup(MmStruct* mm, Vma* vma, std::uint64_t start, std::uint64_t en
     *out = vma;
     return 0;
   }
+  const std::uint64_t nrpages = (end - start) >> kPageShift;
+  std::uint64_t charged = 0;
   if (newflags & VM_WRITE) {
     // Private memory becoming writable is charged to the commit limit.
     if (!(oldflags & (VM_ACCOUNT | VM_WRITE | VM_HUGETLB | VM_SHARED | VM_NORESERVE))) {
-      if (!vm_enough_memory(mm, (end - start) >> kPageShift)) return -ENOMEM;
+      if (!vm_enough_memory(mm, nrpages)) return -ENOMEM;
+      charged = nrpages;
       newflags |= VM_ACCOUNT;
     }
   } else if ((oldflags & VM_ACCOUNT) && vma->is_anonymous() &&
@@ -40,7 +43,11 @@ int mprotect_fixup(MmStruct* mm, Vma* vma, std::uint64_t start, std::uint64_t en
   }
   int err = 0;
   Vma* v = vma_modify_flags(mm, vma, start, end, newflags, &err);
-  if (v == nullptr) return err;
+  if (v == nullptr) {
+    if (charged != 0) vm_unacct_memory(mm, charged);
+    return err;
+  }
+  if ((oldflags & VM_ACCOUNT) && !(newflags & VM_ACCOUNT)) vm_unacct_memory(mm, nrpages);
   vma_start_write(v);
   v->vm_flags = newflags;
   change_protection(v, start, end);

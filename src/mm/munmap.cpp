@@ -45,6 +45,7 @@ void vms_complete_munmap_vmas(MmStruct* mm, const std::vector<Vma*>& vmas, bool 
     mm->pgtables.free_pgtables(start, end, prev ? prev->end : 0, next ? next->start : 0);
   }
   for (Vma* v : vmas) {
+    if (v->vm_flags & VM_LOCKED) mm->locked_vm -= v->pages();
     // Still write-locked; detached before the mmap_lock write side ends.
     vma_mark_detached(v);
     mm->map_count--;
@@ -57,9 +58,13 @@ int do_vmi_munmap_locked(MmStruct* mm, std::uint64_t start, std::uint64_t end) {
   std::vector<Vma*> gathered;
   if (int err = vms_gather_munmap_vmas(mm, start, end, &gathered)) return err;
   if (gathered.empty()) return 0;
+  std::uint64_t accounted = 0;
+  for (const Vma* v : gathered)
+    if (v->vm_flags & VM_ACCOUNT) accounted += v->pages();
   // One store: readers see all of [start, end) unmapped at once.
   mm->mm_mt.erase(start, end);
   vms_complete_munmap_vmas(mm, gathered, /*free_tables=*/true);
+  if (accounted != 0) vm_unacct_memory(mm, accounted);
   return 0;
 }
 

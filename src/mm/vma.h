@@ -87,8 +87,9 @@ int vms_gather_munmap_vmas(MmStruct* mm, std::uint64_t start, std::uint64_t end,
                            std::vector<Vma*>* out);
 // Zap the gathered VMAs' pages, free the page tables of their range when
 // `free_tables` (munmap; not when a new mapping replaced them), detach them
-// (they must no longer be in the tree), update map_count and free them
-// after a grace period.
+// (they must no longer be in the tree), update map_count and locked_vm and
+// free them after a grace period.  Their commit charge (VM_ACCOUNT) is the
+// caller's to give back.
 void vms_complete_munmap_vmas(MmStruct* mm, const std::vector<Vma*>& vmas, bool free_tables);
 
 // ---- insertion ---------------------------------------------------------

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "sync/rcu.h"
+#include "support/test_host.h"
 #include "vmspace/address_space.h"
 
 namespace vmspace {
@@ -40,8 +41,7 @@ std::uint64_t owned_base(unsigned t) { return kBase + t * 64 * kPage; }
 class FaultStress : public ::testing::TestWithParam<LockMode> {};
 
 TEST_P(FaultStress, AccessorsSeeOnlyTheirOwnDataOrZero) {
-  AddressSpaceOptions o;
-  o.mode = GetParam();
+  AddressSpaceOptions o = test::test_options(GetParam());
   o.phys_bytes = 64ull << 20;
   o.phys_pretouch = false;
   AddressSpace as(o);

@@ -22,6 +22,7 @@
 #include "mm/mmap_lock.h"
 #include "mm/vma.h"
 #include "sync/rcu.h"
+#include "support/test_host.h"
 #include "vmspace/address_space.h"
 
 namespace vmspace::mm {
@@ -47,7 +48,7 @@ Snapshot snap(const Vma* v) { return {v->vm_start, v->vm_end, v->vm_pgoff, v->vm
 class MmStress : public ::testing::TestWithParam<LockMode> {};
 
 TEST_P(MmStress, ReadersSeeStableVmasWhileWritersChangeThem) {
-  AddressSpace as(AddressSpaceOptions{.mode = GetParam()});
+  AddressSpace as(test::test_options(GetParam()));
   MmStruct* mm = as.mm();
   ASSERT_EQ(as.mmap(kBase, kPages * kPage, PROT_READ | PROT_WRITE,
                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED),

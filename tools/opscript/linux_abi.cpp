@@ -43,6 +43,18 @@ int advice_to_linux(Advice a) {
     case Advice::kDofork: return MADV_DOFORK;
     case Advice::kDontdump: return MADV_DONTDUMP;
     case Advice::kDodump: return MADV_DODUMP;
+    case Advice::kRemove: return MADV_REMOVE;
+    case Advice::kCold: return 20;            // MADV_COLD
+    case Advice::kPageout: return 21;         // MADV_PAGEOUT
+    case Advice::kWipeonfork: return MADV_WIPEONFORK;
+    case Advice::kKeeponfork: return MADV_KEEPONFORK;
+    case Advice::kHugepage: return MADV_HUGEPAGE;
+    case Advice::kNohugepage: return MADV_NOHUGEPAGE;
+    case Advice::kPopulateRead: return 22;    // MADV_POPULATE_READ
+    case Advice::kPopulateWrite: return 23;   // MADV_POPULATE_WRITE
+    case Advice::kGuardInstall: return 102;   // MADV_GUARD_INSTALL
+    case Advice::kGuardRemove: return 103;    // MADV_GUARD_REMOVE
+    case Advice::kDontneedLocked: return 24;  // MADV_DONTNEED_LOCKED
   }
   return -1;
 }

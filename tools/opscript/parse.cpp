@@ -27,7 +27,7 @@ const char* op_name(OpKind k) {
 
 namespace {
 
-constexpr std::array<std::pair<std::string_view, Advice>, 10> kAdvice{{
+constexpr std::array<std::pair<std::string_view, Advice>, 22> kAdvice{{
     {"normal", Advice::kNormal},
     {"random", Advice::kRandom},
     {"sequential", Advice::kSequential},
@@ -38,6 +38,18 @@ constexpr std::array<std::pair<std::string_view, Advice>, 10> kAdvice{{
     {"dofork", Advice::kDofork},
     {"dontdump", Advice::kDontdump},
     {"dodump", Advice::kDodump},
+    {"remove", Advice::kRemove},
+    {"cold", Advice::kCold},
+    {"pageout", Advice::kPageout},
+    {"wipeonfork", Advice::kWipeonfork},
+    {"keeponfork", Advice::kKeeponfork},
+    {"hugepage", Advice::kHugepage},
+    {"nohugepage", Advice::kNohugepage},
+    {"populate_read", Advice::kPopulateRead},
+    {"populate_write", Advice::kPopulateWrite},
+    {"guard_install", Advice::kGuardInstall},
+    {"guard_remove", Advice::kGuardRemove},
+    {"dontneed_locked", Advice::kDontneedLocked},
 }};
 
 constexpr std::array<std::pair<std::string_view, OpKind>, 13> kOps{{
@@ -280,8 +292,11 @@ bool LineParser::parse(Op& op) {
           return true;
         }
       }
-      return fail("unknown ADVICE " + quote(toks_[3]) +
-                  " (expected normal, random, sequential, willneed, dontneed, free, dontfork, dofork, dontdump, dodump)");
+      {
+        std::string names;
+        for (const auto& [n, a] : kAdvice) names += std::string(names.empty() ? "" : ", ") + std::string(n);
+        return fail("unknown ADVICE " + quote(toks_[3]) + " (expected " + names + ")");
+      }
     }
     case OpKind::kMremap:
       if (!arg_count("OLD OLDLEN NEWLEN FLAGS [NEW]", 4, 5)) return false;

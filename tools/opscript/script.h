@@ -77,6 +77,19 @@ enum class Advice {
   kDofork,
   kDontdump,
   kDodump,
+  // op scripts 1.1
+  kRemove,
+  kCold,
+  kPageout,
+  kWipeonfork,
+  kKeeponfork,
+  kHugepage,
+  kNohugepage,
+  kPopulateRead,
+  kPopulateWrite,
+  kGuardInstall,
+  kGuardRemove,
+  kDontneedLocked,
 };
 
 enum class OpKind {

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <string>
 
+#include "opscript/host_probe.h"
 #include "opscript/kernel_runner.h"
 #include "opscript/linux_abi.h"
 
@@ -16,39 +17,15 @@ namespace {
 
 OpResult from_int(long r) { return r < 0 ? OpResult::error(static_cast<int>(-r)) : OpResult::ok(); }
 
-template <class T>
-T read_sysctl(const char* path, T fallback) {
-  std::ifstream in(path);
-  T v{};
-  if (in >> v) return v;
-  return fallback;
-}
-
 }  // namespace
 
 AddressSpaceOptions host_like_options(LockMode mode) {
   AddressSpaceOptions o;
   o.mode = mode;
-  o.dac_mmap_min_addr = read_sysctl<std::uint64_t>("/proc/sys/vm/mmap_min_addr", 65536);
-  // The kernel's internal floor is max(vm.mmap_min_addr, CONFIG_LSM_MMAP_MIN_ADDR = 65536).
-  o.mmap_min_addr = std::max<std::uint64_t>(o.dac_mmap_min_addr, 65536);
-  o.max_map_count = read_sysctl<int>("/proc/sys/vm/max_map_count", 65530);
-  o.cap_sys_rawio = ::geteuid() == 0;
+  apply_host_facts(host_facts(), o);
   // Scripts touch little memory; an untouched pool costs nothing to set up.
   o.phys_bytes = 256ull << 20;
   o.phys_pretouch = false;
-  // vm.overcommit_memory 0 (heuristic): a request larger than RAM + swap fails.
-  if (read_sysctl<int>("/proc/sys/vm/overcommit_memory", 0) == 0) {
-    std::ifstream in("/proc/meminfo");
-    std::string key;
-    std::uint64_t kb = 0, total_kb = 0;
-    std::string unit;
-    while (in >> key >> kb) {
-      if (key == "MemTotal:" || key == "SwapTotal:") total_kb += kb;
-      std::getline(in, unit);
-    }
-    o.overcommit_limit_pages = total_kb / 4;
-  }
   return o;
 }
 

@@ -32,8 +32,8 @@ class VmspaceExecutor final : public Executor {
 };
 
 // AddressSpace options that make the library behave like the host kernel
-// it is compared with: vm.mmap_min_addr, vm.max_map_count, and whether the
-// process has CAP_SYS_RAWIO (root).  `mode` is the lock mode to use.
+// it is compared with: every fact host_facts() probed (host_probe.h), and
+// an untouched 256 MiB frame pool.  `mode` is the lock mode to use.
 AddressSpaceOptions host_like_options(LockMode mode);
 
 }  // namespace vmspace::opscript

@@ -16,6 +16,7 @@
 #include <string_view>
 
 #include "opscript/fuzz.h"
+#include "opscript/host_probe.h"
 #include "opscript/kernel_runner.h"
 #include "opscript/parse.h"
 #include "opscript/serialize.h"
@@ -130,6 +131,11 @@ int cmd_fuzz_kernel(const FuzzKernelArgs& args) {
   if (args.mode != "per_vma_refcount") replay_opts += " --mode " + args.mode;
   if (!args.window.empty()) replay_opts += " --window " + args.window;
 
+  // The host's facts first: a divergence report says which kind of host
+  // produced it (vmspace is configured to match them).
+  const std::string host_line = opscript::host_facts_line(opscript::host_facts());
+  std::printf("%s\n", host_line.c_str());
+  std::fflush(stdout);
   std::fprintf(stderr, "%s: seed %" PRIu64 "%s, %" PRIu64 " runs of %" PRIu64 " ops\n", me, seed,
                seed_from_clock ? " (from the clock; pass --seed to repeat)" : "", *runs, *ops);
 
@@ -188,6 +194,7 @@ int cmd_fuzz_kernel(const FuzzKernelArgs& args) {
       } else {
         std::string header;
         header += "# vmspace fuzz-kernel: vmspace differs from the host kernel\n";
+        header += host_line + "\n";
         header += "# seed " + std::to_string(seed) + ", run " + std::to_string(run) + ", run seed " +
                   std::to_string(rseed) + " (the whole run: vmspace fuzz-kernel --seed " + std::to_string(rseed) +
                   " --runs 1 --ops " + std::to_string(*ops) + replay_opts + ")\n";

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "opscript/diff.h"
+#include "opscript/host_probe.h"
 #include "opscript/kernel_runner.h"
 #include "opscript/parse.h"
 #include "opscript/runner.h"
@@ -24,6 +25,9 @@ void add_replay(CLI::App& app, ReplayArgs& args) {
   sub->add_option("--mode", args.mode, "Lock mode: mmap_lock, per_vma_rwsem or per_vma_refcount")
       ->capture_default_str();
   sub->add_option("--window", args.window, "Window base address (default 0x200000000000)");
+  sub->add_option("--host", args.host,
+                  "Behave like the host these facts describe (the '# host: ...' line of a report, or some of its "
+                  "key=value words, e.g. 'zero_page=no') instead of this host; not with --kernel");
 }
 
 int cmd_replay(const ReplayArgs& args) {
@@ -63,7 +67,21 @@ int cmd_replay(const ReplayArgs& args) {
     return 2;
   }
 
-  AddressSpace as(opscript::host_like_options(*mode));
+  AddressSpaceOptions options = opscript::host_like_options(*mode);
+  if (!args.host.empty()) {
+    if (args.kernel) {
+      std::fprintf(stderr, "vmspace replay: --host cannot be used with --kernel (the kernel is this host)\n");
+      return 2;
+    }
+    opscript::HostFacts facts = opscript::host_facts();
+    std::string why;
+    if (!opscript::parse_host_facts(args.host, facts, &why)) {
+      std::fprintf(stderr, "vmspace replay: bad --host: %s\n", why.c_str());
+      return 2;
+    }
+    opscript::apply_host_facts(facts, options);
+  }
+  AddressSpace as(options);
   opscript::VmspaceExecutor ex(as);
   std::vector<std::string> ours = opscript::run_script(parsed.script, ex, window);
   if (!args.kernel) {
@@ -82,6 +100,9 @@ int cmd_replay(const ReplayArgs& args) {
     return 2;
   }
   opscript::DiffResult d = opscript::diff_lines(k.lines, ours);
+  // First the host's facts (vmspace ran configured to match them), so a
+  // report of a difference says which kind of host produced it.
+  std::printf("%s\n", opscript::host_facts_line(opscript::host_facts()).c_str());
   for (const auto& l : d.lines) std::printf("%s\n", l.c_str());
   return d.equal ? 0 : 1;
 }

@@ -12,6 +12,7 @@ struct ReplayArgs {
   bool kernel = false;
   std::string mode = "per_vma_refcount";
   std::string window;
+  std::string host;  // host facts to follow instead of this host's
 };
 
 void add_replay(CLI::App& app, ReplayArgs& args);

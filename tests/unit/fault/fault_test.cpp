@@ -17,6 +17,7 @@
 #include "mm/mmap_lock.h"
 #include "mm/rmap.h"
 #include "mm/vma.h"
+#include "support/test_host.h"
 #include "vmspace/address_space.h"
 
 namespace vmspace {
@@ -30,8 +31,7 @@ constexpr int kRW = PROT_READ | PROT_WRITE;
 class Faults : public ::testing::TestWithParam<LockMode> {
  protected:
   AddressSpaceOptions opts(std::uint64_t bytes = 64ull << 20) const {
-    AddressSpaceOptions o;
-    o.mode = GetParam();
+    AddressSpaceOptions o = test::test_options(GetParam());
     o.phys_bytes = bytes;
     o.phys_pretouch = false;
     return o;
@@ -44,6 +44,7 @@ class Faults : public ::testing::TestWithParam<LockMode> {
 };
 
 TEST_P(Faults, ZeroPageThenCopyOnWrite) {
+  if (!test::test_host_facts().zero_page) GTEST_SKIP() << "the test host has no zero page";
   AddressSpace as(opts());
   ASSERT_EQ(as.mmap(kBase, 4 * kPage, kRW, kAnon), static_cast<long>(kBase));
   unsigned char buf[kPage];
@@ -92,6 +93,134 @@ TEST_P(Faults, FaultCodes) {
   EXPECT_EQ(b, 7);
 }
 
+// A host without the zero page (Linux's mm_forbids_zeropage): a read fault
+// allocates a zeroed page, gives the VMA its anon_vma, and maps the page
+// writable where the VMA is.  (The VMA effects are checked against a real
+// kernel by host_probe_test where the host has no zero page.)
+TEST_P(Faults, ReadFaultWithoutZeroPageAllocates) {
+  AddressSpaceOptions o = opts();
+  o.zero_page = false;
+  AddressSpace as(o);
+  ASSERT_EQ(as.mmap(kBase, 2 * kPage, kRW, kAnon), static_cast<long>(kBase));
+  ASSERT_EQ(as.mmap(kBase + 2 * kPage, kPage, PROT_READ, kAnon), static_cast<long>(kBase + 2 * kPage));
+  unsigned char buf[kPage];
+  ASSERT_TRUE(as.read(kBase, buf, kPage).ok());
+  for (unsigned char c : buf) ASSERT_EQ(c, 0);
+  mem::pte_t p = pte(as, kBase);
+  ASSERT_TRUE(mem::pte_present(p));
+  EXPECT_NE(mem::pte_pfn(p), as.phys()->zero_pfn());
+  EXPECT_TRUE(mem::pte_write(p));  // the VMA is writable: no write fault follows
+  EXPECT_EQ(as.rss_pages(), 1u);
+  EXPECT_NE(mm::vma_lookup(as.mm(), kBase)->anon_vma.load(), nullptr);
+  // Read-only VMA: a read-only PTE on a real page.
+  ASSERT_TRUE(as.read(kBase + 2 * kPage, buf, 1).ok());
+  p = pte(as, kBase + 2 * kPage);
+  EXPECT_NE(mem::pte_pfn(p), as.phys()->zero_pfn());
+  EXPECT_FALSE(mem::pte_write(p));
+  EXPECT_EQ(as.rss_pages(), 2u);
+  // Writing reuses the page (no copy).
+  const mem::pfn_t before = mem::pte_pfn(pte(as, kBase));
+  ASSERT_TRUE(as.fill(kBase, 7, 1).ok());
+  EXPECT_EQ(mem::pte_pfn(pte(as, kBase)), before);
+}
+
+// With the zero page, the same read leaves the VMA without an anon_vma.
+TEST_P(Faults, ReadFaultWithZeroPageLeavesNoAnonVma) {
+  AddressSpaceOptions o = opts();
+  o.zero_page = true;
+  o.thp = ThpMode::never;
+  AddressSpace as(o);
+  ASSERT_EQ(as.mmap(kBase, 2 * kPage, kRW, kAnon), static_cast<long>(kBase));
+  unsigned char b;
+  ASSERT_TRUE(as.read(kBase, &b, 1).ok());
+  EXPECT_EQ(mem::pte_pfn(pte(as, kBase)), as.phys()->zero_pfn());
+  EXPECT_EQ(mm::vma_lookup(as.mm(), kBase)->anon_vma.load(), nullptr);
+  EXPECT_EQ(as.rss_pages(), 0u);
+}
+
+// Transparent huge pages: a fault that Linux would take down the huge-page
+// path (whole aligned 2 MiB inside the VMA, no page table there yet, THP
+// enabled for the VMA) prepares the anon_vma even for a read.
+TEST_P(Faults, ThpFaultPathPreparesAnonVma) {
+  constexpr std::uint64_t k2M = 2ull << 20;
+  struct Case {
+    ThpMode thp;
+    int advice;  // -1: none
+    bool expect_anon_vma;
+  };
+  const Case cases[] = {
+      {ThpMode::always, -1, true},           {ThpMode::always, MADV_NOHUGEPAGE, false},
+      {ThpMode::madvise, -1, false},         {ThpMode::madvise, MADV_HUGEPAGE, true},
+      {ThpMode::never, MADV_HUGEPAGE, false},
+  };
+  for (const Case& c : cases) {
+    AddressSpaceOptions o = opts();
+    o.zero_page = true;
+    o.thp = c.thp;
+    AddressSpace as(o);
+    ASSERT_EQ(as.mmap(kBase, 2 * k2M, kRW, kAnon), static_cast<long>(kBase));
+    if (c.advice >= 0) {
+      ASSERT_EQ(as.madvise(kBase, 2 * k2M, c.advice), 0);
+    }
+    unsigned char b;
+    ASSERT_TRUE(as.read(kBase + k2M + 5 * kPage, &b, 1).ok());
+    EXPECT_EQ(mm::vma_lookup(as.mm(), kBase)->anon_vma.load() != nullptr, c.expect_anon_vma)
+        << "thp " << thp_mode_name(c.thp) << " advice " << c.advice;
+    EXPECT_EQ(mem::pte_pfn(pte(as, kBase + k2M + 5 * kPage)), as.phys()->zero_pfn());
+  }
+  // Not when the aligned 2 MiB sticks out of the VMA, nor below a page
+  // table that already exists.
+  AddressSpaceOptions o = opts();
+  o.zero_page = true;
+  o.thp = ThpMode::always;
+  AddressSpace as(o);
+  ASSERT_EQ(as.mmap(kBase + kPage, k2M, kRW, kAnon), static_cast<long>(kBase + kPage));
+  unsigned char b;
+  ASSERT_TRUE(as.read(kBase + k2M, &b, 1).ok());
+  EXPECT_EQ(mm::vma_lookup(as.mm(), kBase + kPage)->anon_vma.load(), nullptr);
+  ASSERT_EQ(as.mmap(kBase + 4 * k2M, 2 * k2M, kRW, kAnon), static_cast<long>(kBase + 4 * k2M));
+  ASSERT_EQ(as.mmap(kBase + 4 * k2M - kPage, kPage, kRW, kAnon), static_cast<long>(kBase + 4 * k2M - kPage));
+  ASSERT_TRUE(as.read(kBase + 4 * k2M - kPage, &b, 1).ok());  // a table for the PMD below
+  ASSERT_TRUE(as.read(kBase + 5 * k2M, &b, 1).ok());           // first fault of this PMD: huge path
+  EXPECT_NE(mm::vma_lookup(as.mm(), kBase + 5 * k2M)->anon_vma.load(), nullptr);
+}
+
+// Execute-only mappings on hosts with protection keys: reads fault with
+// SEGV_ACCERR (SEGV_PKUERR in Linux), populate skips them, and an
+// mprotect to PROT_EXEC takes the data-access bit from present PTEs.
+TEST_P(Faults, ExecOnlyWithProtectionKeys) {
+  for (bool pkey : {false, true}) {
+    AddressSpaceOptions o = opts();
+    o.exec_only_pkey = pkey;
+    AddressSpace as(o);
+    ASSERT_EQ(as.mmap(kBase, 2 * kPage, PROT_EXEC, kAnon), static_cast<long>(kBase));
+    unsigned char b = 1;
+    EXPECT_EQ(as.read(kBase, &b, 1).fault, pkey ? Fault::segv_accerr : Fault::none) << pkey;
+    ASSERT_EQ(as.mmap(kBase + 4 * kPage, kPage, kRW, kAnon), static_cast<long>(kBase + 4 * kPage));
+    ASSERT_TRUE(as.fill(kBase + 4 * kPage, 9, 1).ok());
+    ASSERT_EQ(as.mprotect(kBase + 4 * kPage, kPage, PROT_EXEC), 0);
+    {
+      AddressSpace::AccessScope scope(as);
+      EXPECT_EQ(scope.translate(kBase + 4 * kPage, false) == nullptr, pkey) << pkey;
+    }
+    EXPECT_EQ(as.read(kBase + 4 * kPage, &b, 1).fault, pkey ? Fault::segv_accerr : Fault::none) << pkey;
+    // -wx and r-x are not execute-only.
+    ASSERT_EQ(as.mprotect(kBase + 4 * kPage, kPage, PROT_EXEC | PROT_READ), 0);
+    ASSERT_TRUE(as.read(kBase + 4 * kPage, &b, 1).ok());
+    EXPECT_EQ(b, 9);
+    ASSERT_EQ(as.mprotect(kBase, 2 * kPage, PROT_EXEC | PROT_WRITE), 0);
+    EXPECT_TRUE(as.read(kBase, &b, 1).ok());
+    // MAP_POPULATE of an execute-only mapping faults nothing in (GUP is
+    // refused by the key); without keys its pages are read-faulted (real
+    // pages here, as the space has no zero page).
+    AddressSpaceOptions o2 = o;
+    o2.zero_page = false;
+    AddressSpace as2(o2);
+    ASSERT_EQ(as2.mmap(kBase, 3 * kPage, PROT_EXEC, kAnon | MAP_POPULATE), static_cast<long>(kBase));
+    EXPECT_EQ(as2.rss_pages(), pkey ? 0u : 3u) << pkey;
+  }
+}
+
 TEST_P(Faults, MprotectAndDontneedTakeEffect) {
   AddressSpace as(opts());
   ASSERT_EQ(as.mmap(kBase, 4 * kPage, kRW, kAnon), static_cast<long>(kBase));
@@ -113,7 +242,8 @@ TEST_P(Faults, MprotectAndDontneedTakeEffect) {
   EXPECT_EQ(b, 0);
   ASSERT_TRUE(as.read(kBase + 2 * kPage, &b, 1).ok());
   EXPECT_EQ(b, 0x11);
-  EXPECT_EQ(as.rss_pages(), 2u);
+  // The read after DONTNEED maps the zero page, or (no zero page) a new one.
+  EXPECT_EQ(as.rss_pages(), test::test_host_facts().zero_page ? 2u : 3u);
   ASSERT_EQ(as.munmap(kBase, 4 * kPage), 0);
   EXPECT_EQ(as.rss_pages(), 0u);
   EXPECT_EQ(pte(as, kBase + 2 * kPage), 0u);

@@ -14,6 +14,7 @@
 
 #include "mm/mm.h"
 #include "sync/rcu.h"
+#include "support/test_host.h"
 #include "vmspace/address_space.h"
 
 namespace vmspace {
@@ -27,7 +28,7 @@ constexpr int kRW = PROT_READ | PROT_WRITE;
 class MmOps : public ::testing::TestWithParam<LockMode> {
  protected:
   ~MmOps() override { rcu::barrier(); }
-  AddressSpaceOptions opts() const { return AddressSpaceOptions{.mode = GetParam()}; }
+  AddressSpaceOptions opts() const { return test::test_options(GetParam()); }
 };
 
 TEST_P(MmOps, InvalidArgumentsChangeNothing) {
@@ -153,9 +154,12 @@ TEST_P(MmOps, OvercommitHeuristic) {
   // Replacing accounted pages charges only the difference.
   EXPECT_EQ(as.mmap(kBase, 150 * kPage, kRW, kAnon | MAP_FIXED), static_cast<long>(kBase));
   EXPECT_EQ(as.munmap(kBase, 150 * kPage), 0);
-  // Not accountable: read-only, shared, or noreserve.
+  // Not accountable: read-only or noreserve.  Shared anonymous memory is
+  // charged by its shmem object, whatever the protection, unless
+  // MAP_NORESERVE (checked against the host kernel in host_probe_test).
   EXPECT_EQ(as.mmap(kBase, 200 * kPage, PROT_READ, kAnon | MAP_FIXED), static_cast<long>(kBase));
-  EXPECT_EQ(as.mmap(kBase + 400 * kPage, 200 * kPage, kRW, MAP_SHARED | MAP_ANONYMOUS | MAP_FIXED),
+  EXPECT_EQ(as.mmap(kBase + 400 * kPage, 200 * kPage, PROT_READ, MAP_SHARED | MAP_ANONYMOUS | MAP_FIXED), -ENOMEM);
+  EXPECT_EQ(as.mmap(kBase + 400 * kPage, 200 * kPage, kRW, MAP_SHARED | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE),
             static_cast<long>(kBase + 400 * kPage));
   EXPECT_EQ(as.mmap(kBase + 800 * kPage, 200 * kPage, kRW, kAnon | MAP_FIXED | MAP_NORESERVE),
             static_cast<long>(kBase + 800 * kPage));

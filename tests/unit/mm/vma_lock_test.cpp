@@ -14,6 +14,7 @@
 #include "mm/mm.h"
 #include "mm/mmap_lock.h"
 #include "mm/vma.h"
+#include "support/test_host.h"
 #include "vmspace/address_space.h"
 
 namespace vmspace::mm {
@@ -33,7 +34,7 @@ bool wait_until(const std::function<bool()>& pred) {
 
 class VmaLock : public ::testing::TestWithParam<LockMode> {
  protected:
-  VmaLock() : as_(AddressSpaceOptions{.mode = GetParam()}) {}
+  VmaLock() : as_(test::test_options(GetParam())) {}
   ~VmaLock() override { rcu::barrier(); }
   MmStruct* mm() { return as_.mm(); }
   std::uint64_t ev(VmEvent e) { return mm()->events.read(e); }

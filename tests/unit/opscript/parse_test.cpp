@@ -164,6 +164,12 @@ TEST(opscript_parse, EveryAdvice) {
       {"willneed", Advice::kWillneed}, {"dontneed", Advice::kDontneed}, {"free", Advice::kFree},
       {"dontfork", Advice::kDontfork}, {"dofork", Advice::kDofork},     {"dontdump", Advice::kDontdump},
       {"dodump", Advice::kDodump},
+      // 1.1
+      {"remove", Advice::kRemove},     {"cold", Advice::kCold},         {"pageout", Advice::kPageout},
+      {"wipeonfork", Advice::kWipeonfork}, {"keeponfork", Advice::kKeeponfork}, {"hugepage", Advice::kHugepage},
+      {"nohugepage", Advice::kNohugepage}, {"populate_read", Advice::kPopulateRead},
+      {"populate_write", Advice::kPopulateWrite}, {"guard_install", Advice::kGuardInstall},
+      {"guard_remove", Advice::kGuardRemove}, {"dontneed_locked", Advice::kDontneedLocked},
   };
   for (const auto& [name, advice] : all) {
     EXPECT_EQ(parse_one(std::string("madvise @ 1p ") + name).advice, advice) << name;
@@ -213,9 +219,10 @@ TEST(opscript_parse, OtherArgumentErrors) {
   EXPECT_EQ(error_of("mremap @ 1p 2p maymove,maymove"), "line 1: duplicate mremap flag 'maymove'");
   EXPECT_EQ(error_of("mremap @ 1p 2p"),
             "line 1: mremap: expected 4 or 5 arguments (mremap OLD OLDLEN NEWLEN FLAGS [NEW]), got 3");
-  EXPECT_EQ(error_of("madvise @ 1p hugepage"),
-            "line 1: unknown ADVICE 'hugepage' (expected normal, random, sequential, willneed, dontneed, free, "
-            "dontfork, dofork, dontdump, dodump)");
+  EXPECT_EQ(error_of("madvise @ 1p mergeable"),
+            "line 1: unknown ADVICE 'mergeable' (expected normal, random, sequential, willneed, dontneed, free, "
+            "dontfork, dofork, dontdump, dodump, remove, cold, pageout, wipeonfork, keeponfork, hugepage, "
+            "nohugepage, populate_read, populate_write, guard_install, guard_remove, dontneed_locked)");
   EXPECT_EQ(error_of("mlock2 @ 1p 1"), "line 1: bad mlock2 flags '1' (expected onfault or 0)");
   EXPECT_EQ(error_of("file f 1p\nfile f 2p"), "line 2: file 'f' is already declared");
   EXPECT_EQ(error_of("ftruncate nosuch 0"),
