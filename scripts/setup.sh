@@ -13,6 +13,7 @@ packages=(
   nlohmann-json3-dev
   libfmt-dev
   valgrind
+  spin gcc            # the model tier: tests/model (spin, and cc for its verifiers)
 )
 
 missing=()
