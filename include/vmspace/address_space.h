@@ -136,6 +136,14 @@ class AddressSpace {
   // valid (the frames are not reused) until the scope ends, even if the
   // page is unmapped meanwhile; an access that starts after munmap/
   // mprotect/MADV_DONTNEED returned never gets the old translation.
+  // A scope is an RCU read-side section, so freed memory is not reusable
+  // until it ends.  Every other call of this class may be made inside one
+  // (an emulator thread can hold a scope across guest code and service the
+  // guest's mmap/munmap from inside it); only, a fault inside a scope that
+  // finds no free frame reports Fault::oom where outside a scope it would
+  // first wait for freed frames.  Not inside a scope: destroying an
+  // AddressSpace (it waits for a grace period: the process aborts).
+  // Scopes nest; a scope belongs to the thread that opened it.
   class AccessScope {
    public:
     explicit AccessScope(AddressSpace& as);

@@ -65,16 +65,29 @@ bool access_error(const Vma* vma, Access a) {
   return !mm::vma_data_accessible(vma);  // execute-only: the pkey denies reads
 }
 
-// A frame, draining frames that wait for a grace period when the pool is
-// empty.  Called with no spinlock held and outside RCU read sections.
+thread_local const FaultHooks* tls_fault_hooks = nullptr;
+
+// Test hook points: compiled out of release builds.
+#if defined(VMSPACE_DEBUG_CHECKS)
+#define FAULT_HOOK(name)                                                      \
+  do {                                                                        \
+    if (const FaultHooks* h_ = tls_fault_hooks; h_ != nullptr && h_->name) \
+      h_->name(h_->arg);                                                      \
+  } while (0)
+#else
+#define FAULT_HOOK(name) \
+  do {                   \
+  } while (0)
+#endif
+
+// A frame, or kNoFrame.  Never waits for a grace period: the fault holds a
+// VMA read lock or the mmap_lock, and a thread inside an RCU read section
+// may be waiting for either (munmap -> vma_start_write), so waiting here
+// for its section to end would deadlock.  handle_fault() drains after
+// dropping its locks and retries.
 pfn_t alloc_page(MmStruct* mm, bool zeroed) {
   mem::PhysMem* phys = mm->phys;
-  pfn_t p = zeroed ? phys->alloc_zeroed() : phys->alloc();
-  if (p == mem::kNoFrame) {
-    phys->drain_deferred();
-    p = zeroed ? phys->alloc_zeroed() : phys->alloc();
-  }
-  return p;
+  return zeroed ? phys->alloc_zeroed() : phys->alloc();
 }
 
 // Linux vmf_anon_prepare().
@@ -193,16 +206,34 @@ unsigned do_wp_page(Vmf& f, mem::PteTable* table, pte_t orig) {
 }
 
 // Shared anonymous memory: the page comes from the shmem object's cache.
+//
+// The frame is taken from the cache without the PTE lock, so a hole punched
+// meanwhile (MADV_REMOVE: shmem_truncate_range, then a zap that finds no
+// PTE yet) would leave us mapping a frame the object no longer has: stale
+// data after MADV_REMOVE returned, and later writes lost.  Linux closes
+// this with the folio lock and the truncate-time unmap; here the PTE is
+// installed only if, under the PTE lock, the cache still holds that frame
+// (the truncation removes it first and zaps under this PTE lock after, so
+// either we see it gone, or its zap sees our PTE).  Otherwise: again.
 unsigned do_shared_fault(Vmf& f, mem::PteTable* table) {
   MmStruct* mm = f.mm;
   mem::PhysMem* phys = mm->phys;
   std::atomic<pte_t>& slot = mem::PageTables::pte_slot(table, f.addr);
   SpinLock& ptl = mem::PageTables::pte_lock(table);
-  pfn_t pfn = mem::shmem_get_page(f.vma->vm_file, mm::linear_page_index(f.vma, f.addr));
-  if (pfn == mem::kNoFrame) return kFaultOom;
+  mem::File* file = f.vma->vm_file;
+  const std::uint64_t index = mm::linear_page_index(f.vma, f.addr);
+  pfn_t pfn;
+  for (;;) {
+    pfn = mem::shmem_get_page(file, index);
+    if (pfn == mem::kNoFrame) return kFaultOom;
+    FAULT_HOOK(shared_page_taken);
+    ptl.lock();
+    if (!mem::pte_none(slot.load(std::memory_order_relaxed)) || mem::shmem_page_cached(file, index, pfn)) break;
+    ptl.unlock();
+    phys->put(pfn);  // truncated while we were not looking
+  }
   const bool writable = (f.vma->vm_flags & mm::VM_WRITE) != 0;
   bool keep = false;
-  ptl.lock();
   pte_t cur = slot.load(std::memory_order_relaxed);
   if (mem::pte_none(cur)) {
     slot.store(mem::pte_mkyoung(mem::make_pte(pfn, writable)), std::memory_order_release);
@@ -288,17 +319,24 @@ bool expand_downwards(MmStruct* mm, Vma* vma, std::uint64_t addr) {
   if (!mm::vm_enough_memory(mm, grow)) return false;
   mm::vma_start_write(vma);
   if (vma->vm_flags & mm::VM_LOCKED) mm->locked_vm += grow;
+  // The range changes under the anon_vma lock: rmap walkers hold only it.
+  mm::AnonVma* av = vma->anon_vma.load(std::memory_order_relaxed);
+  av->rwsem.lock();
   vma->vm_pgoff -= grow;
   vma->vm_start = addr;
   mm->mm_mt.store(vma->vm_start, vma->vm_end, vma);
+  av->rwsem.unlock();
   return true;
 }
 
 }  // namespace
 
-FaultResult handle_fault(MmStruct* mm, std::uint64_t addr, Access access) {
-  mm->events.count(mm::VmEvent::pgfault);
-  addr &= mm::kPageMask;
+void set_fault_hooks(const FaultHooks* hooks) { tls_fault_hooks = hooks; }
+
+namespace {
+
+// One attempt at a fault; on OOM the caller may drain and try again.
+FaultResult fault_once(MmStruct* mm, std::uint64_t addr, Access access) {
   if (Vma* vma = mm::lock_vma_under_rcu(mm, addr)) {
     if (access_error(vma, access)) {
       mm::vma_end_read(vma);
@@ -344,6 +382,22 @@ FaultResult handle_fault(MmStruct* mm, std::uint64_t addr, Access access) {
   unsigned r = handle_mm_fault(f);
   mm::mmap_read_unlock(mm);
   return to_result(r);
+}
+
+}  // namespace
+
+FaultResult handle_fault(MmStruct* mm, std::uint64_t addr, Access access) {
+  mm->events.count(mm::VmEvent::pgfault);
+  addr &= mm::kPageMask;
+  FaultResult r = fault_once(mm, addr, access);
+  if (r != FaultResult::oom || rcu::in_read_section()) return r;
+  // Out of frames.  Freed frames may still wait for a grace period (or sit
+  // in another thread's batch): with every mm lock dropped, wait for them
+  // and try once more.  Not inside an RCU read section (an AccessScope):
+  // there the grace period would wait for us, so the fault reports OOM.
+  FAULT_HOOK(before_drain);
+  mm->phys->drain_deferred();
+  return fault_once(mm, addr, access);
 }
 
 void populate_range_locked(MmStruct* mm, std::uint64_t start, std::uint64_t end) {

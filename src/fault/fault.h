@@ -23,8 +23,24 @@ enum class FaultResult {
 
 const char* fault_result_name(FaultResult r);
 
-// Resolve a fault at `addr`.  The caller holds no mm lock.
+// Resolve a fault at `addr`.  The caller holds no mm lock.  It may be
+// inside an RCU read section (an AccessScope): then an out-of-memory fault
+// is reported without waiting for frames that a grace period would free.
 FaultResult handle_fault(mm::MmStruct* mm, std::uint64_t addr, Access access);
+
+// Test hook points (deterministic interleaving tests), called on the
+// faulting thread; compiled out of release builds.  Install for the calling
+// thread only (nullptr to remove).
+struct FaultHooks {
+  // do_shared_fault: the page-cache frame is taken and referenced, the PTE
+  // lock not yet held.
+  void (*shared_page_taken)(void* arg) = nullptr;
+  // handle_fault: the first attempt ran out of memory and dropped its
+  // locks; the drain is next.
+  void (*before_drain)(void* arg) = nullptr;
+  void* arg = nullptr;
+};
+void set_fault_hooks(const FaultHooks* hooks);
 
 // Fault in every page of [start, end) (MAP_POPULATE, MAP_LOCKED) for the
 // access the VMAs allow.  Requires mmap R (the write side downgraded, so no

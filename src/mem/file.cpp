@@ -27,11 +27,7 @@ pfn_t shmem_get_page(File* f, std::uint64_t index) {
   f->i_pages.unlock();
   // Allocate outside i_pages (PhysMem's lock has the same class).
   pfn_t fresh = f->phys->alloc_zeroed();
-  if (fresh == kNoFrame) {
-    f->phys->drain_deferred();
-    fresh = f->phys->alloc_zeroed();
-    if (fresh == kNoFrame) return kNoFrame;
-  }
+  if (fresh == kNoFrame) return kNoFrame;
   Frame& fr = f->phys->frame(fresh);
   fr.mapping.store(reinterpret_cast<std::uintptr_t>(f), std::memory_order_relaxed);
   fr.index.store(index, std::memory_order_relaxed);
@@ -42,6 +38,14 @@ pfn_t shmem_get_page(File* f, std::uint64_t index) {
   f->i_pages.unlock();
   if (!inserted) f->phys->put(fresh);  // lost a race: somebody else cached one
   return pfn;
+}
+
+bool shmem_page_cached(File* f, std::uint64_t index, pfn_t pfn) {
+  f->i_pages.lock();
+  auto it = f->pages.find(index);
+  const bool cached = it != f->pages.end() && it->second == pfn;
+  f->i_pages.unlock();
+  return cached;
 }
 
 void shmem_truncate_range(File* f, std::uint64_t first, std::uint64_t last) {

@@ -12,9 +12,15 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "mem/phys_mem.h"
+#include "sync/rwsem.h"
 #include "sync/spinlock.h"
+
+namespace vmspace::mm {
+struct Vma;  // the mm layer's VMA; the file only keeps pointers (i_mmap)
+}
 
 namespace vmspace::mem {
 
@@ -48,6 +54,16 @@ struct File {
   // while holding it, PhysMem's own lock is of the same class).
   SpinLock i_pages{LockClass::frame_lock};
   std::unordered_map<std::uint64_t, pfn_t> pages;
+
+  // The VMAs that map this file (Linux's address_space->i_mmap), for the
+  // reverse map of file pages.  Write: linking and unlinking VMAs, and
+  // every change of a linked VMA's vm_start/vm_end/vm_pgoff, with
+  // i_mmap_rwsem held for write (vma_prepare/vma_complete, vma_link,
+  // munmap).  Read: under i_mmap_rwsem for read (rmap_walk_file), which
+  // then also keeps those VMAs' ranges stable.  A list: a shmem object has
+  // few VMAs (the pieces of one mapping).
+  RwSemaphore i_mmap_rwsem{LockClass::i_mmap_rwsem};
+  std::vector<mm::Vma*> i_mmap;
 };
 
 // A new shmem object for one MAP_SHARED|MAP_ANONYMOUS mmap().
@@ -55,8 +71,12 @@ File* shmem_zero_setup(PhysMem* phys);
 
 // The frame caching page `index` of `f`, allocated zero-filled on first
 // use, with one extra reference for the caller.  kNoFrame when out of
-// memory.
+// memory (it never waits for frames a grace period would free: callers
+// hold mm locks).
 pfn_t shmem_get_page(File* f, std::uint64_t index);
+// Does `f` still cache `pfn` as page `index`?  (A fault re-checks this
+// under the PTE lock before mapping a frame it took from the cache.)
+bool shmem_page_cached(File* f, std::uint64_t index, pfn_t pfn);
 // Drop the cached pages in [first, last) (MADV_REMOVE punches a hole).
 void shmem_truncate_range(File* f, std::uint64_t first, std::uint64_t last);
 

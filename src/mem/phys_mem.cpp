@@ -1,29 +1,104 @@
 // SPDX-License-Identifier: MIT
 // phys_mem.cpp - frame allocator: global free stack + per-thread caches +
-// RCU-batched deferred frees.  See phys_mem.h for the contract.
+// RCU-batched deferred frees + reclaim from other threads.  See phys_mem.h
+// for the contract.
 //
-// Correctness argument (short):
-//  - A free frame is in exactly one place: the global stack, one cache's
-//    frames[], one cache's pending list, or one submitted batch.  Moves
-//    between places happen under the owner thread (caches: only their
-//    thread touches frames[]/pending), under pool_lock_ (global stack), or
-//    in the RCU callback (batch -> stack, under pool_lock_).
-//  - Reuse after a grace period: a frame reaches refcount 0 in put(), goes
-//    to a pending list, and only an RCU callback (queued after that put)
-//    moves it to the stack.  Callbacks run after every reader that was
-//    inside a read section at rcu::call() time has left; the pending delay
-//    only lengthens that.
-//  - Thread exit: ~ThreadCaches gives frames[] back and submits pending
-//    batches, under the registry mutex, for caches whose owner is alive
-//    (owner != nullptr; the destructor orphans caches under the same
-//    mutex BEFORE its rcu::barrier(), so no batch for a dying instance can
-//    be queued after that barrier).
+// WHERE A FREE FRAME IS
+//
+// A frame with refcount 0 is in exactly one place: the global stack, one
+// cache's frames[], one cache's pending list, one detached Batch being
+// submitted, or one batch handed to rcu::call() (counted in inflight_).
+// Only an RCU callback (batch_done) moves a frame from a freed batch to the
+// stack, so a frame is reused only after a grace period that started after
+// its last put(): the pending delay and reclaim() only move the moment the
+// batch is handed to RCU, never its grace period.
+//
+// WHO TOUCHES WHAT
+//
+//   pool_, pool_n_          holders of pool_lock_ (frame_lock/1)
+//   caches_, Cache::owner   holders of g_registry_mu
+//   Cache::frames[], n,     the owning thread in its fast path (below), or
+//   pend_head, pend_n,      whoever holds Cache::lock (frame_lock/0): the
+//   and Frame::next_free    owner's slow paths and stealers.  n and pend_n
+//   of frames on the list   are atomics only so free_frames() may read them
+//                           unlocked (relaxed); every writer is excluded.
+//   Cache::busy             written by the owning thread only
+//   Cache::steal            written by the stealer only (stealers hold
+//                           g_registry_mu, so there is one at a time)
+//
+// Stealers are reclaim()/sweep() (alloc()'s out-of-memory path,
+// drain_deferred()) and thread exit.  All of them hold g_registry_mu, which
+// also keeps every cache in caches_ alive (caches are deleted only under
+// it).  Lock order: g_registry_mu -> Cache::lock -> pool_lock_.
+//
+// THE FAST-PATH HANDSHAKE (why alloc()/put() need no RMW and no lock)
+//
+// The owner's fast path (alloc from frames[], put onto the pending list):
+//   O1 busy.store(true, relaxed)
+//   O2 atomic_signal_fence(seq_cst)       compiler barrier only
+//   O3 if (steal.load(acquire)) -> slow path (clears busy, takes the lock)
+//   O4 ...touch frames[]/n or pend_head/pend_n/next_free...
+//   O5 busy.store(false, release)
+// A stealer, holding g_registry_mu:
+//   S1 steal.store(true, relaxed)         (on every cache of the instance)
+//   S2 heavy_barrier(): sys_membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)
+//   S3 lock Cache::lock; spin while busy.load(acquire)
+//   S4 ...take frames[0..n) and the pending list...
+//   S5 steal.store(false, release); unlock
+// Mutual exclusion of O4 and S4 is Dekker's pattern (O1;O3 against S1;S3),
+// which needs store->load ordering on BOTH sides.  Any owner operation
+// that can fail against a concurrent steal needs a store->load fence or an
+// atomic RMW (Attiya et al., "Laws of Order", POPL 2011), and both cost
+// about as much as the rest of the fast path.  So the fence is made
+// asymmetric, exactly as liburcu's memb flavor does for rcu_read_lock()
+// (which vmspace already relies on): the owner side is a compiler barrier
+// (O2), the stealer side is membarrier(), which runs a full memory barrier
+// on every running thread of the process (a thread that is not running is
+// already in that state) before it returns.  Let P be the point in the
+// owner's program order where that barrier hits it:
+//   - O1 before P: the store is globally visible before S2 returns, so S3
+//     reads O1's true or a later store.  It proceeds only on reading false,
+//     i.e. O5 of the same operation: acquire/release, O4 happens before S4.
+//   - O1 after P: then O3 is after P too, and S1 was visible before P
+//     (membarrier is a full barrier for the caller as well), so O3 reads
+//     true (nothing but S5 stores false) and the owner takes the slow path,
+//     which waits for the lock: S4 happens before it (S5/unlock release,
+//     lock acquire).
+// And O3 reading false from an earlier stealer's S5 (release, acquire)
+// orders that stealer's S4 before this O4.  The owner's slow paths take
+// Cache::lock and ignore busy/steal.  This is the one ordering argument
+// outside the C++ memory model (membarrier is an OS guarantee); everything
+// ThreadSanitizer sees is ordinary acquire/release and locks, and in every
+// real execution the edges it needs exist (above), so tsan checks the same
+// code that ships.  A stealer never waits long at S3: O1..O5 is a few
+// instructions that never block (an owner preempted there is waited out
+// with sched_yield).  A signal handler that allocates could interrupt its
+// own thread's O1..O5 and spin forever: PhysMem is not async-signal-safe.
+// If the kernel lacks MEMBARRIER_CMD_PRIVATE_EXPEDITED, MEMBARRIER_CMD_GLOBAL
+// is used (slower: it waits for a kernel RCU grace period, not for ours);
+// without either, liburcu's memb flavor does not work either and we abort.
+//
+// THREAD EXIT AND DESTRUCTION
+//
+//  - ~ThreadCaches gives frames[] back and submits pending batches, under
+//    g_registry_mu, for caches whose owner is alive (owner != nullptr; the
+//    destructor orphans caches under the same mutex BEFORE its
+//    rcu::barrier(), so no batch for a dying instance can be queued after
+//    that barrier, and no stealer can be sweeping an orphaned cache).
 //  - tsan: frame contents/descriptors written by the freeing thread are
-//    ordered before the reuse by rcu::call's release -> callback acquire ->
-//    pool_lock_ release -> next allocator's pool_lock_ acquire.
+//    ordered before the reuse by (the handshake or Cache::lock when a
+//    stealer submits) -> rcu::call's release -> callback acquire ->
+//    pool_lock_ release -> next allocator's pool_lock_ acquire.  Frames a
+//    stealer moves from a cache to the stack were free already: Cache::lock
+//    / the handshake, then pool_lock_, order the owner's last accesses
+//    before the next allocator's.
 #include "mem/phys_mem.h"
 
+#include <linux/membarrier.h>
+#include <sched.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstddef>
@@ -36,32 +111,82 @@
 
 namespace vmspace::mem {
 
-struct PhysMem::Cache {
+struct alignas(64) PhysMem::Cache {
   Cache(std::uint64_t g, PhysMem* o, unsigned size)
       : gen(g), owner(o), frames(new pfn_t[size]) {}
   const std::uint64_t gen;  // immutable: which PhysMem instance
   PhysMem* owner;           // guarded by g_registry_mu; nullptr = orphaned
-  // Written only by the owning thread (relaxed stores); read by
-  // free_frames() from other threads.
+  // The handshake (file comment): busy is written by the owning thread
+  // only, steal by the (single) stealer only.
+  std::atomic<bool> busy{false};
+  std::atomic<bool> steal{false};
+  // Owner fast path under the handshake, or a holder of `lock` (file
+  // comment).  n/pend_n: relaxed atomics so free_frames() can read them.
   std::atomic<std::uint32_t> n{0};       // free frames in frames[0..n)
   std::atomic<std::uint32_t> pend_n{0};  // frames on the pending list
-  pfn_t pend_head = kNoFrame;            // owning thread only
-  std::unique_ptr<pfn_t[]> frames;       // owning thread only
+  pfn_t pend_head = kNoFrame;
+  std::unique_ptr<pfn_t[]> frames;
+  // The owner's slow paths and stealers.  frame_lock subclass 0: pool_lock_
+  // (subclass 1) nests inside it.
+  SpinLock lock{LockClass::frame_lock};
 };
 
 namespace {
 
-std::mutex g_registry_mu;  // guards Cache::owner, PhysMem::caches_, cache creation/destruction
+std::mutex g_registry_mu;  // guards Cache::owner, PhysMem::caches_, cache creation/destruction; serializes stealers
 std::atomic<std::uint64_t> g_next_gen{1};
 
 // Fast-path TLS: trivially destructible, so no guard cost.
 thread_local PhysMem::Cache* tls_last = nullptr;
 thread_local bool tls_dead = false;  // ThreadCaches destroyed (thread exiting)
 
+constexpr unsigned kPoolSub = 1;  // pool_lock_'s lockdep subclass (inside a cache lock)
+
 [[noreturn]] void die(const char* msg, pfn_t pfn) {
   std::fprintf(stderr, "vmspace: PhysMem: %s (pfn %llu)\n", msg,
                static_cast<unsigned long long>(pfn));
   std::abort();
+}
+
+long sys_membarrier(int cmd) { return ::syscall(__NR_membarrier, cmd, 0, 0); }
+
+// The membarrier command heavy_barrier() uses (chosen once per process;
+// registering is a no-op when liburcu already did it).
+int membarrier_cmd() {
+  static const int cmd = [] {
+    const long mask = sys_membarrier(MEMBARRIER_CMD_QUERY);
+    if (mask < 0) return -1;
+    if ((mask & MEMBARRIER_CMD_PRIVATE_EXPEDITED) &&
+        sys_membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) == 0)
+      return static_cast<int>(MEMBARRIER_CMD_PRIVATE_EXPEDITED);
+    if (mask & MEMBARRIER_CMD_GLOBAL) return static_cast<int>(MEMBARRIER_CMD_GLOBAL);
+    return -1;
+  }();
+  return cmd;
+}
+
+// The stealer's half of the asymmetric fence (file comment, S2): a full
+// barrier on every running thread of the process, and on the caller (the
+// kernel issues smp_mb() at entry and exit of membarrier()).  The signal
+// fences only keep the compiler from moving our accesses across the call
+// (atomic_thread_fence would be redundant, and GCC's tsan rejects it).
+void heavy_barrier() {
+  const int cmd = membarrier_cmd();
+  if (cmd < 0) die("membarrier() is unavailable", 0);
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  if (sys_membarrier(cmd) != 0) die("membarrier() failed", 0);
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+}
+
+// S3: wait until the owner is outside its fast path.
+void wait_not_busy(const PhysMem::Cache* c) {
+  unsigned spins = 0;
+  while (c->busy.load(std::memory_order_acquire)) {  // pairs with O5
+    if (++spins < 1024)
+      cpu_relax();
+    else
+      sched_yield();
+  }
 }
 
 }  // namespace
@@ -76,9 +201,14 @@ struct ThreadCaches {
     std::lock_guard<std::mutex> g(g_registry_mu);
     for (PhysMem::Cache* c : list) {
       if (PhysMem* pm = c->owner) {
+        // We are the owner and outside any fast path; the lock is for the
+        // rule "fields change only under the lock or in the fast path".
+        c->lock.lock();
         pm->push_pool(c->frames.get(), c->n.load(std::memory_order_relaxed));
         c->n.store(0, std::memory_order_relaxed);
-        pm->submit(c);
+        PhysMem::Batch b = PhysMem::detach_pending(c);
+        c->lock.unlock();
+        pm->submit(b);
         auto& v = pm->caches_;
         v.erase(std::find(v.begin(), v.end(), c));
       }
@@ -92,6 +222,9 @@ PhysMem::PhysMem(const PhysMemOptions& o)
     : capacity_(o.capacity_bytes / kFrameSize),
       cache_size_(std::max(1u, o.per_thread_cache)),
       gen_(g_next_gen.fetch_add(1, std::memory_order_relaxed)) {
+  // Choose (and register) the stealers' membarrier command now, so no
+  // out-of-memory path pays for it and a kernel without it fails early.
+  if (membarrier_cmd() < 0) die("membarrier() is unavailable", 0);
   map_bytes_ = static_cast<std::size_t>(capacity_ + 1) * kFrameSize;
   void* p = ::mmap(nullptr, map_bytes_, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -131,7 +264,7 @@ PhysMem::~PhysMem() {
   // rcu::barrier() gives tsan no happens-before edge from the callbacks it
   // waited for; take one from their last actions (pool_lock_ release, the
   // release RMW on inflight_).  Costs nothing worth mentioning.
-  pool_lock_.lock();
+  pool_lock_.lock(kPoolSub);
   pool_lock_.unlock();
   if (inflight_.load(std::memory_order_acquire) != 0) die("destroyed with RCU frees in flight", 0);
   delete[] frames_;
@@ -190,13 +323,20 @@ inline void init_frame(Frame& f, [[maybe_unused]] pfn_t pfn) {
 pfn_t PhysMem::alloc() {
   Cache* c = tls_last;
   if (__builtin_expect(c != nullptr && c->gen == gen_, 1)) {
-    std::uint32_t n = c->n.load(std::memory_order_relaxed);
-    if (__builtin_expect(n != 0, 1)) {
-      pfn_t pfn = c->frames[n - 1];
-      c->n.store(n - 1, std::memory_order_relaxed);
-      init_frame(frames_[pfn], pfn);
-      return pfn;
+    // The handshake, owner side (file comment: O1..O5).
+    c->busy.store(true, std::memory_order_relaxed);           // O1
+    std::atomic_signal_fence(std::memory_order_seq_cst);      // O2
+    if (__builtin_expect(!c->steal.load(std::memory_order_acquire), 1)) {  // O3
+      std::uint32_t n = c->n.load(std::memory_order_relaxed);
+      if (__builtin_expect(n != 0, 1)) {
+        pfn_t pfn = c->frames[n - 1];
+        c->n.store(n - 1, std::memory_order_relaxed);
+        c->busy.store(false, std::memory_order_release);      // O5
+        init_frame(frames_[pfn], pfn);
+        return pfn;
+      }
     }
+    c->busy.store(false, std::memory_order_release);          // O5
   }
   return alloc_slow();
 }
@@ -206,24 +346,22 @@ pfn_t PhysMem::alloc_slow() {
   pfn_t pfn = kNoFrame;
   if (c == nullptr) {
     // No cache (thread exiting or out of host memory): one frame directly.
-    pool_lock_.lock();
-    if (pool_n_ != 0) {
-      pfn = pool_[--pool_n_];
-      pool_count_.store(pool_n_, std::memory_order_relaxed);
-    }
-    pool_lock_.unlock();
+    pfn = pop_pool();
   } else {
+    c->lock.lock();
     if (c->n.load(std::memory_order_relaxed) == 0) refill(c);
     std::uint32_t n = c->n.load(std::memory_order_relaxed);
     if (n != 0) {
       pfn = c->frames[n - 1];
       c->n.store(n - 1, std::memory_order_relaxed);
-    } else {
-      // Out of memory.  Start the grace period for what this thread has
-      // freed, so a retry after rcu::barrier() succeeds.
-      submit(c);
     }
+    c->lock.unlock();
   }
+  // Our cache and the global stack are empty.  Before reporting OOM, take
+  // back what every thread caches (keeping one frame for us) and start the
+  // grace period for every thread's pending frees, so that a retry after
+  // drain_deferred() succeeds.  Never waits for a grace period.
+  if (pfn == kNoFrame) sweep(&pfn);
   if (pfn != kNoFrame) init_frame(frames_[pfn], pfn);
   return pfn;
 }
@@ -234,8 +372,10 @@ pfn_t PhysMem::alloc_zeroed() {
   return pfn;
 }
 
+// Caller holds c->lock.
 void PhysMem::refill(Cache* c) {
-  pool_lock_.lock();
+  c->lock.assert_locked();
+  pool_lock_.lock(kPoolSub);
   std::size_t k = std::min<std::size_t>(pool_n_, cache_size_);
   if (k != 0) std::memcpy(c->frames.get(), pool_.data() + (pool_n_ - k), k * sizeof(pfn_t));
   pool_n_ -= k;
@@ -246,9 +386,20 @@ void PhysMem::refill(Cache* c) {
   c->n.store(static_cast<std::uint32_t>(k), std::memory_order_relaxed);
 }
 
+pfn_t PhysMem::pop_pool() {
+  pfn_t pfn = kNoFrame;
+  pool_lock_.lock(kPoolSub);
+  if (pool_n_ != 0) {
+    pfn = pool_[--pool_n_];
+    pool_count_.store(pool_n_, std::memory_order_relaxed);
+  }
+  pool_lock_.unlock();
+  return pfn;
+}
+
 void PhysMem::push_pool(const pfn_t* pfns, std::size_t n) {
   if (n == 0) return;
-  pool_lock_.lock();
+  pool_lock_.lock(kPoolSub);
 #ifdef VMSPACE_DEBUG_CHECKS
   if (pool_n_ + n > capacity_) die("free stack overflow (double free?)", pfns[0]);
 #endif
@@ -284,12 +435,21 @@ void PhysMem::put(pfn_t pfn) {
   }
   Cache* c = tls_last;
   if (__builtin_expect(c != nullptr && c->gen == gen_, 1)) {
-    f.next_free = c->pend_head;
-    c->pend_head = pfn;
-    std::uint32_t n = c->pend_n.load(std::memory_order_relaxed) + 1;
-    c->pend_n.store(n, std::memory_order_relaxed);
-    if (n >= cache_size_) submit(c);
-    return;
+    // The handshake, owner side (file comment: O1..O5).  A put that fills
+    // the batch takes the slow path, which submits it.
+    c->busy.store(true, std::memory_order_relaxed);           // O1
+    std::atomic_signal_fence(std::memory_order_seq_cst);      // O2
+    if (__builtin_expect(!c->steal.load(std::memory_order_acquire), 1)) {  // O3
+      std::uint32_t n = c->pend_n.load(std::memory_order_relaxed) + 1;
+      if (__builtin_expect(n < cache_size_, 1)) {
+        f.next_free = c->pend_head;
+        c->pend_head = pfn;
+        c->pend_n.store(n, std::memory_order_relaxed);
+        c->busy.store(false, std::memory_order_release);      // O5
+        return;
+      }
+    }
+    c->busy.store(false, std::memory_order_release);          // O5
   }
   put_slow(pfn);
 }
@@ -300,27 +460,65 @@ void PhysMem::put_slow(pfn_t pfn) {
   if (c == nullptr) {
     // No cache: a batch of one.
     f.next_free = kNoFrame;
-    f.owner = this;
-    inflight_.fetch_add(1, std::memory_order_relaxed);
-    rcu::call(&f.rcu, &PhysMem::batch_done);
+    submit(Batch{pfn, 1});
     return;
   }
+  c->lock.lock();
   f.next_free = c->pend_head;
   c->pend_head = pfn;
   std::uint32_t n = c->pend_n.load(std::memory_order_relaxed) + 1;
   c->pend_n.store(n, std::memory_order_relaxed);
-  if (n >= cache_size_) submit(c);
+  Batch b = n >= cache_size_ ? detach_pending(c) : Batch{};
+  c->lock.unlock();
+  submit(b);
 }
 
-void PhysMem::submit(Cache* c) {
-  std::uint32_t n = c->pend_n.load(std::memory_order_relaxed);
-  if (n == 0) return;
-  Frame& head = frames_[c->pend_head];
-  head.owner = this;
-  inflight_.fetch_add(n, std::memory_order_relaxed);
+// Caller excludes everyone else from c (holds c->lock).
+PhysMem::Batch PhysMem::detach_pending(Cache* c) {
+  Batch b{c->pend_head, c->pend_n.load(std::memory_order_relaxed)};
   c->pend_head = kNoFrame;
   c->pend_n.store(0, std::memory_order_relaxed);
+  return b;
+}
+
+void PhysMem::submit(Batch b) {
+  if (b.n == 0) return;
+  Frame& head = frames_[b.head];
+  head.owner = this;
+  inflight_.fetch_add(b.n, std::memory_order_relaxed);
   rcu::call(&head.rcu, &PhysMem::batch_done);
+}
+
+// The stealer (file comment: S1..S5).  Moves every cache's free frames to
+// the global stack -- except one for the caller if `take` is non-null and
+// *take is kNoFrame -- and submits every cache's pending list.  Returns the
+// number of frames submitted.
+std::uint64_t PhysMem::sweep(pfn_t* take) {
+  std::uint64_t submitted = 0;
+  {
+    std::lock_guard<std::mutex> g(g_registry_mu);
+    if (!caches_.empty()) {
+      for (Cache* c : caches_) c->steal.store(true, std::memory_order_relaxed);  // S1
+      heavy_barrier();                                                            // S2
+      for (Cache* c : caches_) {
+        c->lock.lock();                                                           // S3
+        wait_not_busy(c);
+        // S4.  (The caller's own cache is among them: harmless.)
+        std::uint32_t n = c->n.load(std::memory_order_relaxed);
+        if (take != nullptr && *take == kNoFrame && n != 0) *take = c->frames[--n];
+        push_pool(c->frames.get(), n);
+        c->n.store(0, std::memory_order_relaxed);
+        Batch b = detach_pending(c);
+        c->steal.store(false, std::memory_order_release);                        // S5
+        c->lock.unlock();
+        submitted += b.n;
+        submit(b);
+      }
+    }
+  }
+  // A batch may have come back meanwhile.
+  if (take != nullptr && *take == kNoFrame) *take = pop_pool();
+  return submitted;
 }
 
 void PhysMem::batch_done(rcu::Head* h) {
@@ -346,12 +544,29 @@ void PhysMem::batch_done(rcu::Head* h) {
 }
 
 void PhysMem::flush_deferred() {
-  if (Cache* c = cache()) submit(c);
+  Cache* c = cache();
+  if (c == nullptr) return;
+  c->lock.lock();
+  Batch b = detach_pending(c);
+  c->lock.unlock();
+  submit(b);
 }
 
+std::uint64_t PhysMem::reclaim() { return sweep(nullptr); }
+
 void PhysMem::drain_deferred() {
-  flush_deferred();
+  if constexpr (lockdep::enabled)
+    if (rcu::in_read_section()) die("drain_deferred() inside an RCU read-side section", 0);
+  reclaim();
+  // Every batch queued so far has run, and so has every other callback
+  // queued before this call -- some of those free frames (a VMA freed after
+  // munmap drops its shared pages) into the call_rcu worker's cache.
   rcu::barrier();
+  // Submit what those callbacks (or other threads, meanwhile) freed, and
+  // wait for it too if anything is in flight (the worker also submits
+  // full batches itself).
+  reclaim();
+  if (inflight_.load(std::memory_order_relaxed) != 0) rcu::barrier();
 }
 
 std::uint64_t PhysMem::free_frames() const {

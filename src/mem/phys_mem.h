@@ -5,10 +5,11 @@
 //
 // Allocation:
 //   alloc()/alloc_zeroed() hand out a frame with refcount 1.  Fast path: a
-//   per-thread, per-PhysMem cache of free frames (no atomics RMW, no lock).
-//   The cache refills in batches from a global free stack guarded by a
-//   SpinLock of class frame_lock.  Out of memory is a return value
-//   (kNoFrame), never an exception or a crash.
+//   per-thread, per-PhysMem cache of free frames (no atomic RMW, no lock:
+//   a handshake of relaxed/acquire/release loads and stores, see
+//   phys_mem.cpp).  The cache refills in batches from a global free stack
+//   guarded by a SpinLock of class frame_lock.  Out of memory is a return
+//   value (kNoFrame), never an exception or a crash.
 //
 // Freeing (RCU-deferred):
 //   put() drops a reference.  The last put does NOT make the frame
@@ -20,13 +21,19 @@
 //   frame is never handed out again before every read-side section that
 //   was open at its last put() has ended.
 //
-//   Consequence: each thread may hold up to per_thread_cache freed frames in
-//   its pending batch that are not yet reusable.  flush_deferred() submits
-//   the calling thread's pending batch; drain_deferred() additionally waits
-//   (rcu::barrier) until every submitted batch is back in the pool.  An
-//   alloc() that finds the pool empty submits the caller's pending batch
-//   before returning kNoFrame, so "put, wait a grace period (rcu::barrier),
-//   alloc again" always recovers.
+// Reclaim (nothing is stranded in another thread):
+//   Every thread, liburcu's call_rcu worker included (RCU callbacks free
+//   frames there: a shared mapping's pages when its VMA is freed), may hold
+//   up to per_thread_cache free frames in its cache and as many freed ones
+//   in its pending batch.  reclaim() takes them from EVERY thread, idle or
+//   not, without its cooperation: cached free frames go back to the global
+//   stack, pending batches are handed to rcu::call().  It never waits for
+//   a grace period.  alloc() does the same before it reports out of memory
+//   (and keeps one of the reclaimed frames for itself), so frames cached by
+//   another thread never cause an OOM.  drain_deferred() is reclaim() plus
+//   rcu::barrier() (twice if callbacks freed frames meanwhile): afterwards
+//   every frame whose last put() came before the call, on any thread, is
+//   reusable.
 //
 // Threads and instances:
 //   Caches are keyed by a PhysMem generation number that is never reused,
@@ -37,12 +44,13 @@
 //   orphaned (the frames vanish with the reservation) and reclaimed by
 //   their thread later.  The registry of caches is guarded by a global
 //   mutex taken only on slow paths (first use by a thread, thread exit,
-//   destruction, free_frames()).
+//   destruction, reclaim, free_frames()).
 //
 // Concurrency contract: all methods except the destructor may be called
-// from any thread concurrently.  The destructor must not run concurrently
-// with any other use of the same instance and must not be called inside an
-// RCU read-side section (it calls rcu::barrier()).
+// from any thread concurrently, but not from a signal handler.  The
+// destructor must not run concurrently with any other use of the same
+// instance and must not be called inside an RCU read-side section (it
+// calls rcu::barrier()).
 #pragma once
 
 #include <atomic>
@@ -83,8 +91,10 @@ struct Frame {
 
   // ---- allocator-private; valid only while refcount == 0 ----
   // Next frame of a pending free batch (kNoFrame ends the list).  Written
-  // by the thread that frees the frame; read by the RCU callback after
-  // rcu::call()'s happens-before edge.
+  // by the thread that frees the frame (under its cache's fast-path
+  // handshake or lock, see phys_mem.cpp); read by the RCU callback after
+  // the happens-before edge of the rcu::call() that submitted the batch,
+  // from whichever thread submitted it.
   pfn_t next_free = kNoFrame;
   // On the first frame of a submitted batch: the RCU callback head and the
   // owning allocator.
@@ -114,8 +124,13 @@ class PhysMem {
   PhysMem& operator=(const PhysMem&) = delete;
 
   // refcount = 1, mapcount = 0, mapping = 0, index = 0; contents UNDEFINED.
-  // kNoFrame when out of memory.  Never throws, never blocks (the refill
-  // takes the frame_lock spinlock briefly).
+  // kNoFrame when out of memory, after reclaim() found no free frame in any
+  // thread's cache (frames it submitted become reusable after a grace
+  // period: drain_deferred() and retry, outside read sections).  Never
+  // throws and never waits for a grace period, so it may be called holding
+  // mm locks or inside a read section; the refill takes frame_lock
+  // spinlocks briefly, and the out-of-memory path also the cache registry
+  // mutex and one membarrier() system call.
   pfn_t alloc();
   // Same, zero-filled.
   pfn_t alloc_zeroed();
@@ -155,21 +170,41 @@ class PhysMem {
 
   // Submit the calling thread's pending put batch to RCU now.
   void flush_deferred();
-  // flush_deferred() then rcu::barrier(): every frame freed by this thread
-  // (and every batch already submitted by others) is reusable afterwards.
-  // Not inside a read section, not holding spinlocks.
+  // Non-blocking: move every thread's cached free frames (this thread's,
+  // other threads', liburcu's call_rcu worker's) back to the global stack,
+  // where any thread's alloc() finds them, and hand every thread's pending
+  // put batch to rcu::call().  Never waits for a grace period; callable
+  // holding mm locks and inside a read section (not holding a frame_lock).
+  // Returns the number of frames it handed to RCU (reusable after a grace
+  // period).
+  std::uint64_t reclaim();
+  // reclaim(), rcu::barrier(), and once more if frames were freed in the
+  // meantime: afterwards every frame whose last put() happened before this
+  // call -- on any thread -- or inside an RCU callback queued before this
+  // call is reusable (a callback queued by such a callback may be missed,
+  // as with Linux's rcu_barrier()).  Blocks for one or two grace periods:
+  // NOT inside a read section (debug builds abort) and not holding
+  // spinlocks.
   void drain_deferred();
 
   struct Cache;  // per-thread, per-instance (phys_mem.cpp)
 
  private:
+  // A detached pending list: `n` frames linked through Frame::next_free.
+  struct Batch {
+    pfn_t head = kNoFrame;
+    std::uint32_t n = 0;
+  };
   pfn_t alloc_slow();
   void put_slow(pfn_t pfn);
   Cache* cache_slow();
   Cache* cache();
-  void submit(Cache* c);
+  static Batch detach_pending(Cache* c);
+  void submit(Batch b);
   void refill(Cache* c);
+  pfn_t pop_pool();
   void push_pool(const pfn_t* pfns, std::size_t n);
+  std::uint64_t sweep(pfn_t* take);
   static void batch_done(rcu::Head* h);
   friend struct ThreadCaches;
 
@@ -182,8 +217,9 @@ class PhysMem {
   std::uint64_t gen_;               // unique id keying the per-thread caches
 
   // Global free stack.  pool_[0..pool_n_) are free pfns; guarded by
-  // pool_lock_ (class frame_lock).  pool_count_ mirrors pool_n_ for
-  // lock-free statistics.
+  // pool_lock_ (class frame_lock, always taken as subclass 1: it nests
+  // inside a cache lock, frame_lock subclass 0).  pool_count_ mirrors
+  // pool_n_ for lock-free statistics.
   mutable SpinLock pool_lock_{LockClass::frame_lock};
   std::vector<pfn_t> pool_;
   std::size_t pool_n_ = 0;

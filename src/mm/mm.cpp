@@ -39,6 +39,7 @@ MmStruct::~MmStruct() {
   mm_mt.for_each(0, tree::kMaxAddr, [&](const tree::Entry& e) { vmas.push_back(e.as<Vma>()); });
   for (Vma* v : vmas) zap_vma_range(v, v->vm_start, v->vm_end);
   for (Vma* v : vmas) {
+    vma_unlink_file(v);
     anon_vma_unlink(v);
     delete v;
   }

@@ -52,16 +52,26 @@
 // Either way the walk is retried (vma_lock_miss): the tree no longer maps
 // the address to that VMA.
 //
-// WHY SEQUENCE OVERFLOW IS HARMLESS
+// WHY SEQUENCE OVERFLOW DOES NOT MATTER
 //
-// Sequences are 64-bit and only grow, so they do not wrap in practice; but
-// the argument does not depend on that.  A false "unlocked" result needs
-// vm_lock_seq != mm_lock_seq while the VMA is write-locked, impossible:
-// while write-locked they are equal by definition, and vm_lock_seq is
-// only written under the exclusion.  A false "locked" result (a stale
-// vm_lock_seq from an old session equal to a wrapped-around mm_lock_seq)
-// only makes vma_start_read() fail, and the caller falls back to the
-// mmap_lock: slower, never wrong.
+// For readers the argument does not depend on the counters' width.  A false
+// "unlocked" result needs vm_lock_seq != mm_lock_seq while the VMA is
+// write-locked, impossible: while write-locked they are equal by
+// definition, and vm_lock_seq is only written under the exclusion.  A false
+// "locked" result (a stale vm_lock_seq from an old session equal to a
+// wrapped-around mm_lock_seq) only makes vma_start_read() fail, and the
+// caller falls back to the mmap_lock: slower, never wrong.
+//
+// For writers it does depend on it (the model in tests/model found this:
+// its seq_wrap_limit control).  vma_start_write() returns early when
+// vm_lock_seq equals the current mm_lock_seq ("already ours"); a VMA last
+// write-locked 2^63 sessions ago, and never since, would look already
+// locked, and the writer would skip waiting for its readers (and
+// kVmaUnlockedSeq, odd, is reached the same way).  Sequences are 64-bit and
+// gain 2 per session, so that takes 2^63 write sessions: at a billion a
+// second, about 292 years.  (Linux's are 32-bit.)  The model
+// checks the protocol with the bound made explicit (at most 2^(bits-1)
+// sessions).
 //
 // THE FALLBACK
 //

@@ -46,6 +46,7 @@ void vms_complete_munmap_vmas(MmStruct* mm, const std::vector<Vma*>& vmas, bool 
   }
   for (Vma* v : vmas) {
     if (v->vm_flags & VM_LOCKED) mm->locked_vm -= v->pages();
+    vma_unlink_file(v);  // Linux unlink_file_vma(): out of the file's reverse map
     // Still write-locked; detached before the mmap_lock write side ends.
     vma_mark_detached(v);
     mm->map_count--;

@@ -95,13 +95,54 @@ void anon_vma_unlink(Vma* vma) {
   put_anon_vma(av);
 }
 
-void rmap_walk_anon(AnonVma* av, std::uint64_t index, const std::function<void(Vma*, std::uint64_t)>& fn) {
-  av->rwsem.lock_shared();
-  for (Vma* v : av->vmas) {
+namespace {
+void walk_list(const std::vector<Vma*>& vmas, std::uint64_t index,
+               const std::function<void(Vma*, std::uint64_t)>& fn) {
+  for (Vma* v : vmas) {
     if (index < v->vm_pgoff || index >= v->vm_pgoff + v->pages()) continue;
     fn(v, v->vm_start + ((index - v->vm_pgoff) << kPageShift));
   }
+}
+}  // namespace
+
+void rmap_walk_anon(AnonVma* av, std::uint64_t index, const std::function<void(Vma*, std::uint64_t)>& fn) {
+  av->rwsem.lock_shared();
+  walk_list(av->vmas, index, fn);
   av->rwsem.unlock_shared();
+}
+
+void rmap_walk_file(mem::File* file, std::uint64_t index, const std::function<void(Vma*, std::uint64_t)>& fn) {
+  file->i_mmap_rwsem.lock_shared();
+  walk_list(file->i_mmap, index, fn);
+  file->i_mmap_rwsem.unlock_shared();
+}
+
+void __vma_link_file(Vma* vma) {
+  if (vma->vm_file == nullptr) return;
+  vma->vm_file->i_mmap_rwsem.assert_write_locked();
+  vma->vm_file->i_mmap.push_back(vma);
+}
+
+void __vma_unlink_file(Vma* vma) {
+  if (vma->vm_file == nullptr) return;
+  auto& list = vma->vm_file->i_mmap;
+  vma->vm_file->i_mmap_rwsem.assert_write_locked();
+  auto it = std::find(list.begin(), list.end(), vma);
+  if (it != list.end()) list.erase(it);
+}
+
+void vma_link_file(Vma* vma) {
+  if (vma->vm_file == nullptr) return;
+  vma->vm_file->i_mmap_rwsem.lock();
+  __vma_link_file(vma);
+  vma->vm_file->i_mmap_rwsem.unlock();
+}
+
+void vma_unlink_file(Vma* vma) {
+  if (vma->vm_file == nullptr) return;
+  vma->vm_file->i_mmap_rwsem.lock();
+  __vma_unlink_file(vma);
+  vma->vm_file->i_mmap_rwsem.unlock();
 }
 
 }  // namespace vmspace::mm

@@ -40,14 +40,28 @@ struct AnonVma {
 bool anon_vma_prepare(Vma* vma);
 
 // Link `vma` to `av` (split, merge: the new/target VMA shares the anon_vma).
-// Requires mmap W.  No-op for av == nullptr.
+// Requires mmap W.  No-op for av == nullptr.  `vma`'s range must already be
+// final: walkers may see it as soon as it is linked.
 void anon_vma_link(Vma* vma, AnonVma* av);
 // Unlink `vma` from its anon_vma (VMA removal).  Requires mmap W.
 void anon_vma_unlink(Vma* vma);
 
-// Reverse-map walk: call fn(vma, address) for every VMA linked to `av`
-// whose range covers page `index`.  Takes av->rwsem for read; the caller
-// holds mmap R so the VMAs are stable.
+// Reverse-map walks: call fn(vma, address) for every VMA that may map page
+// `index` of the anon_vma / file.  They take only the rmap lock (av->rwsem
+// or file->i_mmap_rwsem, for read) and need no mm lock, as in Linux: every
+// change to a linked VMA's vm_start, vm_end or vm_pgoff is made under that
+// lock held for write (vma_prepare/vma_complete, expand_downwards), and a
+// VMA is unlinked under it before it is freed.  fn runs with the lock held
+// (it may take page-table locks, not mm locks).
 void rmap_walk_anon(AnonVma* av, std::uint64_t index, const std::function<void(Vma*, std::uint64_t)>& fn);
+void rmap_walk_file(mem::File* file, std::uint64_t index, const std::function<void(Vma*, std::uint64_t)>& fn);
+
+// i_mmap membership of a file-backed VMA (no-ops for anonymous VMAs).
+// vma_link_file/vma_unlink_file take file->i_mmap_rwsem for write;
+// the __ forms require it held for write (vma_prepare/vma_complete).
+void vma_link_file(Vma* vma);
+void vma_unlink_file(Vma* vma);
+void __vma_link_file(Vma* vma);
+void __vma_unlink_file(Vma* vma);
 
 }  // namespace vmspace::mm

@@ -32,9 +32,7 @@ Vma* vm_area_alloc(MmStruct* mm, std::uint64_t start, std::uint64_t end, vm_flag
 Vma* vm_area_dup(const Vma* orig) {
   Vma* v = new Vma(orig->vm_mm, orig->vm_start, orig->vm_end, orig->vm_flags, orig->vm_pgoff);
   v->vm_file = mem::get_file(orig->vm_file);
-  AnonVma* av = orig->anon_vma.load(std::memory_order_relaxed);
-  v->anon_vma.store(av, std::memory_order_relaxed);
-  anon_vma_link(v, av);  // Linux anon_vma_clone(): both pieces share it
+  v->anon_vma.store(orig->anon_vma.load(std::memory_order_relaxed), std::memory_order_relaxed);
   return v;
 }
 
@@ -81,13 +79,25 @@ void vma_prepare(VmaPrepare& vp) {
   // changes (seed 000: locking inside vma_prepare catches every caller).
   for (Vma* v : {vp.vma, vp.adj_next, vp.insert, vp.remove, vp.remove2})
     if (v != nullptr) vma_start_write(v);
-  // Lock order: i_mmap_rwsem of the file, then the anon_vma (lock_order.h).
-  // Anonymous VMAs have no file; the anon_vma interval tree is not
-  // modelled (the reverse map is a per-anon_vma list the fault path keeps),
-  // so there is nothing further to lock here yet.
+  vp.file = vp.vma->vm_file;
+  vp.anon_vma = vp.vma->anon_vma.load(std::memory_order_relaxed);
+  if (vp.anon_vma == nullptr && vp.adj_next != nullptr)
+    vp.anon_vma = vp.adj_next->anon_vma.load(std::memory_order_relaxed);
+  // Lock order: the file's i_mmap_rwsem, then the anon_vma (lock_order.h).
+  if (vp.file != nullptr) {
+    vp.file->i_mmap_rwsem.lock();
+    if (vp.insert != nullptr) __vma_link_file(vp.insert);
+  }
+  if (vp.anon_vma != nullptr) vp.anon_vma->rwsem.lock();
 }
 
 void vma_complete(VmaPrepare& vp, MmStruct* mm) {
+  if (vp.file != nullptr) {
+    for (Vma* v : {vp.remove, vp.remove2})
+      if (v != nullptr) __vma_unlink_file(v);
+  }
+  if (vp.anon_vma != nullptr) vp.anon_vma->rwsem.unlock();
+  if (vp.file != nullptr) vp.file->i_mmap_rwsem.unlock();
   for (Vma* v : {vp.remove, vp.remove2}) {
     if (v == nullptr) continue;
     // Detached while still write-locked (seed 000): a reader that found it
@@ -104,6 +114,7 @@ void vma_link(MmStruct* mm, Vma* vma) {
   vma_mark_attached(vma);
   mm->mm_mt.store(vma->vm_start, vma->vm_end, vma);
   mm->map_count++;
+  vma_link_file(vma);
 }
 
 // ---- split -------------------------------------------------------------
@@ -117,6 +128,9 @@ Vma* __split_vma(MmStruct* mm, Vma* vma, std::uint64_t addr, bool new_below) {
     nv->vm_start = addr;
     nv->vm_pgoff += (addr - vma->vm_start) >> kPageShift;
   }
+  // Linux anon_vma_clone(): both pieces share the anon_vma; nv's range is
+  // final before walkers can see it.
+  anon_vma_link(nv, nv->anon_vma.load(std::memory_order_relaxed));
   VmaPrepare vp;
   vp.vma = vma;
   vp.insert = nv;
@@ -180,13 +194,18 @@ void dup_anon_vma(Vma* dst, const Vma* src) {
 Vma* commit_merge(MmStruct* mm, Vma* target, std::uint64_t start, std::uint64_t end, std::uint64_t pgoff,
                   Vma* adjust, std::uint64_t adj_start, std::uint64_t adj_end, Vma* remove, Vma* remove2,
                   const Vma* anon_src) {
+  // Write-lock everything first, then give the target its anon_vma (Linux
+  // dup_anon_vma, before vma_prepare: it links under the anon_vma lock
+  // that vma_prepare then holds across the change).
+  for (Vma* v : {target, adjust, remove, remove2})
+    if (v != nullptr) vma_start_write(v);
+  if (anon_src != nullptr) dup_anon_vma(target, anon_src);
   VmaPrepare vp;
   vp.vma = target;
   vp.adj_next = adjust;
   vp.remove = remove;
   vp.remove2 = remove2;
   vma_prepare(vp);
-  if (anon_src != nullptr) dup_anon_vma(target, anon_src);
   if (adjust != nullptr) {
     adjust->vm_pgoff += (adj_start - adjust->vm_start) >> kPageShift;
     adjust->vm_start = adj_start;

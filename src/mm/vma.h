@@ -16,7 +16,9 @@ namespace vmspace::mm {
 // ---- lifetime ----------------------------------------------------------
 Vma* vm_area_alloc(MmStruct* mm, std::uint64_t start, std::uint64_t end, vm_flags_t flags,
                    std::uint64_t pgoff);
-// A detached copy (same range, flags, pgoff, anon_vma), not yet in the tree.
+// A detached copy (same range, flags, pgoff, file, anon_vma pointer), not
+// yet in the tree nor linked into the reverse maps: the caller sets its
+// range, then links it (anon_vma_link, vma_prepare's insert).
 Vma* vm_area_dup(const Vma* orig);
 // Free a VMA that is detached (or was never attached) after an RCU grace
 // period: lock_vma_under_rcu may still hold the pointer from the tree.
@@ -31,17 +33,27 @@ Vma* vma_lookup(MmStruct* mm, std::uint64_t addr);          // the VMA containin
 
 // ---- the prepare/complete bracket --------------------------------------
 // vma_prepare() write-locks every VMA named here (vma_start_write), then
-// takes the file's i_mmap lock and the anon_vma lock (lock_order.h).
-// vma_complete() publishes the tree changes, releases those locks in
-// reverse order, detaches `remove`/`remove2` (still write-locked, as seed
-// 000 requires: detached before the write side is released), updates
-// map_count and frees them after a grace period.
+// takes the file's i_mmap_rwsem and then the anon_vma's rwsem, both for
+// write (lock_order.h; seed 000), and links `insert` into the file's
+// i_mmap.  Between the two, the caller changes the VMAs' ranges and pgoffs
+// and stores them in the tree: reverse-map walkers, which hold only those
+// locks, never see a range half-changed.  vma_complete() unlinks
+// `remove`/`remove2` from the i_mmap, releases the anon_vma lock and then
+// the i_mmap lock, then detaches `remove`/`remove2` (still write-locked, as
+// seed 000 requires: detached before the write side is released), unlinks
+// them from the anon_vma, updates map_count and frees them after a grace
+// period.  Every VMA with an anon_vma here has the same one (merges
+// require it; the caller links a merge target to its anon_vma before
+// vma_prepare, as Linux's dup_anon_vma does).
 struct VmaPrepare {
   Vma* vma = nullptr;      // the VMA being expanded/shrunk/split
   Vma* adj_next = nullptr; // a neighbour whose start moves
   Vma* insert = nullptr;   // a new VMA to add to the tree
   Vma* remove = nullptr;   // VMAs absorbed by `vma` and removed
   Vma* remove2 = nullptr;
+  // Set by vma_prepare: the locks it took.
+  mem::File* file = nullptr;
+  AnonVma* anon_vma = nullptr;
 };
 void vma_prepare(VmaPrepare& vp);
 void vma_complete(VmaPrepare& vp, MmStruct* mm);

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // Stress tests for the memory layer's foundations: the frame allocator
 // (ownership is never shared, frees are RCU-deferred, thread caches come
-// back at thread exit) and the page tables (lockless walkers racing with
+// back at thread exit and are reclaimed from live threads) and the page tables (lockless walkers racing with
 // pte_alloc / set / zap / free_pgtables).  Each test runs for
 // VMSPACE_STRESS_MS milliseconds (default 3000).
 #include <gtest/gtest.h>
@@ -125,6 +125,112 @@ TEST(MemStress, FrameOwnership) {
   std::printf("frames: %llu allocs, %llu ooms, %d thread rounds\n",
               static_cast<unsigned long long>(allocs.load()),
               static_cast<unsigned long long>(ooms.load()), generation);
+}
+
+// (1b) Stealers vs the lock-free fast paths.  A reclaimer thread sweeps
+// every thread's cache continuously (the busy/steal handshake against
+// their alloc()/put() fast paths); the allocators' own alloc() sweeps too
+// when frees waiting for grace periods leave the pool empty; some frames are freed inside RCU
+// callbacks (on the call_rcu worker, whose cache is swept as well).  A
+// frame must never have two owners, and every frame comes back.
+TEST(MemStress, ReclaimRacesFastPaths) {
+  PhysMemOptions o;
+  o.capacity_bytes = 512 * kFrameSize;
+  o.pretouch = false;
+  o.per_thread_cache = 16;
+  PhysMem pm(o);
+  const std::uint64_t cap = pm.capacity_frames();
+  std::unique_ptr<std::atomic<int>[]> owner(new std::atomic<int>[cap]);
+  for (std::uint64_t i = 0; i < cap; ++i) owner[i].store(-1);
+  std::atomic<std::uint64_t> errors{0}, allocs{0}, ooms{0}, sweeps{0}, rcu_puts{0};
+  std::atomic<bool> stop{false};
+  constexpr int kAllocators = 3;
+  constexpr int kRcuOwner = 1000;  // owner id of frames handed to a callback
+
+  struct RcuPut {
+    rcu::Head head;
+    PhysMem* pm;
+    pfn_t pfn;
+    std::atomic<int>* owner;
+    std::atomic<std::uint64_t>* errors;
+    static void run(rcu::Head* h) {
+      auto* self = reinterpret_cast<RcuPut*>(h);
+      int expect = kRcuOwner;
+      if (!self->owner->compare_exchange_strong(expect, -1)) self->errors->fetch_add(1);
+      self->pm->put(self->pfn);
+      delete self;
+    }
+  };
+
+  auto allocator = [&](int tid) {
+    Rng rng(tid + 7);
+    std::vector<pfn_t> mine;
+    auto release = [&](std::size_t i) {
+      pfn_t pfn = mine[i];
+      auto* w = static_cast<std::uint64_t*>(pm.addr(pfn));
+      if (w[0] != pfn || w[511] != std::uint64_t(tid)) errors.fetch_add(1);
+      int expect = tid;
+      if (rng.below(8) == 0) {  // the last put happens in an RCU callback
+        if (!owner[pfn].compare_exchange_strong(expect, kRcuOwner)) errors.fetch_add(1);
+        rcu::call(&(new RcuPut{{}, &pm, pfn, &owner[pfn], &errors})->head, &RcuPut::run);
+        rcu_puts.fetch_add(1, std::memory_order_relaxed);
+      } else {
+        if (!owner[pfn].compare_exchange_strong(expect, -1)) errors.fetch_add(1);
+        pm.put(pfn);
+      }
+      mine[i] = mine.back();
+      mine.pop_back();
+    };
+    while (!stop.load(std::memory_order_relaxed)) {
+      if (mine.size() < 128 && rng.below(100) < 60) {
+        pfn_t pfn = pm.alloc();
+        if (pfn == kNoFrame) {
+          ooms.fetch_add(1, std::memory_order_relaxed);
+          if (!mine.empty()) release(rng.below(mine.size()));
+          if (rng.below(16) == 0) pm.drain_deferred();
+          continue;
+        }
+        allocs.fetch_add(1, std::memory_order_relaxed);
+        if (pfn >= cap) {
+          errors.fetch_add(1);
+          continue;
+        }
+        int expect = -1;
+        if (!owner[pfn].compare_exchange_strong(expect, tid)) errors.fetch_add(1);
+        auto* w = static_cast<std::uint64_t*>(pm.addr(pfn));  // plain writes: tsan checks them
+        w[0] = pfn;
+        w[511] = tid;
+        mine.push_back(pfn);
+      } else if (!mine.empty()) {
+        release(rng.below(mine.size()));
+      }
+    }
+    while (!mine.empty()) release(mine.size() - 1);
+  };
+
+  std::vector<std::thread> ts;
+  for (int t = 0; t < kAllocators; ++t) ts.emplace_back(allocator, t);
+  ts.emplace_back([&] {
+    while (!stop.load(std::memory_order_relaxed)) {
+      pm.reclaim();
+      sweeps.fetch_add(1, std::memory_order_relaxed);
+      // Leave the allocators time for fast paths between sweeps.
+      std::this_thread::sleep_for(std::chrono::microseconds(20));
+    }
+  });
+  std::this_thread::sleep_for(duration());
+  stop.store(true);
+  for (auto& th : ts) th.join();
+  pm.drain_deferred();
+  EXPECT_EQ(errors.load(), 0u);
+  EXPECT_GT(allocs.load(), 0u);
+  EXPECT_EQ(pm.free_frames(), cap);
+  EXPECT_EQ(pm.reusable_frames(), cap);
+  std::printf("reclaim: %llu allocs, %llu ooms, %llu sweeps, %llu frees in callbacks\n",
+              static_cast<unsigned long long>(allocs.load()),
+              static_cast<unsigned long long>(ooms.load()),
+              static_cast<unsigned long long>(sweeps.load()),
+              static_cast<unsigned long long>(rcu_puts.load()));
 }
 
 // (2) Lockless walkers vs writers that populate, zap and free page tables.

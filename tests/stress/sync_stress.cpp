@@ -109,9 +109,9 @@ TEST(SyncStress, SeqCountNeverAcceptsTornReads) {
     long i = 0;
     while (!deadline.passed()) {
       ++i;
-      sc.write_begin();
-      x.store(i, std::memory_order_relaxed);
-      y.store(-i, std::memory_order_relaxed);
+      sc.write_begin();  // data: release stores, acquire loads (seqcount.h contract)
+      x.store(i, std::memory_order_release);
+      y.store(-i, std::memory_order_release);
       sc.write_end();
     }
   });
@@ -123,8 +123,8 @@ TEST(SyncStress, SeqCountNeverAcceptsTornReads) {
         std::uint64_t s;
         do {
           s = sc.read_begin();
-          a = x.load(std::memory_order_relaxed);
-          b = y.load(std::memory_order_relaxed);
+          a = x.load(std::memory_order_acquire);
+          b = y.load(std::memory_order_acquire);
         } while (sc.read_retry(s));
         ASSERT_EQ(a, -b);
       }

@@ -305,6 +305,209 @@ TEST(PhysMem, NoPretouch) {
   EXPECT_EQ(empty.free_frames(), 0u);
 }
 
+// ---- Reclaim: frames freed or cached by OTHER threads (issue 12, bug 3) ----
+
+// A thread that stays alive, parked until released, after running `body`.
+class Parked {
+ public:
+  template <class F>
+  explicit Parked(F body) : t_([this, body] {
+          body();
+          ready_.store(true);
+          while (!go_.load()) std::this_thread::yield();
+        }) {
+    while (!ready_.load()) std::this_thread::yield();
+  }
+  ~Parked() { release(); }
+  void release() {
+    go_.store(true);
+    if (t_.joinable()) t_.join();
+  }
+
+ private:
+  std::atomic<bool> ready_{false}, go_{false};
+  std::thread t_;
+};
+
+std::vector<pfn_t> alloc_all(PhysMem& pm) {
+  std::vector<pfn_t> v;
+  for (pfn_t p; (p = pm.alloc()) != kNoFrame;) v.push_back(p);
+  return v;
+}
+
+void put_all(PhysMem& pm, const std::vector<pfn_t>& v) {
+  for (pfn_t p : v) pm.put(p);
+}
+
+// (a) A live, idle thread freed 16 frames (its pending batch, not full)
+// and caches 16 free ones (its refill took the whole 32-frame pool).
+// After drain_deferred() on this thread all 32 are ours.
+TEST(PhysMemReclaim, LiveThreadsPendingAndCachedFramesReusableAfterDrain) {
+  PhysMem pm(small(32, 64));
+  Parked other([&] {
+    std::vector<pfn_t> v;
+    for (int i = 0; i < 16; ++i) v.push_back(pm.alloc());
+    for (pfn_t p : v) ASSERT_NE(p, kNoFrame);
+    put_all(pm, v);
+  });
+  EXPECT_EQ(pm.free_frames(), 32u);
+  pm.drain_deferred();
+  EXPECT_EQ(pm.reusable_frames(), 32u);
+  std::vector<pfn_t> mine = alloc_all(pm);
+  EXPECT_EQ(mine.size(), 32u);
+  put_all(pm, mine);
+  other.release();
+  pm.drain_deferred();
+  EXPECT_EQ(pm.free_frames(), 32u);
+  EXPECT_EQ(pm.reusable_frames(), 32u);
+}
+
+// (a) The same with every frame freed by the live thread: its whole
+// pending batch (32 < 64, never submitted by the thread itself).
+TEST(PhysMemReclaim, LiveThreadsFullPoolOfFreesReusableAfterDrain) {
+  PhysMem pm(small(32, 64));
+  Parked other([&] {
+    std::vector<pfn_t> v = alloc_all(pm);
+    ASSERT_EQ(v.size(), 32u);
+    put_all(pm, v);
+  });
+  EXPECT_EQ(pm.alloc(), kNoFrame);  // still waiting for their grace period
+  pm.drain_deferred();
+  std::vector<pfn_t> mine = alloc_all(pm);
+  EXPECT_EQ(mine.size(), 32u);
+  put_all(pm, mine);
+  pm.drain_deferred();
+  EXPECT_EQ(pm.reusable_frames(), 32u);
+}
+
+// (a) Frames whose last reference is dropped inside an RCU callback, i.e.
+// on liburcu's call_rcu worker thread (how a shared mapping's pages are
+// freed after munmap).  Both orders: the callback has already run when
+// drain_deferred() starts, or it runs during drain_deferred().
+struct PutLater {
+  rcu::Head head;
+  PhysMem* pm;
+  std::vector<pfn_t> frames;
+  static void run(rcu::Head* h) {
+    auto* self = reinterpret_cast<PutLater*>(h);
+    put_all(*self->pm, self->frames);
+    delete self;
+  }
+};
+
+void frames_put_in_rcu_callback(bool callback_ran_before_drain) {
+  PhysMem pm(small(32, 64));
+  auto* later = new PutLater{{}, &pm, {}};
+  for (int i = 0; i < 16; ++i) later->frames.push_back(pm.alloc());
+  for (pfn_t p : later->frames) ASSERT_NE(p, kNoFrame);
+  rcu::call(&later->head, &PutLater::run);
+  if (callback_ran_before_drain) rcu::barrier();
+  pm.drain_deferred();
+  std::vector<pfn_t> mine = alloc_all(pm);
+  EXPECT_EQ(mine.size(), 32u);
+  put_all(pm, mine);
+  pm.drain_deferred();
+  EXPECT_EQ(pm.free_frames(), 32u);
+  EXPECT_EQ(pm.reusable_frames(), 32u);
+}
+
+TEST(PhysMemReclaim, FramesPutInRcuCallbackReusableAfterDrain) {
+  frames_put_in_rcu_callback(/*callback_ran_before_drain=*/true);
+}
+
+TEST(PhysMemReclaim, FramesPutInRcuCallbackDuringDrainReusableAfterIt) {
+  frames_put_in_rcu_callback(/*callback_ran_before_drain=*/false);
+}
+
+// (b) A live thread holding free frames in its cache does not make this
+// thread run out: alloc() alone (no drain) takes them.
+TEST(PhysMemReclaim, AllocTakesFramesCachedByAnotherLiveThread) {
+  PhysMem pm(small(32, 64));
+  pfn_t held = kNoFrame;
+  Parked other([&] { held = pm.alloc(); });  // its refill took all 32
+  ASSERT_NE(held, kNoFrame);
+  std::vector<pfn_t> mine = alloc_all(pm);
+  EXPECT_EQ(mine.size(), 31u);
+  std::set<pfn_t> distinct(mine.begin(), mine.end());
+  distinct.insert(held);
+  EXPECT_EQ(distinct.size(), 32u);
+  put_all(pm, mine);
+  pm.put(held);  // from this thread: fine, frames are not thread-bound
+  other.release();
+  pm.drain_deferred();
+  EXPECT_EQ(pm.reusable_frames(), 32u);
+}
+
+// (b) With frees pending in the other thread as well: alloc() gets the
+// cached ones at once; the pending ones after drain_deferred().
+TEST(PhysMemReclaim, AllocTakesCachedFramesThenDrainTheFreedOnes) {
+  PhysMem pm(small(32, 64));
+  pfn_t held = kNoFrame;
+  Parked other([&] {
+    std::vector<pfn_t> v;
+    for (int i = 0; i < 9; ++i) v.push_back(pm.alloc());
+    for (pfn_t p : v) ASSERT_NE(p, kNoFrame);
+    held = v.back();
+    v.pop_back();
+    put_all(pm, v);  // 8 pending, 23 cached free
+  });
+  std::vector<pfn_t> mine = alloc_all(pm);
+  EXPECT_GE(mine.size(), 23u);  // + the 8 if their grace period already ended
+  pm.drain_deferred();
+  for (pfn_t p; (p = pm.alloc()) != kNoFrame;) mine.push_back(p);
+  EXPECT_EQ(mine.size(), 31u);
+  put_all(pm, mine);
+  pm.put(held);
+  other.release();
+  pm.drain_deferred();
+  EXPECT_EQ(pm.free_frames(), 32u);
+  EXPECT_EQ(pm.reusable_frames(), 32u);
+}
+
+// reclaim(): non-blocking; cached frames of every thread come back to the
+// global stack at once, pending ones are handed to RCU (and counted).
+TEST(PhysMemReclaim, ReclaimReturnsCachesAndSubmitsPendingBatches) {
+  PhysMem pm(small(64, 16));
+  pfn_t held = kNoFrame;
+  Parked other([&] {
+    std::vector<pfn_t> v;
+    for (int i = 0; i < 6; ++i) v.push_back(pm.alloc());  // refill: 16
+    held = v.back();
+    v.pop_back();
+    put_all(pm, v);  // 5 pending, 10 cached
+  });
+  pfn_t mine = pm.alloc();  // refill: 16, 15 cached
+  ASSERT_NE(mine, kNoFrame);
+  pm.put(mine);  // 1 pending here
+  EXPECT_EQ(pm.reusable_frames(), 64u - 16u - 16u + 10u + 15u);
+  EXPECT_EQ(pm.reclaim(), 6u);
+  EXPECT_EQ(pm.free_frames(), 63u);
+  EXPECT_EQ(pm.reusable_frames(), 63u - 6u);  // all in the global stack now
+  rcu::barrier();
+  EXPECT_EQ(pm.reusable_frames(), 63u);
+  EXPECT_EQ(pm.reclaim(), 0u);
+  pm.put(held);
+  other.release();
+  pm.drain_deferred();
+  EXPECT_EQ(pm.reusable_frames(), 64u);
+}
+
+// reclaim() is legal inside a read section (it never waits for a grace
+// period); what it submits stays unusable until the section ends.
+TEST(PhysMemReclaim, ReclaimInsideReadSection) {
+  PhysMem pm(small(8, 16));  // 8 frees do not fill a batch
+  std::vector<pfn_t> v = alloc_all(pm);
+  ASSERT_EQ(v.size(), 8u);
+  {
+    rcu::ReadGuard g;
+    put_all(pm, v);
+    EXPECT_EQ(pm.reclaim(), 8u);
+    EXPECT_EQ(pm.alloc(), kNoFrame);
+  }
+  pm.drain_deferred();
+  EXPECT_EQ(alloc_all(pm).size(), 8u);
+}
+
 TEST(PhysMem, DefaultOptions) {
   PhysMemOptions o;
   EXPECT_EQ(o.capacity_bytes, 256ull << 20);
