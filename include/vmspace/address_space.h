@@ -121,6 +121,12 @@ class AddressSpace {
   int munmap(std::uint64_t addr, std::uint64_t len);
   int mprotect(std::uint64_t addr, std::uint64_t len, int prot);
   int madvise(std::uint64_t addr, std::uint64_t len, int advice);
+  // mremap(2): the (new) address, or -errno.  `flags` are MREMAP_MAYMOVE,
+  // MREMAP_FIXED, MREMAP_DONTUNMAP; new_addr is used with FIXED (and as a
+  // hint with DONTUNMAP).  Pages move with their contents (page tables are
+  // moved, not copied).
+  long mremap(std::uint64_t old_addr, std::uint64_t old_len, std::uint64_t new_len, int flags,
+              std::uint64_t new_addr = 0);
 
   // Guest memory access (the soft MMU).  Copies in ascending address order,
   // faulting pages in as needed; stops at the first fault it cannot

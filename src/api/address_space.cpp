@@ -115,6 +115,18 @@ int AddressSpace::mprotect(std::uint64_t addr, std::uint64_t len, int prot) {
   return mm::do_mprotect(mm_.get(), addr, len, prot);
 }
 
+long AddressSpace::mremap(std::uint64_t old_addr, std::uint64_t old_len, std::uint64_t new_len, int flags,
+                          std::uint64_t new_addr) {
+  std::uint64_t start = 0, len = 0;
+  long r = mm::do_mremap(mm_.get(), old_addr, old_len, new_len, flags, new_addr, &start, &len);
+  if (len != 0) {
+    // A locked mapping grew; do_mremap left the mmap_lock downgraded.
+    fault::populate_range_locked(mm_.get(), start, start + len);
+    mm::mmap_read_unlock(mm_.get());
+  }
+  return r;
+}
+
 int AddressSpace::madvise(std::uint64_t addr, std::uint64_t len, int advice) {
   return mm::do_madvise(mm_.get(), addr, len, advice);
 }

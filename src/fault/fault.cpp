@@ -93,6 +93,7 @@ pfn_t alloc_page(MmStruct* mm, bool zeroed) {
 // Linux vmf_anon_prepare().
 unsigned vmf_anon_prepare(Vmf& f) {
   if (f.vma->anon_vma.load(std::memory_order_acquire) != nullptr) return kFaultDone;
+  FAULT_HOOK(anon_prepare);
   if (f.vma_locked && !mm::mmap_read_trylock(f.mm)) return kFaultRetry;
   unsigned r = mm::anon_vma_prepare(f.vma) ? kFaultDone : kFaultOom;
   if (f.vma_locked) mm::mmap_read_unlock(f.mm);
@@ -316,8 +317,10 @@ bool expand_downwards(MmStruct* mm, Vma* vma, std::uint64_t addr) {
   // acct_stack_growth(): RLIMIT_STACK, RLIMIT_MEMLOCK, the commit charge.
   if (vma->vm_end - addr > mm->cfg.rlimit_stack) return false;
   if (!mm::mlock_future_ok(mm, vma->vm_flags, grow << mm::kPageShift)) return false;
+  if (!mm->mm_mt.preallocate()) return false;
   if (!mm::vm_enough_memory(mm, grow)) return false;
   mm::vma_start_write(vma);
+  FAULT_HOOK(stack_write_locked);
   if (vma->vm_flags & mm::VM_LOCKED) mm->locked_vm += grow;
   // The range changes under the anon_vma lock: rmap walkers hold only it.
   mm::AnonVma* av = vma->anon_vma.load(std::memory_order_relaxed);
@@ -344,6 +347,7 @@ FaultResult fault_once(MmStruct* mm, std::uint64_t addr, Access access) {
       return FaultResult::segv_accerr;
     }
     Vmf f{mm, vma, addr, access == Access::write, /*vma_locked=*/true};
+    FAULT_HOOK(fault_locked);
     unsigned r = handle_mm_fault(f);
     mm::vma_end_read(vma);
     if (!(r & kFaultRetry)) {
@@ -362,6 +366,7 @@ FaultResult fault_once(MmStruct* mm, std::uint64_t addr, Access access) {
       // Growing the stack changes the VMA: it needs the write side, and
       // the VMA must be looked up again after re-locking.
       mm::mmap_read_unlock(mm);
+      FAULT_HOOK(stack_relock);
       mm::mmap_write_lock(mm);
       vma = mm::find_vma(mm, addr);
       if (vma != nullptr && vma->vm_start > addr &&
@@ -379,6 +384,7 @@ FaultResult fault_once(MmStruct* mm, std::uint64_t addr, Access access) {
     return FaultResult::segv_accerr;
   }
   Vmf f{mm, vma, addr, access == Access::write, /*vma_locked=*/false};
+  FAULT_HOOK(fault_locked);
   unsigned r = handle_mm_fault(f);
   mm::mmap_read_unlock(mm);
   return to_result(r);
@@ -416,6 +422,7 @@ void populate_range_locked(MmStruct* mm, std::uint64_t start, std::uint64_t end)
     // populate_vma_page_range: FOLL_WRITE), everything else with reads.
     const bool write = (vma->vm_flags & (mm::VM_WRITE | mm::VM_SHARED)) == mm::VM_WRITE;
     for (; a < stop; a += mm::kPageSize) {
+      FAULT_HOOK(populate_page);
       Vmf f{mm, vma, a, write, /*vma_locked=*/false};
       if (handle_mm_fault(f) != kFaultDone) return;
     }

@@ -38,6 +38,21 @@ struct FaultHooks {
   // handle_fault: the first attempt ran out of memory and dropped its
   // locks; the drain is next.
   void (*before_drain)(void* arg) = nullptr;
+  // handle_fault, on either path, just before handle_mm_fault: the fault
+  // holds its VMA read lock (or mmap R) and has done nothing yet.  (Not
+  // called by populate_range_locked.)
+  void (*fault_locked)(void* arg) = nullptr;
+  // vmf_anon_prepare: the VMA has no anon_vma; the fault (VMA-locked: before
+  // it tries the mmap_lock) is about to prepare one.
+  void (*anon_prepare)(void* arg) = nullptr;
+  // handle_fault's fallback, growing a stack: mmap R dropped, mmap W not
+  // taken yet (no mm lock held).
+  void (*stack_relock)(void* arg) = nullptr;
+  // expand_downwards: mmap W held and the stack VMA write-locked
+  // (vma_start_write), its range not changed yet.
+  void (*stack_write_locked)(void* arg) = nullptr;
+  // populate_range_locked: mmap R (or W) held, before each page.
+  void (*populate_page)(void* arg) = nullptr;
   void* arg = nullptr;
 };
 void set_fault_hooks(const FaultHooks* hooks);

@@ -1,14 +1,22 @@
 // SPDX-License-Identifier: MIT
 #include "mem/file.h"
 
+#include <new>
 #include <vector>
+
+#include "sync/fail_nth.h"
 
 namespace vmspace::mem {
 
 File* shmem_zero_setup(PhysMem* phys) {
   // Inode numbers only need to be distinct.
   static std::atomic<std::uint64_t> next_ino{1};
-  return new File(next_ino.fetch_add(1, std::memory_order_relaxed), 0, 1, "/dev/zero (deleted)", true, phys);
+  if (fail_nth::should_fail(fail_nth::Site::file)) return nullptr;  // injected (tests)
+  try {
+    return new File(next_ino.fetch_add(1, std::memory_order_relaxed), 0, 1, "/dev/zero (deleted)", true, phys);
+  } catch (const std::bad_alloc&) {
+    return nullptr;
+  }
 }
 
 File::~File() {

@@ -66,7 +66,8 @@ struct File {
   std::vector<mm::Vma*> i_mmap;
 };
 
-// A new shmem object for one MAP_SHARED|MAP_ANONYMOUS mmap().
+// A new shmem object for one MAP_SHARED|MAP_ANONYMOUS mmap(); nullptr when
+// out of memory.
 File* shmem_zero_setup(PhysMem* phys);
 
 // The frame caching page `index` of `f`, allocated zero-filled on first

@@ -49,9 +49,12 @@
 // at a time.  Allocation (operator new) happens with no page-table lock held.
 #include "mem/page_table.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <new>
+
+#include "sync/fail_nth.h"
 
 namespace vmspace::mem {
 
@@ -157,6 +160,7 @@ PteTable* PageTables::pte_alloc(std::uint64_t va) {
     if ((e & kPtePresent) == 0) {
       // Allocate with no lock held, install under page_table_lock if the
       // slot is still empty, else discard ours.
+      if (fail_nth::should_fail(fail_nth::Site::page_table)) return nullptr;  // injected (tests)
       void* fresh = level == 1 ? static_cast<void*>(new (std::nothrow) PteTable())
                                : static_cast<void*>(new (std::nothrow) UpperTable(level - 1));
       if (fresh == nullptr) return nullptr;
@@ -181,6 +185,97 @@ PteTable* PageTables::pte_alloc(std::uint64_t va) {
     t = to_upper(e);
   }
   return nullptr;  // not reached
+}
+
+std::atomic<std::uint64_t>* PageTables::pmd_slot(std::uint64_t va, bool alloc) {
+  if (va >= kVaLimit) return nullptr;
+  UpperTable* t = pgd_;
+  for (unsigned level = 3; level >= 2; --level) {
+    std::atomic<std::uint64_t>& slot = t->e[index_at(level, va)];
+    std::uint64_t e = slot.load(std::memory_order_acquire);
+    if ((e & kPtePresent) == 0) {
+      if (!alloc) return nullptr;
+      if (fail_nth::should_fail(fail_nth::Site::page_table)) return nullptr;  // injected (tests)
+      auto* fresh = new (std::nothrow) UpperTable(level - 1);
+      if (fresh == nullptr) return nullptr;
+      ptl_.lock();
+      e = slot.load(std::memory_order_acquire);
+      const bool installed = (e & kPtePresent) == 0;
+      if (installed) {
+        e = entry_for(fresh);
+        slot.store(e, std::memory_order_release);
+      }
+      ptl_.unlock();
+      if (installed)
+        n_upper_.fetch_add(1, std::memory_order_relaxed);
+      else
+        delete fresh;
+    }
+    t = to_upper(e);
+  }
+  return &t->e[index_at(1, va)];
+}
+
+std::uint64_t PageTables::move_range(std::uint64_t old_addr, std::uint64_t new_addr, std::uint64_t len,
+                                     std::uint64_t* relinked) {
+  std::uint64_t moved = 0;
+  if (relinked != nullptr) *relinked = 0;
+  while (moved < len) {
+    const std::uint64_t from = old_addr + moved, to = new_addr + moved;
+    const std::uint64_t table_end = (from & ~(kPteTableSpan - 1)) + kPteTableSpan;
+    const std::uint64_t chunk = std::min(len - moved, table_end - from);
+    std::atomic<std::uint64_t>* src = pmd_slot(from, /*alloc=*/false);
+    const std::uint64_t se = src != nullptr ? src->load(std::memory_order_acquire) : 0;
+    if ((se & kPtePresent) == 0) {  // nothing mapped in this 2 MiB
+      moved += chunk;
+      continue;
+    }
+    // A whole table, and the same place in the destination's 2 MiB:
+    // relink it (Linux move_normal_pmd).
+    if (chunk == kPteTableSpan && (to & (kPteTableSpan - 1)) == 0) {
+      std::atomic<std::uint64_t>* dst = pmd_slot(to, /*alloc=*/true);
+      if (dst == nullptr) return moved;
+      if ((dst->load(std::memory_order_acquire) & kPtePresent) == 0) {
+        // Walkers see the table at the old place or at the new one (or
+        // neither, for a moment): both ranges are write-locked, so only a
+        // lockless reader can look, and it finds no PTE or a valid one.
+        ptl_.lock();
+        dst->store(se, std::memory_order_release);
+        src->store(0, std::memory_order_release);
+        ptl_.unlock();
+        if (relinked != nullptr) ++*relinked;
+        moved += chunk;
+        continue;
+      }
+    }
+    // Entry by entry (Linux move_ptes).  Tables are allocated with no PTE
+    // lock held; the destination may span two tables.
+    PteTable* st = to_pte(se);
+    std::uint64_t done = 0;
+    while (done < chunk) {
+      const std::uint64_t t_from = from + done, t_to = to + done;
+      const std::uint64_t dst_end = (t_to & ~(kPteTableSpan - 1)) + kPteTableSpan;
+      const std::uint64_t piece = std::min(chunk - done, dst_end - t_to);
+      PteTable* dt = pte_alloc(t_to);
+      if (dt == nullptr) return moved + done;
+      st->lock.lock();
+      if (dt != st) dt->lock.lock(/*subclass=*/1);
+      for (std::uint64_t off = 0; off < piece; off += kPageSize) {
+        std::atomic<pte_t>& s = st->e[pte_index(t_from + off)];
+        const pte_t p = s.load(std::memory_order_relaxed);
+        if (p == 0) continue;
+        // The new PTE first, then clear the old one: a lockless reader of
+        // the new address never finds a PTE missing that the move made.
+        dt->e[pte_index(t_to + off)].store(p, std::memory_order_release);
+        s.store(0, std::memory_order_release);
+      }
+      if (dt != st) dt->lock.unlock();
+      st->lock.unlock();
+      done += piece;
+    }
+    moved += chunk;
+  }
+  return moved;
 }
 
 PteTable* PageTables::next_pte_table(std::uint64_t& va, std::uint64_t end) const {

@@ -191,6 +191,22 @@ class PageTables {
   std::uint64_t zap_range(std::uint64_t start, std::uint64_t end,
                           const std::function<void(std::uint64_t, pte_t)>& on_unmap);
 
+  // Linux move_page_tables() (mremap): move the PTEs of [old_addr,
+  // old_addr + len) to [new_addr, new_addr + len), all page aligned.  A
+  // PTE table whose whole 2 MiB lies inside the old range moves by
+  // relinking it into the new PMD slot (Linux's move_normal_pmd: O(1) for
+  // 512 pages) when new_addr has the same offset within 2 MiB and that slot
+  // is empty; everything else moves entry by entry under both tables'
+  // locks (the old table's first, the new one's as subclass 1).  Frames
+  // and their references move with their PTEs; nothing is copied.
+  // Caller: mmap W with both ranges' VMAs write-locked (no fault can touch
+  // either range), the rmap locks where a walker could otherwise miss a
+  // page, no pte_lock; the new range maps nothing.  Returns how many bytes
+  // from the start were moved: len, or less if a table for the new range
+  // could not be allocated.  *relinked counts whole tables moved.
+  std::uint64_t move_range(std::uint64_t old_addr, std::uint64_t new_addr, std::uint64_t len,
+                           std::uint64_t* relinked = nullptr);
+
   // Linux free_pgtables(): free the page-table pages that intersect
   // [start, end) and map only addresses inside [floor, ceiling)
   // (floor = end of the previous VMA or 0, ceiling = start of the next VMA,
@@ -217,6 +233,9 @@ class PageTables {
   // First PTE table at or after va that covers some address < end; sets va
   // to max(va, that table's base).  nullptr (va unspecified) if none.
   PteTable* next_pte_table(std::uint64_t& va, std::uint64_t end) const;
+  // The PMD-level slot covering va, allocating the PGD/PUD levels above it
+  // when `alloc`; nullptr if absent (or allocation failed).
+  std::atomic<std::uint64_t>* pmd_slot(std::uint64_t va, bool alloc);
   void free_level(UpperTable* t, unsigned level, std::uint64_t base, std::uint64_t start,
                   std::uint64_t end, std::uint64_t floor, std::uint64_t ceiling);
   void uncount_subtree(UpperTable* t, unsigned level);

@@ -94,6 +94,8 @@
 //    before the next allocator's.
 #include "mem/phys_mem.h"
 
+#include "sync/fail_nth.h"
+
 #include <linux/membarrier.h>
 #include <sched.h>
 #include <sys/mman.h>
@@ -321,6 +323,9 @@ inline void init_frame(Frame& f, [[maybe_unused]] pfn_t pfn) {
 }  // namespace
 
 pfn_t PhysMem::alloc() {
+#if defined(VMSPACE_DEBUG_CHECKS)
+  if (fail_nth::should_fail(fail_nth::Site::frame)) return kNoFrame;  // injected (tests)
+#endif
   Cache* c = tls_last;
   if (__builtin_expect(c != nullptr && c->gen == gen_, 1)) {
     // The handshake, owner side (file comment: O1..O5).

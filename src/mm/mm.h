@@ -28,12 +28,20 @@ int vm_munmap(MmStruct* mm, std::uint64_t start, std::uint64_t len);
 int do_mprotect(MmStruct* mm, std::uint64_t start, std::uint64_t len, int prot);
 // madvise(2)
 int do_madvise(MmStruct* mm, std::uint64_t start, std::uint64_t len, int behavior);
+// mremap(2).  When a locked mapping grew, returns with *populate_len != 0
+// and the mmap_lock DOWNGRADED TO READ: the caller populates
+// [*populate_start, + *populate_len) and then unlocks it (as vm_mmap).
+// Otherwise no lock is held.
+long do_mremap(MmStruct* mm, std::uint64_t addr, std::uint64_t old_len, std::uint64_t new_len, int flags,
+               std::uint64_t new_addr, std::uint64_t* populate_start, std::uint64_t* populate_len);
 
 // Linux security_vm_enough_memory_mm(): may `pages` more pages be
 // committed under the space's overcommit policy?  On true they are charged
 // to mm->vm_committed; give them back with vm_unacct_memory().
 bool vm_enough_memory(MmStruct* mm, std::uint64_t pages);
 void vm_unacct_memory(MmStruct* mm, std::uint64_t pages);
+// Charge without checking (Linux vm_acct_memory): for moves of a charge.
+void vm_acct_memory(MmStruct* mm, std::uint64_t pages);
 
 // Linux mlock_future_ok(): may `bytes` more of VM_LOCKED memory (when
 // `flags` has VM_LOCKED) be locked under RLIMIT_MEMLOCK?  Requires mmap R.

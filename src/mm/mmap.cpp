@@ -16,6 +16,9 @@
 #ifndef MAP_DROPPABLE
 #define MAP_DROPPABLE 0x08
 #endif
+#ifndef MAP_SYNC
+#define MAP_SYNC 0x80000
+#endif
 
 namespace vmspace::mm {
 
@@ -92,10 +95,31 @@ long arch_get_unmapped_area_topdown(MmStruct* mm, std::uint64_t addr, std::uint6
   return -ENOMEM;
 }
 
+// x86 arch_get_unmapped_area() for MAP_32BIT, where the top-down search
+// sends it: bottom-up in [1 GiB, 2 GiB) (find_start_end, without
+// randomization); a hint is taken wherever the mapping ends below 2 GiB.
+long arch_get_unmapped_area_32bit(MmStruct* mm, std::uint64_t addr, std::uint64_t len, bool thp_align) {
+  constexpr std::uint64_t begin = 0x40000000, end = 0x80000000;
+  if (len > end) return -ENOMEM;
+  if (addr != 0) {
+    addr = page_align(addr);
+    Vma* vma = find_vma(mm, addr);
+    if (end - len >= addr && (vma == nullptr || addr + len <= vm_start_gap(mm, vma))) return static_cast<long>(addr);
+  }
+  if (thp_align && len + kPmdSize > len) {
+    if (auto s = unmapped_area(mm, len + kPmdSize, begin, end))
+      return static_cast<long>((*s + kPmdSize) & ~(kPmdSize - 1));
+  }
+  if (auto s = unmapped_area(mm, len, begin, end)) return static_cast<long>(*s);
+  return -ENOMEM;
+}
+
+
 vm_flags_t calc_vm_flag_bits(int flags) {
   vm_flags_t f = 0;
   if (flags & MAP_GROWSDOWN) f |= VM_GROWSDOWN;
   if (flags & MAP_LOCKED) f |= VM_LOCKED;
+  if (flags & MAP_SYNC) f |= VM_SYNC;  // even where it means nothing (anonymous memory): no merging
   if (flags & MAP_STACK) f |= VM_NOHUGEPAGE;  // transparent huge pages are compiled in
   return f;
 }
@@ -140,11 +164,21 @@ long mmap_region(MmStruct* mm, std::uint64_t addr, std::uint64_t len, vm_flags_t
   Vma* prev = prev_e ? prev_e->as<Vma>() : nullptr;
   Vma* next = find_vma(mm, end);
 
+  // Out of memory from here on: give the charges back (a shmem object
+  // gives its own back when freed) and leave the old mappings (with their
+  // edge splits) in place, as Linux's vms_abort_munmap_vmas does.
   mem::File* file = nullptr;
+  auto nomem = [&]() -> long {
+    if (charged != 0) vm_unacct_memory(mm, charged);
+    if (shmem_acct && file == nullptr) vm_unacct_memory(mm, pglen);
+    mem::fput(file);
+    return -ENOMEM;
+  };
   if (vm_flags & VM_SHARED) {
     file = mem::shmem_zero_setup(mm->phys);
+    if (file == nullptr) return nomem();
     if (shmem_acct) {
-      file->acct = mm->vm_committed;
+      file->acct = mm->vm_committed;  // the object owns the charge from now on
       file->acct_pages = pglen;
     }
   }
@@ -152,8 +186,13 @@ long mmap_region(MmStruct* mm, std::uint64_t addr, std::uint64_t len, vm_flags_t
                              : nullptr;
   if (vma == nullptr) {
     vma = vm_area_alloc(mm, addr, end, vm_flags, pgoff);
-    vma->vm_file = file;  // the new VMA takes the creation reference
-    vma_link(mm, vma);
+    if (vma == nullptr) return nomem();
+    vma->vm_file = mem::get_file(file);
+    if (!vma_link(mm, vma)) {
+      delete vma;  // never attached nor linked; drops its file reference
+      return nomem();
+    }
+    mem::fput(file);  // the VMA holds the object now
   }
   if (vm_flags & VM_LOCKED) mm->locked_vm += pglen;
   vms_complete_munmap_vmas(mm, replaced, /*free_tables=*/false);
@@ -187,6 +226,10 @@ bool vm_enough_memory(MmStruct* mm, std::uint64_t pages) {
   return true;
 }
 
+void vm_acct_memory(MmStruct* mm, std::uint64_t pages) {
+  mm->vm_committed->fetch_add(static_cast<std::int64_t>(pages), std::memory_order_relaxed);
+}
+
 void vm_unacct_memory(MmStruct* mm, std::uint64_t pages) {
   mm->vm_committed->fetch_sub(static_cast<std::int64_t>(pages), std::memory_order_relaxed);
 }
@@ -204,10 +247,14 @@ long get_unmapped_area(MmStruct* mm, std::uint64_t addr, std::uint64_t len, int 
     // Private anonymous requests with no hint and a 2 MiB-multiple length
     // are placed 2 MiB aligned (thp_get_unmapped_area).
     bool thp = mm->cfg.thp_align && addr == 0 && (flags & MAP_TYPE) == MAP_PRIVATE && len % kPmdSize == 0;
-    long r = arch_get_unmapped_area_topdown(mm, addr, len, thp);
+    long r = (flags & MAP_32BIT) ? arch_get_unmapped_area_32bit(mm, addr, len, thp)
+                                 : arch_get_unmapped_area_topdown(mm, addr, len, thp);
     if (r < 0) return r;
     addr = static_cast<std::uint64_t>(r);
   }
+  // A fixed address in the last 4095 is taken for an error value
+  // (IS_ERR_VALUE): Linux fails with it as the errno (~0: -EPERM).
+  if (addr > UINT64_MAX - 4095) return static_cast<long>(addr);
   if (addr > mm->task_size - len) return -ENOMEM;
   if (!page_aligned(addr)) return -EINVAL;
   if (addr < mm->cfg.dac_mmap_min_addr && !mm->cfg.cap_sys_rawio) return -EPERM;  // cap_mmap_addr
@@ -246,10 +293,17 @@ long do_mmap(MmStruct* mm, std::uint64_t addr, std::uint64_t len, int prot, int 
       pgoff = 0;
       vm_flags |= VM_SHARED | VM_MAYSHARE;
       break;
+    case MAP_DROPPABLE:
+      // Pages the kernel may drop under pressure (6.11): never locked, no
+      // stack; not reserved, not inherited by fork, not dumped.
+      if ((flags & MAP_LOCKED) || (vm_flags & VM_GROWSDOWN)) return -EINVAL;
+      vm_flags |= VM_DROPPABLE | VM_NORESERVE | VM_WIPEONFORK | VM_DONTDUMP;
+      pgoff = addr >> kPageShift;
+      break;
     case MAP_PRIVATE:
       pgoff = addr >> kPageShift;
       break;
-    default:  // MAP_SHARED_VALIDATE and MAP_DROPPABLE included: not for anonymous memory here
+    default:  // MAP_SHARED_VALIDATE: not for anonymous memory
       return -EINVAL;
   }
   if ((flags & MAP_NORESERVE) && mm->cfg.overcommit != Overcommit::never) vm_flags |= VM_NORESERVE;

@@ -19,10 +19,12 @@ int vms_gather_munmap_vmas(MmStruct* mm, std::uint64_t start, std::uint64_t end,
   if (start > vma->vm_start) {
     // Unmapping the inside of one VMA leaves one more VMA than before.
     if (end < vma->vm_end && mm->map_count >= mm->max_map_count) return -ENOMEM;
-    __split_vma(mm, vma, start, /*new_below=*/true);  // vma keeps [start, vm_end)
+    if (__split_vma(mm, vma, start, /*new_below=*/true) == nullptr) return -ENOMEM;  // vma keeps [start, vm_end)
   }
   for (Vma* v = vma; v != nullptr && v->vm_start < end;) {
-    if (v->vm_end > end) __split_vma(mm, v, end, /*new_below=*/false);  // v keeps [.., end)
+    // v keeps [.., end).  On failure the start split stays (Linux's
+    // end_split_failed); the VMAs gathered so far are only write-locked.
+    if (v->vm_end > end && __split_vma(mm, v, end, /*new_below=*/false) == nullptr) return -ENOMEM;
     vma_start_write(v);
     out->push_back(v);
     v = vma_next(mm, v);
@@ -59,6 +61,9 @@ int do_vmi_munmap_locked(MmStruct* mm, std::uint64_t start, std::uint64_t end) {
   std::vector<Vma*> gathered;
   if (int err = vms_gather_munmap_vmas(mm, start, end, &gathered)) return err;
   if (gathered.empty()) return 0;
+  // The tree's nodes for the erase (Linux's vma_iter_clear_gfp): on failure
+  // the edge splits stay and the VMAs stay mapped (clear_tree_failed).
+  if (!mm->mm_mt.preallocate()) return -ENOMEM;
   std::uint64_t accounted = 0;
   for (const Vma* v : gathered)
     if (v->vm_flags & VM_ACCOUNT) accounted += v->pages();

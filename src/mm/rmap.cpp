@@ -6,11 +6,14 @@
 #include <new>
 
 #include "mm/mmap_lock.h"
+#include "sync/fail_nth.h"
 #include "mm/vma.h"
 
 namespace vmspace::mm {
 
 namespace {
+
+thread_local const AnonVmaHooks* tls_anon_vma_hooks = nullptr;
 
 void anon_vma_free_rcu(rcu::Head* h) {
   AnonVma* av = reinterpret_cast<AnonVma*>(reinterpret_cast<char*>(h) - offsetof(AnonVma, rcu));
@@ -45,6 +48,8 @@ AnonVma* find_mergeable_anon_vma(Vma* vma) {
 
 }  // namespace
 
+void set_anon_vma_hooks(const AnonVmaHooks* hooks) { tls_anon_vma_hooks = hooks; }
+
 bool anon_vma_prepare(Vma* vma) {
   if (vma->anon_vma.load(std::memory_order_acquire) != nullptr) return true;
   MmStruct* mm = vma->vm_mm;
@@ -52,21 +57,44 @@ bool anon_vma_prepare(Vma* vma) {
   AnonVma* av = find_mergeable_anon_vma(vma);
   AnonVma* allocated = nullptr;
   if (av == nullptr) {
-    allocated = new (std::nothrow) AnonVma;
+    allocated = fail_nth::should_fail(fail_nth::Site::anon_vma) ? nullptr : new (std::nothrow) AnonVma;
     if (allocated == nullptr) return false;
     allocated->refcount.store(1, std::memory_order_relaxed);  // dropped below if unused
     av = allocated;
   } else {
     av->refcount.fetch_add(1, std::memory_order_relaxed);
   }
+#if defined(VMSPACE_DEBUG_CHECKS)
+  if (const AnonVmaHooks* h = tls_anon_vma_hooks; h != nullptr && h->candidate != nullptr)
+    h->candidate(vma, av, allocated == nullptr, h->arg);
+#endif
   // Two faults on this VMA (under mmap R or VMA read locks) may race here,
   // each with a different candidate anon_vma (seed 004): the
   // page_table_lock makes exactly one of them install theirs.
   av->rwsem.lock();
+  // Room for the link first (Linux allocates the anon_vma_chain), under
+  // the same hold as the push below: racing prepares share `av`.
+  bool room = !fail_nth::should_fail(fail_nth::Site::rmap_link);  // injected (tests)
+  if (room) {
+    try {
+      av->vmas.reserve(av->vmas.size() + 1);
+    } catch (const std::bad_alloc&) {
+      room = false;
+    }
+  }
+  if (!room) {
+    av->rwsem.unlock();
+    put_anon_vma(av);
+    return false;
+  }
   mm->page_table_lock.lock();
   bool installed = false;
   if (vma->anon_vma.load(std::memory_order_relaxed) == nullptr) {
-    av->vmas.push_back(vma);
+#if defined(VMSPACE_DEBUG_CHECKS)
+    if (const AnonVmaHooks* h = tls_anon_vma_hooks; h != nullptr && h->installing != nullptr)
+      h->installing(vma, av, h->arg);
+#endif
+    av->vmas.push_back(vma);  // cannot throw: room reserved
     // Release: pairs with the acquire loads of faults that find it set.
     vma->anon_vma.store(av, std::memory_order_release);
     installed = true;
@@ -77,12 +105,19 @@ bool anon_vma_prepare(Vma* vma) {
   return true;
 }
 
-void anon_vma_link(Vma* vma, AnonVma* av) {
-  if (av == nullptr) return;
-  av->refcount.fetch_add(1, std::memory_order_relaxed);
+bool anon_vma_link(Vma* vma, AnonVma* av) {
+  if (av == nullptr) return true;
+  if (fail_nth::should_fail(fail_nth::Site::rmap_link)) return false;  // injected (tests)
   av->rwsem.lock();
-  av->vmas.push_back(vma);
+  try {
+    av->vmas.push_back(vma);
+  } catch (const std::bad_alloc&) {
+    av->rwsem.unlock();
+    return false;
+  }
   av->rwsem.unlock();
+  av->refcount.fetch_add(1, std::memory_order_relaxed);
+  return true;
 }
 
 void anon_vma_unlink(Vma* vma) {
@@ -117,10 +152,24 @@ void rmap_walk_file(mem::File* file, std::uint64_t index, const std::function<vo
   file->i_mmap_rwsem.unlock_shared();
 }
 
+bool file_rmap_reserve(mem::File* file, std::size_t n) {
+  if (file == nullptr) return true;
+  if (fail_nth::should_fail(fail_nth::Site::rmap_link)) return false;  // injected (tests)
+  bool ok = true;
+  file->i_mmap_rwsem.lock();
+  try {
+    file->i_mmap.reserve(file->i_mmap.size() + n);
+  } catch (const std::bad_alloc&) {
+    ok = false;
+  }
+  file->i_mmap_rwsem.unlock();
+  return ok;
+}
+
 void __vma_link_file(Vma* vma) {
   if (vma->vm_file == nullptr) return;
   vma->vm_file->i_mmap_rwsem.assert_write_locked();
-  vma->vm_file->i_mmap.push_back(vma);
+  vma->vm_file->i_mmap.push_back(vma);  // the caller reserved room
 }
 
 void __vma_unlink_file(Vma* vma) {
@@ -131,11 +180,13 @@ void __vma_unlink_file(Vma* vma) {
   if (it != list.end()) list.erase(it);
 }
 
-void vma_link_file(Vma* vma) {
-  if (vma->vm_file == nullptr) return;
+bool vma_link_file(Vma* vma) {
+  if (vma->vm_file == nullptr) return true;
+  if (!file_rmap_reserve(vma->vm_file, 1)) return false;
   vma->vm_file->i_mmap_rwsem.lock();
   __vma_link_file(vma);
   vma->vm_file->i_mmap_rwsem.unlock();
+  return true;
 }
 
 void vma_unlink_file(Vma* vma) {

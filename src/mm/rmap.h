@@ -39,10 +39,11 @@ struct AnonVma {
 // Requires mmap R (or W).  Returns false only on allocation failure.
 bool anon_vma_prepare(Vma* vma);
 
-// Link `vma` to `av` (split, merge: the new/target VMA shares the anon_vma).
-// Requires mmap W.  No-op for av == nullptr.  `vma`'s range must already be
-// final: walkers may see it as soon as it is linked.
-void anon_vma_link(Vma* vma, AnonVma* av);
+// Link `vma` to `av` (split, merge: the new/target VMA shares the anon_vma;
+// Linux's anon_vma_clone).  Requires mmap W.  No-op for av == nullptr.
+// `vma`'s range must already be final: walkers may see it as soon as it is
+// linked.  False (nothing changed) when the link cannot be allocated.
+[[nodiscard]] bool anon_vma_link(Vma* vma, AnonVma* av);
 // Unlink `vma` from its anon_vma (VMA removal).  Requires mmap W.
 void anon_vma_unlink(Vma* vma);
 
@@ -59,9 +60,29 @@ void rmap_walk_file(mem::File* file, std::uint64_t index, const std::function<vo
 // i_mmap membership of a file-backed VMA (no-ops for anonymous VMAs).
 // vma_link_file/vma_unlink_file take file->i_mmap_rwsem for write;
 // the __ forms require it held for write (vma_prepare/vma_complete).
-void vma_link_file(Vma* vma);
+// Linking can fail (false, nothing changed) for lack of memory, unless
+// file_rmap_reserve() made room for it first; unlinking cannot fail.
+[[nodiscard]] bool vma_link_file(Vma* vma);
 void vma_unlink_file(Vma* vma);
-void __vma_link_file(Vma* vma);
+void __vma_link_file(Vma* vma);  // requires room (file_rmap_reserve)
 void __vma_unlink_file(Vma* vma);
+// Make room for `n` more VMAs in file's i_mmap (file may be null).
+// Requires mmap W.  False when the memory cannot be had.
+[[nodiscard]] bool file_rmap_reserve(mem::File* file, std::size_t n);
+
+// ---- test hook (deterministic tests of seed 004's race) ----------------
+struct AnonVmaHooks {
+  // anon_vma_prepare: `av` is the candidate for `vma` (reused from a
+  // neighbour by find_mergeable_anon_vma, or freshly allocated), referenced;
+  // neither its lock nor the page_table_lock is taken yet.
+  void (*candidate)(Vma* vma, AnonVma* av, bool reused, void* arg) = nullptr;
+  // anon_vma_prepare: under av's lock and the page_table_lock, the re-check
+  // found `vma` still without an anon_vma; `av` is installed next.
+  void (*installing)(Vma* vma, AnonVma* av, void* arg) = nullptr;
+  void* arg = nullptr;
+};
+// Install hooks for the calling thread only (nullptr to remove).  The call
+// points are compiled out of release builds.
+void set_anon_vma_hooks(const AnonVmaHooks* hooks);
 
 }  // namespace vmspace::mm

@@ -33,6 +33,7 @@ inline constexpr vm_flags_t VM_LOCKONFAULT = 0x00080000;
 inline constexpr vm_flags_t VM_ACCOUNT = 0x00100000;
 inline constexpr vm_flags_t VM_NORESERVE = 0x00200000;
 inline constexpr vm_flags_t VM_HUGETLB = 0x00400000;
+inline constexpr vm_flags_t VM_SYNC = 0x00800000;
 inline constexpr vm_flags_t VM_WIPEONFORK = 0x02000000;
 inline constexpr vm_flags_t VM_DONTDUMP = 0x04000000;
 inline constexpr vm_flags_t VM_SOFTDIRTY = 0x08000000;
@@ -40,6 +41,8 @@ inline constexpr vm_flags_t VM_MIXEDMAP = 0x10000000;
 inline constexpr vm_flags_t VM_HUGEPAGE = 0x20000000;
 inline constexpr vm_flags_t VM_NOHUGEPAGE = 0x40000000;
 inline constexpr vm_flags_t VM_MERGEABLE = 0x80000000;
+inline constexpr vm_flags_t VM_DROPPABLE = vm_flags_t{1} << 36;  // VM_HIGH_ARCH_4 (64-bit)
+inline constexpr vm_flags_t VM_SEALED = vm_flags_t{1} << 42;     // mseal (64-bit)
 
 inline constexpr vm_flags_t VM_ACCESS_FLAGS = VM_READ | VM_WRITE | VM_EXEC;
 inline constexpr vm_flags_t VM_MAY_FLAGS = VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC;

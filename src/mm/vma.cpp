@@ -15,10 +15,12 @@
 #include "mm/vma.h"
 
 #include <cerrno>
+#include <new>
 #include <type_traits>
 
 #include "mm/mmap_lock.h"
 #include "mm/rmap.h"
+#include "sync/fail_nth.h"
 
 namespace vmspace::mm {
 
@@ -26,11 +28,14 @@ namespace vmspace::mm {
 
 Vma* vm_area_alloc(MmStruct* mm, std::uint64_t start, std::uint64_t end, vm_flags_t flags,
                    std::uint64_t pgoff) {
-  return new Vma(mm, start, end, flags, pgoff);
+  if (fail_nth::should_fail(fail_nth::Site::vma)) return nullptr;  // injected (tests)
+  return new (std::nothrow) Vma(mm, start, end, flags, pgoff);
 }
 
 Vma* vm_area_dup(const Vma* orig) {
-  Vma* v = new Vma(orig->vm_mm, orig->vm_start, orig->vm_end, orig->vm_flags, orig->vm_pgoff);
+  if (fail_nth::should_fail(fail_nth::Site::vma)) return nullptr;  // injected (tests)
+  Vma* v = new (std::nothrow) Vma(orig->vm_mm, orig->vm_start, orig->vm_end, orig->vm_flags, orig->vm_pgoff);
+  if (v == nullptr) return nullptr;
   v->vm_file = mem::get_file(orig->vm_file);
   v->anon_vma.store(orig->anon_vma.load(std::memory_order_relaxed), std::memory_order_relaxed);
   return v;
@@ -109,19 +114,26 @@ void vma_complete(VmaPrepare& vp, MmStruct* mm) {
   }
 }
 
-void vma_link(MmStruct* mm, Vma* vma) {
+bool vma_link(MmStruct* mm, Vma* vma) {
+  // What can fail first: the tree's nodes, the file's reverse-map link.
+  if (!mm->mm_mt.preallocate()) return false;
+  if (!vma_link_file(vma)) return false;
   vma_start_write(vma);  // new VMAs are write-locked until the session ends
   vma_mark_attached(vma);
   mm->mm_mt.store(vma->vm_start, vma->vm_end, vma);
   mm->map_count++;
-  vma_link_file(vma);
+  return true;
 }
 
 // ---- split -------------------------------------------------------------
 
 Vma* __split_vma(MmStruct* mm, Vma* vma, std::uint64_t addr, bool new_below) {
   mmap_assert_write_locked(mm);
+  // Everything that can fail comes first (Linux: vma_iter_prealloc,
+  // vm_area_dup, anon_vma_clone), so a failure changes nothing.
+  if (!mm->mm_mt.preallocate()) return nullptr;
   Vma* nv = vm_area_dup(vma);
+  if (nv == nullptr) return nullptr;
   if (new_below) {
     nv->vm_end = addr;
   } else {
@@ -129,8 +141,12 @@ Vma* __split_vma(MmStruct* mm, Vma* vma, std::uint64_t addr, bool new_below) {
     nv->vm_pgoff += (addr - vma->vm_start) >> kPageShift;
   }
   // Linux anon_vma_clone(): both pieces share the anon_vma; nv's range is
-  // final before walkers can see it.
-  anon_vma_link(nv, nv->anon_vma.load(std::memory_order_relaxed));
+  // final before walkers can see it.  Room in the file's i_mmap for
+  // vma_prepare to link nv.
+  if (!file_rmap_reserve(nv->vm_file, 1) || !anon_vma_link(nv, nv->anon_vma.load(std::memory_order_relaxed))) {
+    delete nv;  // never attached nor linked: nobody can see it
+    return nullptr;
+  }
   VmaPrepare vp;
   vp.vma = vma;
   vp.insert = nv;
@@ -150,11 +166,9 @@ Vma* __split_vma(MmStruct* mm, Vma* vma, std::uint64_t addr, bool new_below) {
 }
 
 Vma* split_vma(MmStruct* mm, Vma* vma, std::uint64_t addr, bool new_below, int* err) {
-  if (mm->map_count >= mm->max_map_count) {
-    *err = -ENOMEM;
-    return nullptr;
-  }
-  return __split_vma(mm, vma, addr, new_below);
+  Vma* nv = mm->map_count >= mm->max_map_count ? nullptr : __split_vma(mm, vma, addr, new_below);
+  if (nv == nullptr) *err = -ENOMEM;
+  return nv;
 }
 
 // ---- merge rules -------------------------------------------------------
@@ -177,12 +191,14 @@ bool is_mergeable_anon_vma(AnonVma* a, AnonVma* b) { return a == nullptr || b ==
 AnonVma* anon_of(const Vma* v) { return v->anon_vma.load(std::memory_order_relaxed); }
 
 // The merged VMA `dst` inherits `src`'s anon_vma if it has none yet
-// (Linux dup_anon_vma()).
-void dup_anon_vma(Vma* dst, const Vma* src) {
+// (Linux dup_anon_vma()).  False (nothing changed) if the link cannot be
+// allocated.
+bool dup_anon_vma(Vma* dst, const Vma* src) {
   if (anon_of(dst) == nullptr && anon_of(src) != nullptr) {
-    anon_vma_link(dst, anon_of(src));
+    if (!anon_vma_link(dst, anon_of(src))) return false;
     dst->anon_vma.store(anon_of(src), std::memory_order_release);
   }
+  return true;
 }
 
 // The common tail of every merge (Linux commit_merge()): `target` grows
@@ -191,15 +207,18 @@ void dup_anon_vma(Vma* dst, const Vma* src) {
 // One tree store publishes it all (it replaces the absorbed VMAs' entries
 // and trims the adjusted one's), then vma_complete() detaches the absorbed
 // VMAs.  `anon_src` lends target its anon_vma if target has none.
+// nullptr, with nothing changed, if memory for the change cannot be had.
 Vma* commit_merge(MmStruct* mm, Vma* target, std::uint64_t start, std::uint64_t end, std::uint64_t pgoff,
                   Vma* adjust, std::uint64_t adj_start, std::uint64_t adj_end, Vma* remove, Vma* remove2,
                   const Vma* anon_src) {
   // Write-lock everything first, then give the target its anon_vma (Linux
   // dup_anon_vma, before vma_prepare: it links under the anon_vma lock
-  // that vma_prepare then holds across the change).
+  // that vma_prepare then holds across the change).  What can fail (the
+  // tree's nodes, the anon_vma link) fails before anything changes.
+  if (!mm->mm_mt.preallocate()) return nullptr;
   for (Vma* v : {target, adjust, remove, remove2})
     if (v != nullptr) vma_start_write(v);
-  if (anon_src != nullptr) dup_anon_vma(target, anon_src);
+  if (anon_src != nullptr && !dup_anon_vma(target, anon_src)) return nullptr;
   VmaPrepare vp;
   vp.vma = target;
   vp.adj_next = adjust;
@@ -234,34 +253,40 @@ bool can_vma_merge_after(const Vma* prev, vm_flags_t flags, const mem::File* fil
 }
 
 Vma* vma_merge_new_range(MmStruct* mm, Vma* prev, Vma* next, std::uint64_t start, std::uint64_t end,
-                         vm_flags_t flags, const mem::File* file, std::uint64_t pgoff) {
+                         vm_flags_t flags, const mem::File* file, std::uint64_t pgoff, const Vma* anon_src) {
   mmap_assert_write_locked(mm);
   if (flags & VM_SPECIAL) return nullptr;
+  AnonVma* const anon = anon_src != nullptr ? anon_of(anon_src) : nullptr;
   const std::uint64_t pglen = (end - start) >> kPageShift;
   bool left = prev != nullptr && prev->vm_end == start &&
-              can_vma_merge_after(prev, flags, file, nullptr, pgoff);
+              can_vma_merge_after(prev, flags, file, anon, pgoff);
   bool right = next != nullptr && next->vm_start == end &&
-               can_vma_merge_before(next, flags, file, nullptr, pgoff, pglen);
+               can_vma_merge_before(next, flags, file, anon, pgoff, pglen);
   // Each side is compatible with the new range; merging both also needs
   // prev and next compatible with each other.
   if (left && right && !is_mergeable_anon_vma(anon_of(prev), anon_of(next))) right = false;
   if (!left && !right) return nullptr;
+  // The merged VMA takes whichever anon_vma the pieces have (one at most).
+  const Vma* lend = anon != nullptr ? anon_src : nullptr;
 
   if (left && right)  //   prev | new | next   ->   prev.................
-    return commit_merge(mm, prev, prev->vm_start, next->vm_end, prev->vm_pgoff, nullptr, 0, 0, next, nullptr, next);
+    return commit_merge(mm, prev, prev->vm_start, next->vm_end, prev->vm_pgoff, nullptr, 0, 0, next, nullptr,
+                        anon_of(next) != nullptr ? next : lend);
   if (left)  //   prev | new          ->   prev.......
-    return commit_merge(mm, prev, prev->vm_start, end, prev->vm_pgoff, nullptr, 0, 0, nullptr, nullptr, nullptr);
+    return commit_merge(mm, prev, prev->vm_start, end, prev->vm_pgoff, nullptr, 0, 0, nullptr, nullptr, lend);
   //          new | next     ->   ......next
-  return commit_merge(mm, next, start, next->vm_end, pgoff, nullptr, 0, 0, nullptr, nullptr, nullptr);
+  return commit_merge(mm, next, start, next->vm_end, pgoff, nullptr, 0, 0, nullptr, nullptr, lend);
 }
 
 namespace {
 
 // Linux vma_merge_existing_range(): [start, end) of `middle` is getting
 // `flags`.  Merge it into prev and/or next when it touches them and they
-// would be compatible.  Returns the VMA covering [start, end) or nullptr.
+// would be compatible.  Returns the VMA covering [start, end), or nullptr:
+// no merge, or (*tried set: Linux's VMA_MERGE_ERROR_NOMEM, nothing
+// changed) a merge that could not get its memory.
 Vma* vma_merge_existing_range(MmStruct* mm, Vma* middle, std::uint64_t start, std::uint64_t end,
-                              vm_flags_t flags) {
+                              vm_flags_t flags, bool* tried) {
   const bool left_side = start == middle->vm_start;
   const bool right_side = end == middle->vm_end;
   if ((flags & VM_SPECIAL) || (!left_side && !right_side)) return nullptr;
@@ -280,6 +305,7 @@ Vma* vma_merge_existing_range(MmStruct* mm, Vma* middle, std::uint64_t start, st
     merge_right = false;
   if (!merge_left && !merge_right) return nullptr;
 
+  *tried = true;
   const bool delete_middle = left_side && right_side;
   if (merge_left && merge_right)  //   prev | middle | next   ->   prev......................
     return commit_merge(mm, prev, prev->vm_start, next->vm_end, prev->vm_pgoff, nullptr, 0, 0, middle, next,
@@ -306,7 +332,12 @@ Vma* vma_merge_existing_range(MmStruct* mm, Vma* middle, std::uint64_t start, st
 Vma* vma_modify_flags(MmStruct* mm, Vma* vma, std::uint64_t start, std::uint64_t end,
                       vm_flags_t new_flags, int* err) {
   mmap_assert_write_locked(mm);
-  if (Vma* merged = vma_merge_existing_range(mm, vma, start, end, new_flags)) return merged;
+  bool tried = false;
+  if (Vma* merged = vma_merge_existing_range(mm, vma, start, end, new_flags, &tried)) return merged;
+  if (tried) {
+    *err = -ENOMEM;  // the merge applied but could not get its memory (Linux does not split then)
+    return nullptr;
+  }
   // No merge: split off the parts outside [start, end).  A failure of the
   // second split leaves the first in place, as in Linux.
   if (vma->vm_start < start && split_vma(mm, vma, start, /*new_below=*/true, err) == nullptr)

@@ -14,6 +14,8 @@
 namespace vmspace::mm {
 
 // ---- lifetime ----------------------------------------------------------
+// nullptr when out of memory.  A VMA that was never attached nor linked
+// is freed with `delete`.
 Vma* vm_area_alloc(MmStruct* mm, std::uint64_t start, std::uint64_t end, vm_flags_t flags,
                    std::uint64_t pgoff);
 // A detached copy (same range, flags, pgoff, file, anon_vma pointer), not
@@ -62,7 +64,9 @@ void vma_complete(VmaPrepare& vp, MmStruct* mm);
 // Split `vma` at `addr` (page aligned, strictly inside).  The new VMA takes
 // the part below addr if new_below, else the part above.  Returns the new
 // VMA, or nullptr with *err = -ENOMEM when map_count is at the limit
-// (split_vma checks it; __split_vma callers check it themselves).
+// (split_vma checks it; __split_vma callers check it themselves) or memory
+// for the split cannot be had (__split_vma returns nullptr); nothing is
+// changed then.
 Vma* split_vma(MmStruct* mm, Vma* vma, std::uint64_t addr, bool new_below, int* err);
 Vma* __split_vma(MmStruct* mm, Vma* vma, std::uint64_t addr, bool new_below);
 
@@ -77,15 +81,20 @@ bool can_vma_merge_after(const Vma* prev, vm_flags_t flags, const mem::File* fil
 // A new range [start, end) with `flags`/`file`/`pgoff` and no anon_vma,
 // between `prev` (may be null) and `next` (may be null): expand a neighbour
 // to cover it if Linux would.  Returns the VMA now covering the range, or
-// nullptr if nothing merged (the caller creates a VMA).
+// nullptr if nothing merged (the caller creates a VMA; as in Linux, also
+// when a merge could not get its memory).
+// `anon_src`, if given, is a VMA whose anon_vma the new range has (mremap
+// moving faulted memory, Linux's vmg->anon_vma): merges must be compatible
+// with it and the merged VMA takes it.
 Vma* vma_merge_new_range(MmStruct* mm, Vma* prev, Vma* next, std::uint64_t start,
                          std::uint64_t end, vm_flags_t flags, const mem::File* file,
-                         std::uint64_t pgoff);
+                         std::uint64_t pgoff, const Vma* anon_src = nullptr);
 
 // Give [start, end) (inside `vma`) the flags `new_flags`: merge with the
 // neighbours where Linux would (vma_merge_existing_range), else split and
 // set the flags.  Returns the VMA now covering [start, end), or nullptr
-// with *err set (-ENOMEM: map_count limit).
+// with *err set (-ENOMEM: map_count limit or no memory; a first split may
+// remain when the second fails, as in Linux).
 Vma* vma_modify_flags(MmStruct* mm, Vma* vma, std::uint64_t start, std::uint64_t end,
                       vm_flags_t new_flags, int* err);
 
@@ -93,8 +102,10 @@ Vma* vma_modify_flags(MmStruct* mm, Vma* vma, std::uint64_t start, std::uint64_t
 // Split the VMAs at the edges of [start, end) and write-lock every VMA
 // inside it, appending them to *out in address order.  They stay in the
 // tree.  -ENOMEM (nothing changed) when the range lies strictly inside one
-// VMA and map_count is at the limit; the edge splits are otherwise
-// unchecked, as in Linux's vms_gather_munmap_vmas().
+// VMA and map_count is at the limit; the edge splits are otherwise not
+// checked against the limit, as in Linux's vms_gather_munmap_vmas().
+// -ENOMEM also when a split cannot get its memory: if the start was split
+// already, that split remains (as in Linux).
 int vms_gather_munmap_vmas(MmStruct* mm, std::uint64_t start, std::uint64_t end,
                            std::vector<Vma*>* out);
 // Zap the gathered VMAs' pages, free the page tables of their range when
@@ -105,8 +116,10 @@ int vms_gather_munmap_vmas(MmStruct* mm, std::uint64_t start, std::uint64_t end,
 void vms_complete_munmap_vmas(MmStruct* mm, const std::vector<Vma*>& vmas, bool free_tables);
 
 // ---- insertion ---------------------------------------------------------
-// Attach a new, write-locked VMA and store it in the tree (replacing
-// whatever the tree had there in one step); map_count += 1.
-void vma_link(MmStruct* mm, Vma* vma);
+// Attach a new VMA (write-locked) and store it in the tree (replacing
+// whatever the tree had there in one step); link it into its file's
+// reverse map; map_count += 1.  False (nothing changed, the caller still
+// owns `vma`) when memory for the tree or the link cannot be had.
+[[nodiscard]] bool vma_link(MmStruct* mm, Vma* vma);
 
 }  // namespace vmspace::mm

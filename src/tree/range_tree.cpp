@@ -45,6 +45,7 @@
 #include "tree/range_tree.h"
 
 #include "tree/node_pool.h"
+#include "sync/fail_nth.h"
 
 #include <algorithm>
 #include <cassert>
@@ -256,8 +257,36 @@ bool gap_down(Ref ref, const GapReq& r, std::uint64_t& out) {
 
 RangeTree::Summary RangeTree::summarize(Ref r) { return summarize_ref(r); }
 
+bool RangeTree::preallocate() {
+  if (fail_nth::should_fail(fail_nth::Site::tree)) return false;  // injected (tests)
+  // A change copies, splits or rebalances a bounded number of nodes on the
+  // (at most two) paths to its ends: a few leaves, a few inner nodes per
+  // level, and maybe a new root.
+  unsigned height = 0;
+  for (Ref r = wroot_ != 0 ? wroot_ : root_.load(std::memory_order_relaxed); r != 0;
+       r = is_leaf(r) ? 0 : as_inner(r)->child[0])
+    ++height;
+  const std::size_t want_leaf = 8, want_inner = 6 * static_cast<std::size_t>(height) + 4;
+  try {
+    spare_leaf_.reserve(want_leaf);
+    spare_inner_.reserve(want_inner);
+  } catch (const std::bad_alloc&) {
+    return false;
+  }
+  while (spare_leaf_.size() < want_leaf) spare_leaf_.push_back(pool::alloc(pool::kSmall));
+  while (spare_inner_.size() < want_inner) spare_inner_.push_back(pool::alloc(pool::kLarge));
+  return true;
+}
+
 LeafNode* RangeTree::new_leaf() {
-  auto* l = new (pool::alloc(pool::kSmall)) LeafNode;
+  void* block;
+  if (!spare_leaf_.empty()) {
+    block = spare_leaf_.back();
+    spare_leaf_.pop_back();
+  } else {
+    block = pool::alloc(pool::kSmall);
+  }
+  auto* l = new (block) LeafNode;
   l->end[kLeafSlots] = kMaxAddr;  // the sentinel key (see range_tree.h)
   l->count = 0;
   l->pad_ = 0;
@@ -267,7 +296,14 @@ LeafNode* RangeTree::new_leaf() {
 }
 
 InnerNode* RangeTree::new_inner() {
-  auto* n = new (pool::alloc(pool::kLarge)) InnerNode;
+  void* block;
+  if (!spare_inner_.empty()) {
+    block = spare_inner_.back();
+    spare_inner_.pop_back();
+  } else {
+    block = pool::alloc(pool::kLarge);
+  }
+  auto* n = new (block) InnerNode;
   n->max_end[kInnerSlots] = kMaxAddr;  // the sentinel key (see range_tree.h)
   n->count = 0;
   n->pad_ = 0;
@@ -321,6 +357,8 @@ void RangeTree::free_subtree(Ref r) {
 }
 
 RangeTree::~RangeTree() {
+  for (void* b : spare_leaf_) pool::free_local(pool::kSmall, b);
+  for (void* b : spare_inner_) pool::free_local(pool::kLarge, b);
   flush_retired();
   free_subtree(root_.load(std::memory_order_relaxed));
 }

@@ -318,6 +318,14 @@ class RangeTree {
   void erase(std::uint64_t start, std::uint64_t end, std::vector<Entry>* displaced = nullptr);
   // Remove everything (nodes freed after a grace period).
   void clear(std::vector<Entry>* displaced = nullptr);
+  // Make sure the next store() or erase() finds the nodes it needs in a
+  // writer-private reserve, so that a caller can fail cleanly (-ENOMEM)
+  // before it changes anything else (Linux's mas_preallocate).  False when
+  // memory for the reserve cannot be had (or a test injects the failure,
+  // sync/fail_nth.h); nothing is changed then.  The reserve covers any one
+  // change on paths of the current height; should a change need more, it
+  // allocates the rest as before.
+  bool preallocate();
 
   // ---- Statistics and checking (writer's lock, or quiescent tree) ----
   std::size_t size() const { return size_; }
@@ -425,6 +433,8 @@ class RangeTree {
   std::vector<Ref> retired_;  // replaced by the current operation
   void* pending_ = nullptr;   // batch of retired nodes not yet queued to RCU
   std::vector<Entry> scratch_;
+  // preallocate()'s reserve of node blocks (writer-only).
+  std::vector<void*> spare_leaf_, spare_inner_;
 };
 
 template <class F>

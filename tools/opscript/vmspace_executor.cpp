@@ -47,10 +47,14 @@ OpResult VmspaceExecutor::madvise(uint64_t addr, uint64_t len, Advice advice) {
   return from_int(as_.madvise(addr, len, advice_to_linux(advice)));
 }
 
-// Not in the library yet: reported as such, never skipped.
-OpResult VmspaceExecutor::mremap(uint64_t, uint64_t, uint64_t, unsigned, uint64_t) {
-  return OpResult::unsupported();
+OpResult VmspaceExecutor::mremap(uint64_t old_addr, uint64_t old_len, uint64_t new_len, unsigned flags,
+                                 uint64_t new_addr) {
+  long r = as_.mremap(old_addr, old_len, new_len, mremap_flags_to_linux(flags), new_addr);
+  if (r < 0) return OpResult::error(static_cast<int>(-r));
+  return OpResult::address(static_cast<uint64_t>(r));
 }
+
+// Not in the library yet: reported as such, never skipped.
 OpResult VmspaceExecutor::mlock(uint64_t, uint64_t) { return OpResult::unsupported(); }
 OpResult VmspaceExecutor::munlock(uint64_t, uint64_t) { return OpResult::unsupported(); }
 OpResult VmspaceExecutor::mlock2(uint64_t, uint64_t, bool) { return OpResult::unsupported(); }
