@@ -73,8 +73,10 @@ struct AddressSpaceOptions {
   // RLIMIT_STACK: the largest a MAP_GROWSDOWN VMA may grow (bytes).
   std::uint64_t rlimit_stack = 8ull << 20;
   // RLIMIT_MEMLOCK (bytes; UINT64_MAX = unlimited) and CAP_IPC_LOCK: a
-  // MAP_LOCKED mapping that would take the locked total over the limit
-  // fails with -EAGAIN (limit 0: -EPERM), unless cap_ipc_lock.
+  // MAP_LOCKED mapping (or any mapping after mlockall(MCL_FUTURE)) that
+  // would take the locked total over the limit fails with -EAGAIN, mlock
+  // with -ENOMEM; with a limit of 0 locking is -EPERM; none of it applies
+  // with cap_ipc_lock.
   std::uint64_t rlimit_memlock = 8ull << 20;
   bool cap_ipc_lock = false;
   // Commit accounting of private writable and shared anonymous memory.
@@ -84,6 +86,20 @@ struct AddressSpaceOptions {
   // overcommit_limit_pages 0 = no limit.
   Overcommit overcommit = Overcommit::guess;
   std::uint64_t overcommit_limit_pages = 0;
+
+  // ---- The process -----------------------------------------------------------
+  // Where the program break starts (Linux's mm->start_brk: the page after
+  // the program's bss, moved up by up to 1 GiB under address-space
+  // randomization); rounded up to a page.  brk() grows the heap from there.
+  // 0 (the default) = no heap: brk() returns 0 and changes nothing, as for
+  // a space with no program loaded.
+  std::uint64_t brk_start = 0;
+  // RLIMIT_DATA (bytes; UINT64_MAX = unlimited, the default), as brk()
+  // applies it: the heap's size (break - brk_start; vmspace has no ELF data
+  // segment) may not exceed it, even when shrinking, and growing the heap
+  // may not take the pages of all private writable mappings above it.
+  // (mmap and mremap do not check it yet.)
+  std::uint64_t rlimit_data = UINT64_MAX;
 
   // ---- Physical memory -----------------------------------------------------
   // Share an existing pool between spaces, or (nullptr) let the space own
@@ -104,8 +120,20 @@ struct AccessResult {
 };
 const char* fault_name(Fault f);
 
-// Events counted as /proc/vmstat names them.
-enum class VmStat { pgfault, vma_lock_success, vma_lock_abort, vma_lock_retry, vma_lock_miss };
+// Events counted as /proc/vmstat names them, and vmspace's own:
+// madvise_vma_lock / madvise_mmap_lock count the madvise(DONTNEED,
+// DONTNEED_LOCKED, FREE) calls that ran under one VMA's read lock (the
+// range inside one VMA, per-VMA lock modes, as Linux 6.17+) and those that
+// took the mmap_lock instead.  (Same order as mm::VmEvent.)
+enum class VmStat {
+  pgfault,
+  vma_lock_success,
+  vma_lock_abort,
+  vma_lock_retry,
+  vma_lock_miss,
+  madvise_vma_lock,
+  madvise_mmap_lock,
+};
 
 class AddressSpace {
  public:
@@ -120,6 +148,29 @@ class AddressSpace {
             std::uint64_t offset = 0);
   int munmap(std::uint64_t addr, std::uint64_t len);
   int mprotect(std::uint64_t addr, std::uint64_t len, int prot);
+  // madvise(2), Linux 6.18's checks and errors.  Advice that changes VMA
+  // flags splits and merges like mprotect.  Page advice on anonymous
+  // memory: DONTNEED / DONTNEED_LOCKED discard (private memory reads back
+  // zero-filled, shared memory keeps its data); FREE makes private pages
+  // lazily freeable (their data stays, and a later PAGEOUT discards those
+  // not written since); REMOVE punches a hole into shared memory; COLD,
+  // PAGEOUT, WILLNEED change nothing else (there is no swap).
+  // POPULATE_READ / POPULATE_WRITE fault pages in (read: the zero page;
+  // write: private copies), stopping at the first problem: a hole -ENOMEM,
+  // a VMA without read (write) permission -EINVAL, a guard page -EFAULT,
+  // out of frames -ENOMEM.  GUARD_INSTALL turns the range into guard pages
+  // (their contents are discarded; any access faults SEGV_MAPERR after the
+  // VMA's own protection check; no VMA split, the VMA gets
+  // VM_MAYBE_GUARD); they survive mprotect, DONTNEED, FREE, REMOVE and
+  // move with mremap; GUARD_REMOVE and munmap remove them.  Locked memory
+  // refuses DONTNEED, FREE, REMOVE, COLD, PAGEOUT and GUARD_INSTALL
+  // (-EINVAL); sealed read-only private memory refuses the discarding
+  // advice (-EPERM).  Holes: every mapped part is advised, then -ENOMEM
+  // (POPULATE_* excepted).  MADV_COLLAPSE: -EOPNOTSUPP (4 KiB pages only).
+  // DONTNEED, DONTNEED_LOCKED and FREE on a range inside one VMA run under
+  // that VMA's read lock in the per-VMA lock modes (concurrently with
+  // faults and with changes to other VMAs), as Linux 6.17+ does;
+  // VmStat::madvise_vma_lock / madvise_mmap_lock count the two ways.
   int madvise(std::uint64_t addr, std::uint64_t len, int advice);
   // mremap(2): the (new) address, or -errno.  `flags` are MREMAP_MAYMOVE,
   // MREMAP_FIXED, MREMAP_DONTUNMAP; new_addr is used with FIXED (and as a
@@ -127,6 +178,88 @@ class AddressSpace {
   // moved, not copied).
   long mremap(std::uint64_t old_addr, std::uint64_t old_len, std::uint64_t new_len, int flags,
               std::uint64_t new_addr = 0);
+
+  // ---- Memory locking (Linux 6.18 mm/mlock.c) ------------------------------
+  // Locked VMAs carry VM_LOCKED ("lo" in smaps VmFlags; VM_LOCKONFAULT "lf"
+  // too when locked on fault) and count in the space's locked total
+  // (VmLck), which RLIMIT_MEMLOCK bounds unless cap_ipc_lock
+  // (AddressSpaceOptions).  Locking splits and merges VMAs as mprotect
+  // does.  Pages are faulted in after the flags are set, with the
+  // mmap_lock downgraded to read; nothing is ever paged out, so a locked
+  // page differs from another only in what is counted and shown, and in
+  // the madvise advice refused on it.  Each call is atomic with respect to
+  // the other calls of this class except where Linux commits partially (as
+  // noted); all are thread-safe.
+  //
+  // mlock(2): lock [addr, addr + len) and fault it in.  No alignment check:
+  // the range is widened to whole pages (a length that wraps to 0 is 0).
+  // -EPERM when RLIMIT_MEMLOCK is 0 without cap_ipc_lock (even for len 0);
+  // -ENOMEM when the locked total would exceed RLIMIT_MEMLOCK (pages of the
+  // range locked already are discounted), or when the range starts in a
+  // hole (nothing changes) or has a hole later (the VMAs before it are
+  // locked); -EINVAL when addr + len wraps.  Faulting in fails like
+  // Linux's: an inaccessible VMA (PROT_NONE, execute-only under a
+  // protection key) gives -ENOMEM, running out of frames -EAGAIN, with the
+  // whole range locked and the pages before the failure faulted in.
+  int mlock(std::uint64_t addr, std::uint64_t len);
+  // munlock(2): unlock [addr, addr + len); the same rounding and holes as
+  // mlock, never -EPERM.
+  int munlock(std::uint64_t addr, std::uint64_t len);
+  // mlock2(2): `flags` 0 (as mlock) or MLOCK_ONFAULT (lock without faulting
+  // anything in; pages are locked as they are touched).  Other bits:
+  // -EINVAL, checked first.
+  int mlock2(std::uint64_t addr, std::uint64_t len, unsigned flags);
+  // mlockall(2): MCL_CURRENT locks every VMA (and faults them in, ignoring
+  // failures, unless MCL_ONFAULT); MCL_FUTURE makes every later mapping
+  // locked (MCL_ONFAULT: on fault) until munlockall() or an mlockall()
+  // without MCL_FUTURE.  -EINVAL for 0, unknown bits or MCL_ONFAULT alone;
+  // -EPERM as mlock; -ENOMEM with MCL_CURRENT when the whole space is
+  // larger than RLIMIT_MEMLOCK (without cap_ipc_lock).
+  int mlockall(int flags);
+  // munlockall(2): unlock every VMA and end MCL_FUTURE.  Returns 0.
+  int munlockall();
+
+  // mseal(2) (Linux 6.10+; as 6.17+): seal [addr, addr + len) for good.  A
+  // sealed VMA can no longer be unmapped, mapped over (MAP_FIXED),
+  // mprotect'ed (even to its own protection), mremap'ed (from or onto) or
+  // shrunk by brk: those fail with -EPERM, checking VMA by VMA (VMAs before
+  // the sealed one may have changed already, as in Linux); discarding
+  // madvise advice on sealed read-only private anonymous memory fails with
+  // -EPERM too.  `flags` must be 0 (-EINVAL), addr page aligned (-EINVAL);
+  // len 0 succeeds; any unmapped page in the range: -ENOMEM with nothing
+  // sealed.  Sealing part of a VMA splits it.
+  int mseal(std::uint64_t addr, std::uint64_t len, unsigned long flags = 0);
+
+  // mincore(2): one byte per page of [addr, addr + len) into vec (room for
+  // ceil(len / 4096) bytes), 1 where the page is resident.  Linux's order:
+  // addr not page aligned: -EINVAL; addr + len wraps or ends above
+  // 0x7ffffffff000: -ENOMEM; len 0: 0 (vec untouched); a page no VMA holds:
+  // -ENOMEM, with the bytes of the mapped pages before it already written
+  // (the rest untouched); vec == nullptr: -EFAULT, Linux's answer for a
+  // NULL buffer (but -ENOMEM when addr is unmapped: the lookup comes
+  // first).  A page reports 1 when it has a frame (the zero page after a
+  // read, a PROT_NONE page that keeps its frame); private anonymous pages
+  // never touched, discarded, or guard pages report 0; shared anonymous
+  // pages report whether the shared object holds the page (1 even after
+  // DONTNEED or under a guard).  Returns 0 on success.
+  int mincore(std::uint64_t addr, std::uint64_t len, unsigned char* vec);
+
+  // brk(2) as the raw system call (what glibc's brk/sbrk are built on):
+  // asks for the program break at new_brk and returns the break after the
+  // call: new_brk on success, the old break on any failure (never an
+  // errno), so brk(0) returns the current break.  The break starts at
+  // AddressSpaceOptions::brk_start with no heap VMA (no heap at all when
+  // that is 0).  Growing maps [old break, new break) rounded to pages as
+  // private read-write memory ("[heap]" in maps, VM_ACCOUNT charged),
+  // extending the VMA that ends at the old break when it is compatible;
+  // it fails below brk_start, beyond the task size, over RLIMIT_DATA or
+  // RLIMIT_MEMLOCK (under mlockall(MCL_FUTURE), which also locks and
+  // faults in the new part), out of commit or map_count, or when the new
+  // break would come within a page of the next mapping (a page plus the
+  // stack guard gap of a MAP_GROWSDOWN one).  Shrinking unmaps [new break,
+  // old break) rounded to pages, whatever is mapped there; it fails when
+  // nothing is mapped there, over a sealed page, or above RLIMIT_DATA.
+  std::uint64_t brk(std::uint64_t new_brk);
 
   // Guest memory access (the soft MMU).  Copies in ascending address order,
   // faulting pages in as needed; stops at the first fault it cannot
@@ -164,7 +297,12 @@ class AddressSpace {
     AddressSpace& as_;
   };
 
-  // Per-mapping resident-set figures, /proc/self/smaps style.
+  // Per-mapping figures, /proc/self/smaps style: for each VMA its maps
+  // line, then Size, Rss, Anonymous and Locked (the proportional share of
+  // resident pages in a VM_LOCKED VMA, zero page excluded, as Linux), each
+  // "%8 kB", and the VmFlags line with Linux 6.18's two-letter names in
+  // bit order (a space after each).  A subset of Linux's lines, in its
+  // order.
   std::string smaps() const;
   std::uint64_t rss_pages() const;
 

@@ -20,6 +20,7 @@
 // is pinned with a reference first.
 #include "fault/fault.h"
 
+#include <cerrno>
 #include <cstring>
 
 #include "mem/file.h"
@@ -50,7 +51,13 @@ const char* fault_result_name(FaultResult r) {
 namespace {
 
 // Linux's VM_FAULT_* subset.
-enum VmFault : unsigned { kFaultDone = 0, kFaultRetry = 1u << 0, kFaultOom = 1u << 1, kFaultSigbus = 1u << 2 };
+enum VmFault : unsigned {
+  kFaultDone = 0,
+  kFaultRetry = 1u << 0,
+  kFaultOom = 1u << 1,
+  kFaultSigbus = 1u << 2,
+  kFaultSigsegv = 1u << 3,  // a guard marker (SEGV_MAPERR)
+};
 
 struct Vmf {
   MmStruct* mm;
@@ -223,6 +230,7 @@ unsigned do_shared_fault(Vmf& f, mem::PteTable* table) {
   SpinLock& ptl = mem::PageTables::pte_lock(table);
   mem::File* file = f.vma->vm_file;
   const std::uint64_t index = mm::linear_page_index(f.vma, f.addr);
+  if (index >= file->size_pages) return kFaultSigbus;  // past the object's end (shmem_fault)
   pfn_t pfn;
   for (;;) {
     pfn = mem::shmem_get_page(file, index);
@@ -241,7 +249,7 @@ unsigned do_shared_fault(Vmf& f, mem::PteTable* table) {
     phys->frame(pfn).mapcount.fetch_add(1, std::memory_order_relaxed);
     mm->rss_shmem.fetch_add(1, std::memory_order_relaxed);
     keep = true;  // our reference now belongs to the PTE
-  } else if (f.write && writable && !mem::pte_write(cur) && mem::pte_pfn(cur) == pfn) {
+  } else if (f.write && writable && mem::pte_present(cur) && !mem::pte_write(cur) && mem::pte_pfn(cur) == pfn) {
     slot.store(mem::pte_mkdirty(mem::pte_mkwrite(cur)), std::memory_order_release);
   }
   ptl.unlock();
@@ -282,6 +290,12 @@ unsigned handle_mm_fault(Vmf& f) {
   if (table == nullptr) return kFaultOom;
   std::atomic<pte_t>& slot = mem::PageTables::pte_slot(table, f.addr);
   const pte_t orig = slot.load(std::memory_order_acquire);
+  // A guard region (MADV_GUARD_INSTALL): SIGSEGV before anything else, a
+  // file's size included (Linux handle_pte_marker).  The VMA's protection
+  // was checked by the caller first.  A marker installed after this load
+  // is found by the re-check under the PTE lock (it is not pte_none), and
+  // the retried access faults here.
+  if (mem::pte_is_guard(orig)) return kFaultSigsegv;
   if (!mem::pte_present(orig))
     return f.vma->vm_file != nullptr ? do_shared_fault(f, table) : do_anonymous_page(f, table);
   if (!mem::pte_user(orig) || (f.write && !mem::pte_write(orig))) {
@@ -299,6 +313,7 @@ unsigned handle_mm_fault(Vmf& f) {
 FaultResult to_result(unsigned r) {
   if (r & kFaultOom) return FaultResult::oom;
   if (r & kFaultSigbus) return FaultResult::sigbus;
+  if (r & kFaultSigsegv) return FaultResult::segv_maperr;
   return FaultResult::ok;
 }
 
@@ -406,27 +421,65 @@ FaultResult handle_fault(MmStruct* mm, std::uint64_t addr, Access access) {
   return fault_once(mm, addr, access);
 }
 
-void populate_range_locked(MmStruct* mm, std::uint64_t start, std::uint64_t end) {
+int mm_populate_locked(MmStruct* mm, std::uint64_t start, std::uint64_t end, bool ignore_errors) {
   mm::mmap_assert_locked(mm);
   for (std::uint64_t a = start; a < end;) {
     Vma* vma = mm::find_vma(mm, a);
-    if (vma == nullptr || vma->vm_start >= end) return;
+    if (vma == nullptr || vma->vm_start >= end) return 0;  // holes are skipped
     if (a < vma->vm_start) a = vma->vm_start;
     const std::uint64_t stop = std::min(end, vma->vm_end);
-    // GUP refuses inaccessible VMAs, and execute-only ones by their key.
-    if (!mm::vma_data_accessible(vma)) {
+    // Linux populate_vma_page_range: a VM_LOCKONFAULT VMA is left to its
+    // faults (MAP_POPULATE and MAP_LOCKED under mlockall(MCL_FUTURE |
+    // MCL_ONFAULT) too); GUP refuses inaccessible VMAs, and execute-only
+    // ones by their key (-EFAULT).
+    int err = 0;
+    if (vma->vm_flags & mm::VM_LOCKONFAULT) {
       a = stop;
       continue;
     }
-    // Private writable memory is populated with write faults (Linux
-    // populate_vma_page_range: FOLL_WRITE), everything else with reads.
-    const bool write = (vma->vm_flags & (mm::VM_WRITE | mm::VM_SHARED)) == mm::VM_WRITE;
-    for (; a < stop; a += mm::kPageSize) {
-      FAULT_HOOK(populate_page);
-      Vmf f{mm, vma, a, write, /*vma_locked=*/false};
-      if (handle_mm_fault(f) != kFaultDone) return;
+    if (!mm::vma_data_accessible(vma)) {
+      err = -EFAULT;
+    } else {
+      // Private writable memory is populated with write faults (FOLL_WRITE),
+      // everything else with reads (FOLL_FORCE).
+      const bool write = (vma->vm_flags & (mm::VM_WRITE | mm::VM_SHARED)) == mm::VM_WRITE;
+      for (; a < stop; a += mm::kPageSize) {
+        FAULT_HOOK(populate_page);
+        Vmf f{mm, vma, a, write, /*vma_locked=*/false};
+        if (const unsigned r = handle_mm_fault(f); r != kFaultDone) {
+          err = (r & kFaultOom) ? -ENOMEM : -EFAULT;  // GUP's vm_fault_to_errno
+          break;
+        }
+      }
+    }
+    if (err != 0) {
+      if (!ignore_errors) return err;
+      a = stop;  // __mm_populate(ignore_errors): on with the next VMA
     }
   }
+  return 0;
+}
+
+int faultin_page_locked(MmStruct* mm, Vma* vma, std::uint64_t addr, bool write) {
+  mm::mmap_assert_locked(mm);
+  addr &= mm::kPageMask;
+  // Fault until the PTE allows the access (GUP's follow_page / faultin_page
+  // loop): a racing zap can undo a fault, which then simply runs again.
+  for (;;) {
+    {
+      rcu::ReadGuard rcu;
+      const pte_t pte = mm->pgtables.lookup(addr);
+      if (mem::pte_present(pte) && mem::pte_user(pte) && (!write || mem::pte_write(pte))) return 0;
+    }
+    Vmf f{mm, vma, addr, write, /*vma_locked=*/false};
+    const unsigned r = handle_mm_fault(f);
+    if (r & kFaultOom) return -ENOMEM;
+    if (r & (kFaultSigbus | kFaultSigsegv)) return -EFAULT;
+  }
+}
+
+void populate_range_locked(MmStruct* mm, std::uint64_t start, std::uint64_t end) {
+  (void)mm_populate_locked(mm, start, end, /*ignore_errors=*/true);
 }
 
 }  // namespace vmspace::fault

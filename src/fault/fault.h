@@ -57,9 +57,24 @@ struct FaultHooks {
 };
 void set_fault_hooks(const FaultHooks* hooks);
 
-// Fault in every page of [start, end) (MAP_POPULATE, MAP_LOCKED) for the
-// access the VMAs allow.  Requires mmap R (the write side downgraded, so no
-// VMA found earlier can go away: seed 003).  Stops at the first failure.
+// Linux __mm_populate(): fault in every page of [start, end) for the
+// access the VMAs allow: write faults for private writable VMAs, read
+// faults otherwise.  Holes and VM_LOCKONFAULT VMAs are skipped.  An
+// inaccessible VMA (PROT_NONE, execute-only under a protection key) or a
+// fault that fails is an error: -EFAULT, or -ENOMEM when out of memory.
+// With ignore_errors (mmap MAP_POPULATE/MAP_LOCKED, mremap, mlockall) the
+// walk goes on with the next VMA and returns 0; without (mlock) it stops
+// there and returns the error.  Requires mmap R (the write side
+// downgraded, so no VMA found earlier can go away: seed 003).
+int mm_populate_locked(mm::MmStruct* mm, std::uint64_t start, std::uint64_t end, bool ignore_errors);
+// mm_populate_locked(..., ignore_errors = true).
 void populate_range_locked(mm::MmStruct* mm, std::uint64_t start, std::uint64_t end);
+
+// Linux faultin_page_range() for one page (MADV_POPULATE_READ/WRITE): fault
+// the page at addr of `vma` in until its PTE allows a read (or a write).
+// The caller has checked that the VMA allows the access.  Requires mmap R.
+// 0, -EFAULT (the access would signal: a guard marker, SIGBUS) or -ENOMEM
+// (out of memory; nothing waits for frames a grace period would free).
+int faultin_page_locked(mm::MmStruct* mm, mm::Vma* vma, std::uint64_t addr, bool write);
 
 }  // namespace vmspace::fault

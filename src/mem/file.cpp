@@ -8,12 +8,14 @@
 
 namespace vmspace::mem {
 
-File* shmem_zero_setup(PhysMem* phys) {
+File* shmem_zero_setup(PhysMem* phys, std::uint64_t pages) {
   // Inode numbers only need to be distinct.
   static std::atomic<std::uint64_t> next_ino{1};
   if (fail_nth::should_fail(fail_nth::Site::file)) return nullptr;  // injected (tests)
   try {
-    return new File(next_ino.fetch_add(1, std::memory_order_relaxed), 0, 1, "/dev/zero (deleted)", true, phys);
+    File* f = new File(next_ino.fetch_add(1, std::memory_order_relaxed), 0, 1, "/dev/zero (deleted)", true, phys);
+    f->size_pages = pages;
+    return f;
   } catch (const std::bad_alloc&) {
     return nullptr;
   }

@@ -37,6 +37,10 @@ struct File {
   const std::string name;  // as /proc/self/maps prints it
   const bool shmem;
   PhysMem* const phys;
+  // The object's size in pages (i_size): a fault at or past it is SIGBUS.
+  // A shmem object behind MAP_SHARED|MAP_ANONYMOUS has the size of the
+  // mmap that made it; a mapping grown by mremap extends past it.
+  std::uint64_t size_pages = 0;
 
   // References: one per VMA mapping the file.  get/put are atomic; the
   // last put frees the File (VMAs are freed after an RCU grace period, so
@@ -66,9 +70,9 @@ struct File {
   std::vector<mm::Vma*> i_mmap;
 };
 
-// A new shmem object for one MAP_SHARED|MAP_ANONYMOUS mmap(); nullptr when
-// out of memory.
-File* shmem_zero_setup(PhysMem* phys);
+// A new shmem object of `pages` pages for one MAP_SHARED|MAP_ANONYMOUS
+// mmap(); nullptr when out of memory.
+File* shmem_zero_setup(PhysMem* phys, std::uint64_t pages);
 
 // The frame caching page `index` of `f`, allocated zero-filled on first
 // use, with one extra reference for the caller.  kNoFrame when out of

@@ -300,12 +300,52 @@ PteTable* PageTables::next_pte_table(std::uint64_t& va, std::uint64_t end) const
 }
 
 std::uint64_t PageTables::zap_range(std::uint64_t start, std::uint64_t end,
-                                    const std::function<void(std::uint64_t, pte_t)>& on_unmap) {
+                                    const std::function<void(std::uint64_t, pte_t)>& on_unmap,
+                                    bool drop_markers) {
   std::uint64_t n = 0;
-  for_each_present(start, end, [&](std::uint64_t va, std::atomic<pte_t>& slot, pte_t old) {
+  for_each_entry(start, end, [&](std::uint64_t va, std::atomic<pte_t>& slot, pte_t old) {
+    if (!pte_present(old)) {
+      // A marker: kept, or dropped (it holds no frame).
+      if (drop_markers) slot.store(0, std::memory_order_release);
+      return;
+    }
     slot.store(0, std::memory_order_release);
     ++n;
     if (on_unmap) on_unmap(va, old);
+  });
+  return n;
+}
+
+bool PageTables::install_guard_markers(std::uint64_t start, std::uint64_t end,
+                                       const std::function<void(std::uint64_t, pte_t)>& on_unmap) {
+  if (end > kVaLimit) end = kVaLimit;
+  std::uint64_t va = start;
+  while (va < end) {
+    // pte_alloc takes no pte_lock (and page_table_lock only inside).
+    PteTable* t = pte_alloc(va);
+    if (t == nullptr) return false;
+    const std::uint64_t table_end = (va & ~(kPteTableSpan - 1)) + kPteTableSpan;
+    const std::uint64_t stop = table_end < end ? table_end : end;
+    t->lock.lock();
+    for (; va < stop; va += kPageSize) {
+      std::atomic<pte_t>& slot = t->e[pte_index(va)];
+      const pte_t old = slot.load(std::memory_order_relaxed);
+      if (pte_is_guard(old)) continue;
+      // Release: a walker that sees the marker sees nothing older.
+      slot.store(kPteMarkerGuard, std::memory_order_release);
+      if (pte_present(old) && on_unmap) on_unmap(va, old);
+    }
+    t->lock.unlock();
+  }
+  return true;
+}
+
+std::uint64_t PageTables::remove_guard_markers(std::uint64_t start, std::uint64_t end) {
+  std::uint64_t n = 0;
+  for_each_entry(start, end, [&](std::uint64_t, std::atomic<pte_t>& slot, pte_t old) {
+    if (!pte_is_guard(old)) return;
+    slot.store(0, std::memory_order_release);
+    ++n;
   });
   return n;
 }

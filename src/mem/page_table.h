@@ -46,6 +46,9 @@
 //       dropped (PhysMem::put, RCU-deferred) only after the PTE was
 //       cleared - the zap_range() callback is the place to do it.
 //   (G) lookup() never blocks, never allocates, never takes a lock.
+//   (H) lookup() may return a PTE marker (kPteMarkerGuard): it is not
+//       present and names no frame; a walker treats it as "no page" and
+//       lets the fault path decide (it faults SEGV_MAPERR).
 #pragma once
 
 #include <atomic>
@@ -67,6 +70,18 @@ inline constexpr pte_t kPteWrite = pte_t{1} << 1;
 inline constexpr pte_t kPteUser = pte_t{1} << 2;
 inline constexpr pte_t kPteAccessed = pte_t{1} << 5;
 inline constexpr pte_t kPteDirty = pte_t{1} << 6;
+// Software bit of a present PTE (an x86 "available" bit): the page was
+// given up with MADV_FREE and may be discarded instead of kept while it
+// stays clean (Linux's lazyfree folios: folio_mark_lazyfree).  A write
+// makes it dirty again (the PTE is write-protected, so the write faults).
+inline constexpr pte_t kPteLazyFree = pte_t{1} << 9;
+// PTE markers (Linux's pte_marker swap entries): NOT present, not zero.
+// The only one is the guard marker of MADV_GUARD_INSTALL: an access faults
+// with SIGSEGV (SEGV_MAPERR), zap_range() keeps it unless asked to drop
+// markers (munmap does, MADV_DONTNEED does not), and move_range() moves it
+// like any other entry.  It names no frame: pte_pfn() of it is 0 and it must
+// never be taken for a mapping (lockless walkers test pte_present()).
+inline constexpr pte_t kPteMarkerGuard = pte_t{1} << 10;
 inline constexpr unsigned kPtePfnShift = 12;
 inline constexpr pte_t kPtePfnMask = ((pte_t{1} << 40) - 1) << kPtePfnShift;  // bits 12..51
 inline constexpr pte_t kPteFlagsMask = ~kPtePfnMask;
@@ -90,6 +105,11 @@ constexpr unsigned pgd_index(std::uint64_t va) { return (va >> kPgdShift) & 511;
 // ---- PTE helpers (leaf entries only) ----
 constexpr bool pte_none(pte_t p) { return p == 0; }
 constexpr bool pte_present(pte_t p) { return (p & kPtePresent) != 0; }
+// A guard marker (kPteMarkerGuard): not present and maps nothing.
+constexpr bool pte_is_guard(pte_t p) { return p == kPteMarkerGuard; }
+// Nothing mapped there: an empty entry or a marker (Linux pte_none_mostly).
+constexpr bool pte_none_mostly(pte_t p) { return p == 0 || pte_is_guard(p); }
+constexpr bool pte_lazyfree(pte_t p) { return (p & kPteLazyFree) != 0; }
 constexpr bool pte_write(pte_t p) { return (p & kPteWrite) != 0; }
 constexpr bool pte_user(pte_t p) { return (p & kPteUser) != 0; }
 constexpr bool pte_young(pte_t p) { return (p & kPteAccessed) != 0; }
@@ -183,13 +203,52 @@ class PageTables {
     }
   }
 
+  // Visit every entry in [start, end) that is not empty (present PTEs and
+  // markers) under its table's pte_lock, as for_each_present does.
+  template <class Fn>
+  void for_each_entry(std::uint64_t start, std::uint64_t end, Fn&& fn) {
+    if (end > kVaLimit) end = kVaLimit;
+    std::uint64_t va = start;
+    while (va < end) {
+      PteTable* t = next_pte_table(va, end);
+      if (t == nullptr) break;
+      const std::uint64_t table_end = (va & ~(kPteTableSpan - 1)) + kPteTableSpan;
+      const std::uint64_t stop = table_end < end ? table_end : end;
+      t->lock.lock();
+      for (; va < stop; va += kPageSize) {
+        std::atomic<pte_t>& slot = t->e[pte_index(va)];
+        const pte_t old = slot.load(std::memory_order_relaxed);
+        if (!pte_none(old)) fn(va, slot, old);
+      }
+      t->lock.unlock();
+    }
+  }
+
   // Clear the present PTEs in [start, end) under their locks (release
   // stores of 0), calling on_unmap(va, old_pte) for each right after it is
   // cleared, still under the pte_lock (the caller drops the frame
-  // reference there; PhysMem::put is fine under a pte_lock).  Returns how
-  // many were cleared.
+  // reference there; PhysMem::put is fine under a pte_lock).  Markers are
+  // kept unless `drop_markers` (Linux's ZAP_FLAG_DROP_MARKER: munmap and
+  // exit drop them; MADV_DONTNEED/FREE/REMOVE keep guard regions).
+  // Returns how many present PTEs were cleared.
   std::uint64_t zap_range(std::uint64_t start, std::uint64_t end,
-                          const std::function<void(std::uint64_t, pte_t)>& on_unmap);
+                          const std::function<void(std::uint64_t, pte_t)>& on_unmap,
+                          bool drop_markers = false);
+
+  // MADV_GUARD_INSTALL: make every entry of [start, end) a guard marker,
+  // allocating page tables as needed.  A present PTE is replaced by the
+  // marker under its lock, and on_unmap(va, old_pte) is called for it
+  // right after, as zap_range does (its page is discarded); empty entries
+  // get the marker; existing markers stay.  Per PTE under its lock, so a
+  // racing fault either installed its page first (then it is discarded
+  // here) or finds the marker when it re-checks the entry.  Caller: the
+  // mmap_lock or a VMA lock covering the range, no pte_lock.  False when a
+  // page table could not be allocated (the part before it is done).
+  bool install_guard_markers(std::uint64_t start, std::uint64_t end,
+                             const std::function<void(std::uint64_t, pte_t)>& on_unmap);
+  // MADV_GUARD_REMOVE: clear the guard markers in [start, end) under their
+  // locks; nothing else changes.  Returns how many were cleared.
+  std::uint64_t remove_guard_markers(std::uint64_t start, std::uint64_t end);
 
   // Linux move_page_tables() (mremap): move the PTEs of [old_addr,
   // old_addr + len) to [new_addr, new_addr + len), all page aligned.  A

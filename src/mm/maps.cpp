@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // maps.cpp - /proc/self/maps text, in the kernel's exact format
-// (fs/proc/task_mmu.c show_map_vma; research doc section 7).
+// (fs/proc/task_mmu.c show_map_vma; research doc section 7).  Requires
+// mmap R (which also keeps mm->brk stable for the [heap] name).
 #include <cstdio>
 #include <string>
 
@@ -24,12 +25,19 @@ void show_map_vma(std::string& out, const Vma* vma) {
                         file != nullptr ? file->dev_minor : 0,
                         static_cast<unsigned long long>(file != nullptr ? file->ino : 0));
   out.append(buf, static_cast<std::size_t>(n));
-  if (file != nullptr) {
+  // The name: the file's, or for anonymous memory "[heap]" (Linux
+  // vma_is_initial_heap: any part of the VMA lies between start_brk and
+  // the current break).
+  const MmStruct* mm = vma->vm_mm;
+  const char* name = file != nullptr ? file->name.c_str()
+                     : (vma->vm_start < mm->brk && vma->vm_end > mm->start_brk) ? "[heap]"
+                                                                                : nullptr;
+  if (name != nullptr) {
     // seq_pad(): pad to 25 + 6 * sizeof(void*) - 1 columns, then a space.
     constexpr std::size_t kWidth = 25 + 6 * sizeof(void*) - 1;
     if (static_cast<std::size_t>(n) < kWidth) out.append(kWidth - static_cast<std::size_t>(n), ' ');
     out.push_back(' ');
-    out += file->name;
+    out += name;
   }
   out.push_back('\n');
 }

@@ -11,16 +11,62 @@
 
 namespace vmspace::mm {
 
-void zap_vma_range(Vma* vma, std::uint64_t start, std::uint64_t end) {
+namespace {
+
+// Drop what a just-cleared present PTE of `vma` held: the frame's
+// mapcount, the RSS count and the PTE's reference (put: the frame is
+// reused only after a grace period).  Under the PTE's lock.
+void unmap_pte(Vma* vma, mem::pte_t old) {
   MmStruct* mm = vma->vm_mm;
   mem::PhysMem* phys = mm->phys;
-  const bool shmem = vma->vm_file != nullptr;
-  mm->pgtables.zap_range(start, end, [&](std::uint64_t, mem::pte_t old) {
+  const mem::pfn_t pfn = mem::pte_pfn(old);
+  if (pfn == phys->zero_pfn()) return;
+  phys->frame(pfn).mapcount.fetch_sub(1, std::memory_order_relaxed);
+  (vma->vm_file != nullptr ? mm->rss_shmem : mm->rss_anon).fetch_sub(1, std::memory_order_relaxed);
+  phys->put(pfn);
+}
+
+// A private anonymous frame that only this PTE maps and nobody pins.
+bool exclusive_anon(mem::PhysMem* phys, mem::pfn_t pfn) {
+  const mem::Frame& fr = phys->frame(pfn);
+  return (fr.mapping.load(std::memory_order_relaxed) & mem::kMappingAnon) &&
+         fr.mapcount.load(std::memory_order_relaxed) == 1 && fr.refcount.load(std::memory_order_acquire) == 1;
+}
+
+}  // namespace
+
+void zap_vma_range(Vma* vma, std::uint64_t start, std::uint64_t end, ZapMarkers markers) {
+  vma->vm_mm->pgtables.zap_range(
+      start, end, [&](std::uint64_t, mem::pte_t old) { unmap_pte(vma, old); }, markers == ZapMarkers::drop);
+}
+
+bool install_guard_range(Vma* vma, std::uint64_t start, std::uint64_t end) {
+  return vma->vm_mm->pgtables.install_guard_markers(start, end,
+                                                    [&](std::uint64_t, mem::pte_t old) { unmap_pte(vma, old); });
+}
+
+void mark_lazyfree_range(Vma* vma, std::uint64_t start, std::uint64_t end) {
+  MmStruct* mm = vma->vm_mm;
+  mem::PhysMem* phys = mm->phys;
+  mm->pgtables.for_each_present(start, end, [&](std::uint64_t, std::atomic<mem::pte_t>& slot, mem::pte_t old) {
+    // The zero page and pages mapped elsewhere too are left alone (Linux
+    // madvise_free_pte_range skips what it cannot free exclusively).
     const mem::pfn_t pfn = mem::pte_pfn(old);
-    if (pfn == phys->zero_pfn()) return;
-    phys->frame(pfn).mapcount.fetch_sub(1, std::memory_order_relaxed);
-    (shmem ? mm->rss_shmem : mm->rss_anon).fetch_sub(1, std::memory_order_relaxed);
-    phys->put(pfn);
+    if (pfn == phys->zero_pfn() || !exclusive_anon(phys, pfn)) return;
+    const mem::pte_t pte = mem::pte_wrprotect(mem::pte_mkclean(mem::pte_mkold(old))) | mem::kPteLazyFree;
+    if (pte != old) slot.store(pte, std::memory_order_release);
+  });
+}
+
+void pageout_range(Vma* vma, std::uint64_t start, std::uint64_t end) {
+  MmStruct* mm = vma->vm_mm;
+  mem::PhysMem* phys = mm->phys;
+  mm->pgtables.for_each_present(start, end, [&](std::uint64_t, std::atomic<mem::pte_t>& slot, mem::pte_t old) {
+    if (!mem::pte_lazyfree(old) || mem::pte_dirty(old)) return;  // would need swap: stays
+    const mem::pfn_t pfn = mem::pte_pfn(old);
+    if (pfn == phys->zero_pfn() || !exclusive_anon(phys, pfn)) return;
+    slot.store(0, std::memory_order_release);
+    unmap_pte(vma, old);
   });
 }
 

@@ -19,16 +19,47 @@ inline bool vma_is_accessible(const Vma* vma) { return (vma->vm_flags & VM_ACCES
 // An execute-only VMA on a host whose kernel backs PROT_EXEC-only mappings
 // with an execute-only protection key (MmConfig::exec_only_pkey): data
 // accesses fault (SEGV_PKUERR) and its PTEs carry no data-access bit.
-inline bool vma_is_exec_only(const Vma* vma) {
-  return vma->vm_mm->cfg.exec_only_pkey && (vma->vm_flags & VM_ACCESS_FLAGS) == VM_EXEC;
+// The key lives in vm_flags (VM_PKEY_*): it was given when the mapping was
+// made or mprotected with exactly PROT_EXEC (arch_override_mprotect_pkey),
+// so it also decides merges and anon_vma sharing as in Linux.
+inline bool vma_is_exec_only(const Vma* vma) { return (vma->vm_flags & VM_PKEY_MASK) == VM_PKEY_EXEC_ONLY; }
+
+// The protection-key bits for a mapping made or changed with `prot`: the
+// execute-only key for exactly PROT_EXEC on a host with keys, else none.
+inline vm_flags_t pkey_flags_for(const MmStruct* mm, int prot) {
+  return mm->cfg.exec_only_pkey && prot == PROT_EXEC ? VM_PKEY_EXEC_ONLY : 0;
 }
 // May the VMA's pages be read as data (the soft MMU's kPteUser bit)?
 inline bool vma_data_accessible(const Vma* vma) { return vma_is_accessible(vma) && !vma_is_exec_only(vma); }
 
+// What a zap does to PTE markers (guard regions): munmap and exit drop
+// them with the mapping; the zaps of madvise (DONTNEED, DONTNEED_LOCKED,
+// REMOVE) keep them (Linux: ZAP_FLAG_DROP_MARKER or not).
+enum class ZapMarkers { drop, keep };
+
 // Remove the PTEs of [start, end) inside `vma` and drop the pages they
-// mapped (MADV_DONTNEED, munmap).  Requires mmap R with the range's VMA
-// write-locked or detached, or mmap W.
-void zap_vma_range(Vma* vma, std::uint64_t start, std::uint64_t end);
+// mapped (MADV_DONTNEED, munmap).  Requires the VMA to stay as it is and
+// its page tables to stay allocated: mmap W; or mmap R; or a read lock of
+// `vma` itself (MADV_DONTNEED on one VMA, madvise.cpp says why that is
+// enough).  PTEs change only under their table's lock, so this races
+// safely with faults, which re-check the PTE under that lock.
+void zap_vma_range(Vma* vma, std::uint64_t start, std::uint64_t end,
+                   ZapMarkers markers = ZapMarkers::drop);
+
+// MADV_GUARD_INSTALL's page-table work: guard markers over [start, end),
+// discarding the pages mapped there.  Same locking as zap_vma_range.
+// False when a page table could not be allocated.
+bool install_guard_range(Vma* vma, std::uint64_t start, std::uint64_t end);
+
+// MADV_FREE on private anonymous memory: the pages of [start, end) that
+// this VMA alone maps become lazily freeable (clean, write-protected so
+// that a write makes them dirty again through a fault, kPteLazyFree).
+// Same locking as zap_vma_range.
+void mark_lazyfree_range(Vma* vma, std::uint64_t start, std::uint64_t end);
+// MADV_PAGEOUT: reclaim what can be reclaimed without swap (vmspace has
+// none): lazily freeable pages that are still clean are discarded (they
+// read back as zero-fill); everything else stays.  Same locking.
+void pageout_range(Vma* vma, std::uint64_t start, std::uint64_t end);
 
 // Bring the PTEs of [start, end) in line with vma->vm_flags (mprotect):
 // clear the write bit where writing is no longer allowed (private pages

@@ -19,7 +19,10 @@ MmStruct::MmStruct(const MmConfig& c, mem::PhysMem* p)
       task_size(c.task_size),
       max_map_count(c.max_map_count),
       mmap_base(c.mmap_base != 0 ? c.mmap_base : mmap_base_for(c)),
-      phys(p) {}
+      phys(p) {
+  // At exec the break is at its start and there is no heap VMA yet.
+  start_brk = brk = c.start_brk;
+}
 
 std::uint64_t mmap_base_for(const MmConfig& cfg) {
   // The gap below TASK_SIZE is the stack limit plus the guard gap (no

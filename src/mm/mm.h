@@ -28,12 +28,60 @@ int vm_munmap(MmStruct* mm, std::uint64_t start, std::uint64_t len);
 int do_mprotect(MmStruct* mm, std::uint64_t start, std::uint64_t len, int prot);
 // madvise(2)
 int do_madvise(MmStruct* mm, std::uint64_t start, std::uint64_t len, int behavior);
+// mincore(2): one byte per page of [start, start + len) into vec (1 =
+// resident).  vec == nullptr stands for an unwritable user buffer (-EFAULT
+// at the first copy, after the VMA lookup, as Linux does for NULL).
+int do_mincore(MmStruct* mm, std::uint64_t start, std::uint64_t len, unsigned char* vec);
+// brk(2) as the raw syscall: the break after the call (the old one when it
+// fails; brk(0) queries).  When mlockall(MCL_FUTURE) makes the heap
+// locked, it faults the new part in itself (mm->populate).
+std::uint64_t do_brk(MmStruct* mm, std::uint64_t brk);
 // mremap(2).  When a locked mapping grew, returns with *populate_len != 0
 // and the mmap_lock DOWNGRADED TO READ: the caller populates
 // [*populate_start, + *populate_len) and then unlocks it (as vm_mmap).
 // Otherwise no lock is held.
 long do_mremap(MmStruct* mm, std::uint64_t addr, std::uint64_t old_len, std::uint64_t new_len, int flags,
                std::uint64_t new_addr, std::uint64_t* populate_start, std::uint64_t* populate_len);
+
+// mlock(2) / mlock2(2): `flags` are mlock2's (MLOCK_ONFAULT; mlock passes
+// 0).  On success with pages to fault in, returns 0 with
+// *populate_len != 0 and the mmap_lock DOWNGRADED TO READ: the caller
+// populates [*populate_start, + *populate_len) with
+// populate(ignore_errors = false), unlocks, and turns a populate error
+// into mlock's with mlock_populate_error().  Otherwise no lock is held.
+int do_mlock(MmStruct* mm, std::uint64_t start, std::uint64_t len, unsigned flags,
+             std::uint64_t* populate_start, std::uint64_t* populate_len);
+// Linux __mlock_posix_error_return(): -EFAULT -> -ENOMEM, -ENOMEM -> -EAGAIN.
+int mlock_populate_error(int err);
+// munlock(2)
+int do_munlock(MmStruct* mm, std::uint64_t start, std::uint64_t len);
+// mlockall(2) (MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT).  With MCL_CURRENT,
+// returns 0 with *populate = true and the mmap_lock DOWNGRADED TO READ: the
+// caller populates [0, task_size) ignoring errors, then unlocks.
+int do_mlockall(MmStruct* mm, int flags, bool* populate);
+// munlockall(2)
+int do_munlockall(MmStruct* mm);
+// Linux can_do_mlock(): RLIMIT_MEMLOCK is not 0, or CAP_IPC_LOCK.
+inline bool can_do_mlock(const MmStruct* mm) { return mm->cfg.rlimit_memlock != 0 || mm->cfg.cap_ipc_lock; }
+
+// mseal(2) (Linux 6.10+, as 6.17+ does it; flags must be 0).
+int do_mseal(MmStruct* mm, std::uint64_t start, std::uint64_t len, unsigned long flags);
+// Linux can_modify_vma(): may the VMA's range, protection or existence
+// change?  Not if it is sealed: munmap, MAP_FIXED over it, mprotect,
+// mremap (source and destination) and a brk shrink over it fail with
+// -EPERM.  Requires mmap R (or vma R).
+inline bool can_modify_vma(const Vma* vma) { return (vma->vm_flags & VM_SEALED) == 0; }
+// Does any VMA intersecting [start, end) refuse changes (can_modify_vma)?
+// Requires mmap R.  (munmap, MAP_FIXED and brk get their -EPERM from
+// do_vmi_munmap_locked, which checks each VMA as it gathers it.)
+bool vma_range_sealed(MmStruct* mm, std::uint64_t start, std::uint64_t end);
+// Linux 6.17+ can_madvise_modify(): may madvise `behavior` act on `vma`?
+// False (madvise fails with -EPERM, checked on each VMA before any
+// advice-specific check) iff the VMA is sealed, the advice discards
+// (FREE, DONTNEED, DONTNEED_LOCKED, REMOVE, DONTFORK, WIPEONFORK,
+// GUARD_INSTALL), the VMA is private anonymous, and it is not writable.
+// Requires mmap R (or vma R).
+bool can_madvise_modify(const Vma* vma, int behavior);
 
 // Linux security_vm_enough_memory_mm(): may `pages` more pages be
 // committed under the space's overcommit policy?  On true they are charged
@@ -51,7 +99,9 @@ bool mlock_future_ok(const MmStruct* mm, vm_flags_t flags, std::uint64_t bytes);
 long get_unmapped_area(MmStruct* mm, std::uint64_t addr, std::uint64_t len, int flags);
 
 // Remove every mapping in [start, end) (page aligned, start < end).
-// Requires mmap W.  Returns 0 or -ENOMEM (map_count limit on a split).
+// Requires mmap W.  Returns 0, -ENOMEM (map_count limit on a split) or
+// -EPERM (a sealed VMA in the range: splits made before reaching it stay,
+// as in Linux).
 int do_vmi_munmap_locked(MmStruct* mm, std::uint64_t start, std::uint64_t end);
 
 // /proc/self/maps text for the whole space (show_maps takes mmap R;

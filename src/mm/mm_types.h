@@ -140,6 +140,13 @@ struct MmConfig {
   // guess: the largest single accountable request (RAM + swap, in pages);
   // never: the most the space may have committed.  0 = no limit.
   std::uint64_t overcommit_limit_pages = 0;
+  // The program break's start (Linux mm->start_brk, page aligned); 0 = the
+  // space has no heap: brk() changes nothing and returns 0.
+  std::uint64_t start_brk = 0;
+  // RLIMIT_DATA (bytes; UINT64_MAX = unlimited), as brk checks it: the
+  // heap's size (check_data_rlimit; there is no ELF data segment) and the
+  // pages of private writable mappings (may_expand_vm's data_vm).
+  std::uint64_t rlimit_data = UINT64_MAX;
 };
 
 // Linux's x86 mmap_base() without randomization.
@@ -173,6 +180,17 @@ struct MmStruct {
   // Pages of VM_LOCKED VMAs (Linux's mm->locked_vm), checked against
   // RLIMIT_MEMLOCK.  Write: mmap W.  Read: mmap R.
   std::uint64_t locked_vm = 0;
+  // Flags every new mapping gets (Linux's mm->def_flags): VM_LOCKED, plus
+  // VM_LOCKONFAULT, after mlockall(MCL_FUTURE [| MCL_ONFAULT]); cleared by
+  // munlockall() and by an mlockall() without MCL_FUTURE.  do_mmap and brk
+  // OR them into a new VMA's flags (mremap and stack growth take the VMA's
+  // own).  Write: mmap W.  Read: mmap R.
+  vm_flags_t def_flags = 0;
+  // The program break (Linux mm->start_brk, mm->brk; brk.cpp).  start_brk
+  // is fixed at construction; brk is the last break set, not page aligned.
+  // Write: mmap W.  Read: mmap R.
+  std::uint64_t start_brk = 0;
+  std::uint64_t brk = 0;
   // Pages committed under VM_ACCOUNT and by shared anonymous memory
   // (Linux's vm_committed_as, with this space as the whole system),
   // checked in Overcommit::never (vm_enough_memory / vm_unacct_memory).
@@ -207,6 +225,10 @@ struct MmStruct {
   // layer's populate_range_locked, installed by the AddressSpace: mm sits
   // below the fault layer and cannot call it directly).  Static.
   void (*populate)(MmStruct* mm, std::uint64_t start, std::uint64_t end) = nullptr;
+  // Fault one page of `vma` in for reading or writing with the mmap_lock
+  // held (the fault layer's faultin_page_locked, for MADV_POPULATE_*):
+  // 0, -EFAULT or -ENOMEM.  Installed like `populate`.  Static.
+  int (*faultin_page)(MmStruct* mm, Vma* vma, std::uint64_t addr, bool write) = nullptr;
 };
 
 }  // namespace vmspace::mm

@@ -6,6 +6,7 @@
 
 #include <cerrno>
 
+#include "mm/memory.h"
 #include "mm/mm.h"
 #include "mm/mmap_lock.h"
 #include "mm/vma.h"
@@ -175,7 +176,7 @@ long mmap_region(MmStruct* mm, std::uint64_t addr, std::uint64_t len, vm_flags_t
     return -ENOMEM;
   };
   if (vm_flags & VM_SHARED) {
-    file = mem::shmem_zero_setup(mm->phys);
+    file = mem::shmem_zero_setup(mm->phys, pglen);
     if (file == nullptr) return nomem();
     if (shmem_acct) {
       file->acct = mm->vm_committed;  // the object owns the charge from now on
@@ -194,7 +195,17 @@ long mmap_region(MmStruct* mm, std::uint64_t addr, std::uint64_t len, vm_flags_t
     }
     mem::fput(file);  // the VMA holds the object now
   }
-  if (vm_flags & VM_LOCKED) mm->locked_vm += pglen;
+  if (vm_flags & VM_LOCKED) {
+    // A droppable mapping is never locked, even under mlockall(MCL_FUTURE):
+    // the flags it merged (or failed to merge) with still had VM_LOCKED,
+    // and it is still populated (Linux 6.18, checked on the host).
+    if (vm_flags & VM_DROPPABLE) {
+      vma_start_write(vma);
+      vma->vm_flags &= ~VM_LOCKED_MASK;
+    } else {
+      mm->locked_vm += pglen;
+    }
+  }
   vms_complete_munmap_vmas(mm, replaced, /*free_tables=*/false);
   if (replaced_accounted != 0) vm_unacct_memory(mm, replaced_accounted);
   return static_cast<long>(addr);
@@ -274,8 +285,8 @@ long do_mmap(MmStruct* mm, std::uint64_t addr, std::uint64_t len, int prot, int 
   if (len == 0) return -ENOMEM;
   if (mm->map_count > mm->max_map_count) return -ENOMEM;
 
-  vm_flags_t vm_flags = calc_vm_prot_bits(prot) | calc_vm_flag_bits(flags) | VM_MAYREAD |
-                        VM_MAYWRITE | VM_MAYEXEC;
+  vm_flags_t vm_flags = calc_vm_prot_bits(prot) | pkey_flags_for(mm, prot) | calc_vm_flag_bits(flags) |
+                        mm->def_flags | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC;
   long r = get_unmapped_area(mm, addr, len, flags);
   if (r < 0) return r;
   addr = static_cast<std::uint64_t>(r);

@@ -22,6 +22,8 @@ namespace {
 // On success *out is the VMA now covering [start, end) (merged or split).
 int mprotect_fixup(MmStruct* mm, Vma* vma, std::uint64_t start, std::uint64_t end,
                    vm_flags_t newflags, Vma** out) {
+  // A sealed VMA refuses even its own protection.
+  if (!can_modify_vma(vma)) return -EPERM;
   const vm_flags_t oldflags = vma->vm_flags;
   if (newflags == oldflags) {
     *out = vma;
@@ -42,14 +44,15 @@ int mprotect_fixup(MmStruct* mm, Vma* vma, std::uint64_t start, std::uint64_t en
     newflags &= ~VM_ACCOUNT;
   }
   int err = 0;
-  Vma* v = vma_modify_flags(mm, vma, start, end, newflags, &err);
+  vm_flags_t merged_flags = newflags;  // plus any sticky flag a merge brings in
+  Vma* v = vma_modify_flags(mm, vma, start, end, newflags, &err, &merged_flags);
   if (v == nullptr) {
     if (charged != 0) vm_unacct_memory(mm, charged);
     return err;
   }
   if ((oldflags & VM_ACCOUNT) && !(newflags & VM_ACCOUNT)) vm_unacct_memory(mm, nrpages);
   vma_start_write(v);
-  v->vm_flags = newflags;
+  v->vm_flags = merged_flags;
   change_protection(v, start, end);
   // Private locked memory becoming writable is COW-broken right away (Linux
   // populates it, which also gives the VMA its anon_vma).
@@ -90,13 +93,15 @@ int do_mprotect(MmStruct* mm, std::uint64_t start, std::uint64_t len, int prot) 
   if (err == 0) {
     std::uint64_t nstart = start;
     tmp = vma->vm_start;
-    const vm_flags_t want = calc_vm_prot_bits(prot);
+    // The key follows the new protection (Linux arch_override_mprotect_pkey:
+    // the execute-only key for exactly PROT_EXEC, else key 0).
+    const vm_flags_t want = calc_vm_prot_bits(prot) | pkey_flags_for(mm, prot);
     while (vma != nullptr && vma->vm_start < end) {
       if (vma->vm_start != tmp) {  // a hole between VMAs: stop here
         err = -ENOMEM;
         break;
       }
-      vm_flags_t newflags = want | (vma->vm_flags & ~VM_ACCESS_FLAGS);
+      vm_flags_t newflags = want | (vma->vm_flags & ~(VM_ACCESS_FLAGS | VM_PKEY_MASK));
       // Asking for an access whose VM_MAY* bit is clear.
       if ((newflags & ~(newflags >> 4)) & VM_ACCESS_FLAGS) {
         err = -EACCES;

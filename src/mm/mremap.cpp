@@ -148,6 +148,12 @@ long move_vma(MmStruct* mm, Vma* vma, Remap& r) {
     if (charged != 0 && !vm_enough_memory(mm, charged)) return -ENOMEM;
   }
   vma_start_write(vma);  // no fault may run on the source while it moves
+  // Tree nodes for the destination and, should the page-table move fail,
+  // for removing it again: that undo must not itself run out of memory.
+  if (!mm->mm_mt.preallocate(2)) {
+    if (charged != 0) vm_unacct_memory(mm, charged);
+    return -ENOMEM;
+  }
 
   // An anonymous VMA that never had a page keeps "pgoff = address".
   std::uint64_t pgoff = vma->vm_pgoff + ((r.addr - vma->vm_start) >> kPageShift);
@@ -162,12 +168,13 @@ long move_vma(MmStruct* mm, Vma* vma, Remap& r) {
   const std::uint64_t moved = move_pages(mm, vma, r.addr, r.new_addr, r.old_len);
   if (moved < r.old_len) {
     // A page table for the destination could not be had: move back what
-    // moved, and unmap the destination instead (Linux does the same).
+    // moved, and unmap the destination instead (Linux does the same).  The
+    // destination has no charge of its own: charge it for the munmap to
+    // give back (and if even that munmap fails, it stays, charged).
     move_pages(mm, vma, r.new_addr, r.addr, moved);
     if (charged != 0) vm_unacct_memory(mm, charged);
-    const std::uint64_t accounted = (flags & VM_ACCOUNT) ? r.new_len >> kPageShift : 0;
-    if (do_vmi_munmap_locked(mm, r.new_addr, r.new_addr + r.new_len) == 0 && accounted != 0)
-      vm_acct_memory(mm, accounted);  // that munmap gave back a charge the source still owns
+    if (flags & VM_ACCOUNT) vm_acct_memory(mm, r.new_len >> kPageShift);
+    (void)do_vmi_munmap_locked(mm, r.new_addr, r.new_addr + r.new_len);
     return -ENOMEM;
   }
   if (flags & VM_LOCKED) {
@@ -191,6 +198,10 @@ long move_vma(MmStruct* mm, Vma* vma, Remap& r) {
     }
     return static_cast<long>(r.new_addr);
   }
+
+  // Duplicating a shared mapping (old_len 0) leaves the source as it is
+  // (Linux's munmap of an empty range fails and changes nothing).
+  if (r.old_len == 0) return static_cast<long>(r.new_addr);
 
   // Linux unmap_source_vma(): the munmap must not give back the charge the
   // destination inherited, so VM_ACCOUNT is cleared on the source for it

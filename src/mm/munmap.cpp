@@ -19,11 +19,13 @@ int vms_gather_munmap_vmas(MmStruct* mm, std::uint64_t start, std::uint64_t end,
   if (start > vma->vm_start) {
     // Unmapping the inside of one VMA leaves one more VMA than before.
     if (end < vma->vm_end && mm->map_count >= mm->max_map_count) return -ENOMEM;
+    if (!can_modify_vma(vma)) return -EPERM;  // sealed: not even split
     if (__split_vma(mm, vma, start, /*new_below=*/true) == nullptr) return -ENOMEM;  // vma keeps [start, vm_end)
   }
   for (Vma* v = vma; v != nullptr && v->vm_start < end;) {
     // v keeps [.., end).  On failure the start split stays (Linux's
     // end_split_failed); the VMAs gathered so far are only write-locked.
+    if (!can_modify_vma(v)) return -EPERM;
     if (v->vm_end > end && __split_vma(mm, v, end, /*new_below=*/false) == nullptr) return -ENOMEM;
     vma_start_write(v);
     out->push_back(v);

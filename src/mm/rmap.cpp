@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <new>
 
+#include "mm/memory.h"
 #include "mm/mmap_lock.h"
 #include "sync/fail_nth.h"
 #include "mm/vma.h"
@@ -30,6 +31,10 @@ void put_anon_vma(AnonVma* av) {
 // from access bits (and the ones merging ignores), linear pgoff.
 bool anon_vma_compatible(const Vma* a, const Vma* b) {
   return a->vm_end == b->vm_start && a->vm_file == b->vm_file &&
+         // An execute-only VMA carries the execute-only protection key in
+         // its vm_flags (pkey bits, not access bits), so it never shares
+         // with a VMA without it (host-checked: a guard-installed --x VMA
+         // and its r-- neighbour get two anon_vmas).
          ((a->vm_flags ^ b->vm_flags) & ~(VM_ACCESS_FLAGS | VM_IGNORE_MERGE)) == 0 &&
          b->vm_pgoff == a->vm_pgoff + a->pages();
 }

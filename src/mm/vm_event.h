@@ -21,6 +21,12 @@ enum class VmEvent : unsigned {
   vma_lock_abort,
   vma_lock_retry,
   vma_lock_miss,
+  // madvise DONTNEED / DONTNEED_LOCKED / FREE (vmspace's own counters; not
+  // in /proc/vmstat): applied under one VMA's read lock, or under the
+  // mmap_lock (the range was not inside one VMA, the VMA could not be
+  // locked, or the space is in mmap_lock mode).
+  madvise_vma_lock,
+  madvise_mmap_lock,
   nr_events,
 };
 
@@ -31,6 +37,8 @@ constexpr std::string_view vm_event_name(VmEvent e) {
     case VmEvent::vma_lock_abort: return "vma_lock_abort";
     case VmEvent::vma_lock_retry: return "vma_lock_retry";
     case VmEvent::vma_lock_miss: return "vma_lock_miss";
+    case VmEvent::madvise_vma_lock: return "madvise_vma_lock";
+    case VmEvent::madvise_mmap_lock: return "madvise_mmap_lock";
     case VmEvent::nr_events: break;
   }
   return "?";

@@ -23,6 +23,10 @@ inline constexpr vm_flags_t VM_MAYEXEC = 0x00000040;
 inline constexpr vm_flags_t VM_MAYSHARE = 0x00000080;
 inline constexpr vm_flags_t VM_GROWSDOWN = 0x00000100;
 inline constexpr vm_flags_t VM_PFNMAP = 0x00000400;
+// The VMA may hold guard markers (MADV_GUARD_INSTALL sets it on the whole
+// VMA; nothing clears it).  Linux 6.18.37+ (backported from 6.19; smaps
+// "gu"); vmspace models 6.18.44, which has it.  Sticky, see VM_STICKY.
+inline constexpr vm_flags_t VM_MAYBE_GUARD = 0x00000800;
 inline constexpr vm_flags_t VM_LOCKED = 0x00002000;
 inline constexpr vm_flags_t VM_IO = 0x00004000;
 inline constexpr vm_flags_t VM_SEQ_READ = 0x00008000;
@@ -41,15 +45,26 @@ inline constexpr vm_flags_t VM_MIXEDMAP = 0x10000000;
 inline constexpr vm_flags_t VM_HUGEPAGE = 0x20000000;
 inline constexpr vm_flags_t VM_NOHUGEPAGE = 0x40000000;
 inline constexpr vm_flags_t VM_MERGEABLE = 0x80000000;
-inline constexpr vm_flags_t VM_DROPPABLE = vm_flags_t{1} << 36;  // VM_HIGH_ARCH_4 (64-bit)
+inline constexpr vm_flags_t VM_DROPPABLE = vm_flags_t{1} << 40;  // VM_DROPPABLE_BIT (64-bit)
 inline constexpr vm_flags_t VM_SEALED = vm_flags_t{1} << 42;     // mseal (64-bit)
+// x86 protection-key bits (VM_PKEY_BIT0..3 = VM_HIGH_ARCH_0..3).  vmspace
+// uses one key: the execute-only key Linux gives PROT_EXEC-only memory on
+// CPUs with protection keys (MmConfig::exec_only_pkey); Linux's first
+// allocated key is 1, so it is bit 0 of the field.
+inline constexpr vm_flags_t VM_PKEY_BIT0 = vm_flags_t{1} << 32;
+inline constexpr vm_flags_t VM_PKEY_MASK = vm_flags_t{0xf} << 32;
+inline constexpr vm_flags_t VM_PKEY_EXEC_ONLY = VM_PKEY_BIT0;
 
 inline constexpr vm_flags_t VM_ACCESS_FLAGS = VM_READ | VM_WRITE | VM_EXEC;
 inline constexpr vm_flags_t VM_MAY_FLAGS = VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC;
 // Never merged with anything (Linux VM_SPECIAL).
 inline constexpr vm_flags_t VM_SPECIAL = VM_IO | VM_DONTEXPAND | VM_PFNMAP | VM_MIXEDMAP;
+// Sticky flags (Linux 6.18.37+ VM_STICKY): ignored when deciding whether
+// two VMAs may merge, and kept by the merged VMA if any VMA in the merge
+// had them (vma.cpp commit_merge; vma_modify_flags reports them back).
+inline constexpr vm_flags_t VM_STICKY = VM_SOFTDIRTY | VM_MAYBE_GUARD;
 // Ignored when deciding whether two VMAs may merge (Linux VM_IGNORE_MERGE).
-inline constexpr vm_flags_t VM_IGNORE_MERGE = VM_SOFTDIRTY;
+inline constexpr vm_flags_t VM_IGNORE_MERGE = VM_STICKY;
 // Flags mlock manages (Linux VM_LOCKED_MASK).
 inline constexpr vm_flags_t VM_LOCKED_MASK = VM_LOCKED | VM_LOCKONFAULT;
 

@@ -207,10 +207,12 @@ bool dup_anon_vma(Vma* dst, const Vma* src) {
 // One tree store publishes it all (it replaces the absorbed VMAs' entries
 // and trims the adjusted one's), then vma_complete() detaches the absorbed
 // VMAs.  `anon_src` lends target its anon_vma if target has none.
+// `sticky`: the sticky flags (VM_STICKY) of every VMA and range taking part,
+// which the target keeps (Linux 6.18.37+).
 // nullptr, with nothing changed, if memory for the change cannot be had.
 Vma* commit_merge(MmStruct* mm, Vma* target, std::uint64_t start, std::uint64_t end, std::uint64_t pgoff,
                   Vma* adjust, std::uint64_t adj_start, std::uint64_t adj_end, Vma* remove, Vma* remove2,
-                  const Vma* anon_src) {
+                  const Vma* anon_src, vm_flags_t sticky) {
   // Write-lock everything first, then give the target its anon_vma (Linux
   // dup_anon_vma, before vma_prepare: it links under the anon_vma lock
   // that vma_prepare then holds across the change).  What can fail (the
@@ -233,6 +235,7 @@ Vma* commit_merge(MmStruct* mm, Vma* target, std::uint64_t start, std::uint64_t 
   target->vm_start = start;
   target->vm_end = end;
   target->vm_pgoff = pgoff;
+  target->vm_flags |= sticky & VM_STICKY;  // write-locked above
   mm->mm_mt.store(start, end, target);
   vma_complete(vp, mm);
   return target;
@@ -268,14 +271,16 @@ Vma* vma_merge_new_range(MmStruct* mm, Vma* prev, Vma* next, std::uint64_t start
   if (!left && !right) return nullptr;
   // The merged VMA takes whichever anon_vma the pieces have (one at most).
   const Vma* lend = anon != nullptr ? anon_src : nullptr;
+  const vm_flags_t sticky = (flags | (left ? prev->vm_flags : 0) | (right ? next->vm_flags : 0)) & VM_STICKY;
 
   if (left && right)  //   prev | new | next   ->   prev.................
     return commit_merge(mm, prev, prev->vm_start, next->vm_end, prev->vm_pgoff, nullptr, 0, 0, next, nullptr,
-                        anon_of(next) != nullptr ? next : lend);
+                        anon_of(next) != nullptr ? next : lend, sticky);
   if (left)  //   prev | new          ->   prev.......
-    return commit_merge(mm, prev, prev->vm_start, end, prev->vm_pgoff, nullptr, 0, 0, nullptr, nullptr, lend);
+    return commit_merge(mm, prev, prev->vm_start, end, prev->vm_pgoff, nullptr, 0, 0, nullptr, nullptr, lend,
+                        sticky);
   //          new | next     ->   ......next
-  return commit_merge(mm, next, start, next->vm_end, pgoff, nullptr, 0, 0, nullptr, nullptr, lend);
+  return commit_merge(mm, next, start, next->vm_end, pgoff, nullptr, 0, 0, nullptr, nullptr, lend, sticky);
 }
 
 namespace {
@@ -307,33 +312,43 @@ Vma* vma_merge_existing_range(MmStruct* mm, Vma* middle, std::uint64_t start, st
 
   *tried = true;
   const bool delete_middle = left_side && right_side;
+  // Sticky flags of everything taking part survive in the merged VMA.
+  const vm_flags_t sticky = (flags | middle->vm_flags | (merge_left ? prev->vm_flags : 0) |
+                             (merge_right ? next->vm_flags : 0)) & VM_STICKY;
   if (merge_left && merge_right)  //   prev | middle | next   ->   prev......................
     return commit_merge(mm, prev, prev->vm_start, next->vm_end, prev->vm_pgoff, nullptr, 0, 0, middle, next,
-                        anon_of(next) != nullptr ? next : middle);
+                        anon_of(next) != nullptr ? next : middle, sticky);
   if (merge_left) {
     //   prev | middle          ->   prev.......   (middle absorbed)
     //   prev | mid|dle         ->   prev....|dle  (middle shrunk)
     if (delete_middle)
-      return commit_merge(mm, prev, prev->vm_start, end, prev->vm_pgoff, nullptr, 0, 0, middle, nullptr, middle);
+      return commit_merge(mm, prev, prev->vm_start, end, prev->vm_pgoff, nullptr, 0, 0, middle, nullptr, middle,
+                          sticky);
     return commit_merge(mm, prev, prev->vm_start, end, prev->vm_pgoff, middle, end, middle->vm_end, nullptr,
-                        nullptr, middle);
+                        nullptr, middle, sticky);
   }
   //   middle | next            ->   .......next   (middle absorbed)
   //   mid|dle | next           ->   mid|....next   (middle shrunk)
   if (delete_middle)
     return commit_merge(mm, next, start, next->vm_end, next->vm_pgoff - pglen, nullptr, 0, 0, middle, nullptr,
-                        middle);
+                        middle, sticky);
   return commit_merge(mm, next, start, next->vm_end, next->vm_pgoff - pglen, middle, middle->vm_start, start,
-                      nullptr, nullptr, middle);
+                      nullptr, nullptr, middle, sticky);
 }
 
 }  // namespace
 
 Vma* vma_modify_flags(MmStruct* mm, Vma* vma, std::uint64_t start, std::uint64_t end,
-                      vm_flags_t new_flags, int* err) {
+                      vm_flags_t new_flags, int* err, vm_flags_t* out_flags) {
   mmap_assert_write_locked(mm);
+  if (out_flags != nullptr) *out_flags = new_flags;
   bool tried = false;
-  if (Vma* merged = vma_merge_existing_range(mm, vma, start, end, new_flags, &tried)) return merged;
+  if (Vma* merged = vma_merge_existing_range(mm, vma, start, end, new_flags, &tried)) {
+    // Linux 6.18.37+ reports the merged VMA's sticky flags back, so that
+    // the caller's flag update keeps them.
+    if (out_flags != nullptr) *out_flags = new_flags | (merged->vm_flags & VM_STICKY);
+    return merged;
+  }
   if (tried) {
     *err = -ENOMEM;  // the merge applied but could not get its memory (Linux does not split then)
     return nullptr;

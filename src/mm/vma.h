@@ -94,9 +94,13 @@ Vma* vma_merge_new_range(MmStruct* mm, Vma* prev, Vma* next, std::uint64_t start
 // neighbours where Linux would (vma_merge_existing_range), else split and
 // set the flags.  Returns the VMA now covering [start, end), or nullptr
 // with *err set (-ENOMEM: map_count limit or no memory; a first split may
-// remain when the second fails, as in Linux).
+// remain when the second fails, as in Linux).  The caller then sets the
+// returned VMA's flags: to *out_flags when given, which is new_flags plus
+// the sticky flags (VM_STICKY, e.g. VM_MAYBE_GUARD) a merge brought in
+// from a neighbour (Linux 6.18.37+ vma_modify_flags reports them back);
+// setting plain new_flags would drop them.
 Vma* vma_modify_flags(MmStruct* mm, Vma* vma, std::uint64_t start, std::uint64_t end,
-                      vm_flags_t new_flags, int* err);
+                      vm_flags_t new_flags, int* err, vm_flags_t* out_flags = nullptr);
 
 // ---- removal (munmap, MAP_FIXED replacement) ----------------------------
 // Split the VMAs at the edges of [start, end) and write-lock every VMA
@@ -105,7 +109,10 @@ Vma* vma_modify_flags(MmStruct* mm, Vma* vma, std::uint64_t start, std::uint64_t
 // VMA and map_count is at the limit; the edge splits are otherwise not
 // checked against the limit, as in Linux's vms_gather_munmap_vmas().
 // -ENOMEM also when a split cannot get its memory: if the start was split
-// already, that split remains (as in Linux).
+// already, that split remains (as in Linux).  -EPERM when a VMA in the
+// range is sealed (mseal): checked on the first VMA after the map_count
+// test and before its split, then on each VMA before its end split; the
+// splits made before that stay.
 int vms_gather_munmap_vmas(MmStruct* mm, std::uint64_t start, std::uint64_t end,
                            std::vector<Vma*>* out);
 // Zap the gathered VMAs' pages, free the page tables of their range when

@@ -257,8 +257,7 @@ bool gap_down(Ref ref, const GapReq& r, std::uint64_t& out) {
 
 RangeTree::Summary RangeTree::summarize(Ref r) { return summarize_ref(r); }
 
-bool RangeTree::preallocate() {
-  if (fail_nth::should_fail(fail_nth::Site::tree)) return false;  // injected (tests)
+bool RangeTree::preallocate(unsigned changes) {
   // A change copies, splits or rebalances a bounded number of nodes on the
   // (at most two) paths to its ends: a few leaves, a few inner nodes per
   // level, and maybe a new root.
@@ -266,7 +265,10 @@ bool RangeTree::preallocate() {
   for (Ref r = wroot_ != 0 ? wroot_ : root_.load(std::memory_order_relaxed); r != 0;
        r = is_leaf(r) ? 0 : as_inner(r)->child[0])
     ++height;
-  const std::size_t want_leaf = 8, want_inner = 6 * static_cast<std::size_t>(height) + 4;
+  const std::size_t want_leaf = 8 * std::size_t{changes};
+  const std::size_t want_inner = (6 * static_cast<std::size_t>(height) + 4) * changes;
+  if (spare_leaf_.size() >= want_leaf && spare_inner_.size() >= want_inner) return true;  // nothing to allocate
+  if (fail_nth::should_fail(fail_nth::Site::tree)) return false;  // injected (tests)
   try {
     spare_leaf_.reserve(want_leaf);
     spare_inner_.reserve(want_inner);

@@ -322,10 +322,12 @@ class RangeTree {
   // writer-private reserve, so that a caller can fail cleanly (-ENOMEM)
   // before it changes anything else (Linux's mas_preallocate).  False when
   // memory for the reserve cannot be had (or a test injects the failure,
-  // sync/fail_nth.h); nothing is changed then.  The reserve covers any one
+  // sync/fail_nth.h; only when the reserve needs topping up); nothing is
+  // changed then.  `changes`: how many store()/erase() calls the reserve
+  // must cover.  The reserve covers any one
   // change on paths of the current height; should a change need more, it
   // allocates the rest as before.
-  bool preallocate();
+  bool preallocate(unsigned changes = 1);
 
   // ---- Statistics and checking (writer's lock, or quiescent tree) ----
   std::size_t size() const { return size_; }

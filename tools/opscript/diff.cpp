@@ -7,9 +7,10 @@ namespace vmspace::opscript {
 
 namespace {
 
-// An op result line ("12: = 0") or the "final maps:" header ends a block.
+// An op result line ("12: = 0") or a final maps header ("final maps:",
+// "final maps NAME:") ends a block.
 bool ends_block(std::string_view l) {
-  if (l == "final maps:") return true;
+  if (l.starts_with("final maps") && l.ends_with(":")) return true;
   size_t i = 0;
   while (i < l.size() && l[i] >= '0' && l[i] <= '9') ++i;
   return i > 0 && l.substr(i).starts_with(": ");

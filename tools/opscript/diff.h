@@ -20,9 +20,9 @@ struct DiffResult {
 // lines are printed with their side's prefix alone.
 //
 // The output is aligned per operation: each op's block (its maps lines, if
-// any, and its "N: ..." line) and the final maps block are compared with
-// each other, and within a block by longest common subsequence, so a
-// missing maps line does not shift every following line.
+// any, and its "N: ..." line) and each final maps block (one for every
+// space) are compared with each other, and within a block by longest common
+// subsequence, so a missing maps line does not shift every following line.
 DiffResult diff_lines(const std::vector<std::string>& kernel, const std::vector<std::string>& vmspace);
 
 }  // namespace vmspace::opscript

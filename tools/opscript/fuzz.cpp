@@ -5,6 +5,7 @@
 #include <chrono>
 #include <initializer_list>
 #include <random>
+#include <set>
 #include <utility>
 
 #include "opscript/diff.h"
@@ -35,13 +36,50 @@ struct Page {
   uint32_t object = 0;     // shared and file mappings: one object per mmap (they never merge)
   unsigned advice = 0;     // kAdv* bits (flags madvise changes)
   std::string file;        // file mappings
+  unsigned lock = 0;       // kLocked or kLockedOnfault (VM_LOCKED, VM_LOCKONFAULT)
+  bool sealed = false;     // VM_SEALED
+  bool guard = false;      // a guard marker (MADV_GUARD_INSTALL); no VMA flag that matters for merging
 
   bool same_vma_flags(const Page& o) const {
-    return mapped == o.mapped && prot == o.prot && attrs == o.attrs && object == o.object && advice == o.advice;
+    return mapped == o.mapped && prot == o.prot && attrs == o.attrs && object == o.object && advice == o.advice &&
+           lock == o.lock && sealed == o.sealed;
   }
 };
 
-constexpr unsigned kAdvRandom = 1, kAdvSequential = 2, kAdvDontfork = 4, kAdvDontdump = 8;
+constexpr unsigned kAdvRandom = 1, kAdvSequential = 2, kAdvDontfork = 4, kAdvDontdump = 8, kAdvWipeonfork = 16,
+                   kAdvHugepage = 32, kAdvNohugepage = 64;
+constexpr unsigned kLocked = 1, kLockedOnfault = 2;
+constexpr size_t kMaxSpaces = 4;  // main and three forks: each is a process on the kernel side
+
+// The weight of each advice among those enabled (the version 1 weights are
+// the ones the generator always had).
+unsigned advice_weight(Advice a) {
+  switch (a) {
+    case Advice::kNormal: return 10;
+    case Advice::kRandom: return 10;
+    case Advice::kSequential: return 10;
+    case Advice::kWillneed: return 7;
+    case Advice::kDontneed: return 9;
+    case Advice::kFree: return 8;
+    case Advice::kDontfork: return 12;
+    case Advice::kDofork: return 12;
+    case Advice::kDontdump: return 11;
+    case Advice::kDodump: return 11;
+    case Advice::kRemove: return 5;
+    case Advice::kCold: return 4;
+    case Advice::kPageout: return 4;
+    case Advice::kWipeonfork: return 7;
+    case Advice::kKeeponfork: return 5;
+    case Advice::kHugepage: return 6;
+    case Advice::kNohugepage: return 6;
+    case Advice::kPopulateRead: return 8;
+    case Advice::kPopulateWrite: return 8;
+    case Advice::kGuardInstall: return 10;
+    case Advice::kGuardRemove: return 6;
+    case Advice::kDontneedLocked: return 6;
+  }
+  return 1;
+}
 
 struct Range {  // in pages, relative to the window base
   uint64_t start = 0;
@@ -57,6 +95,7 @@ class Generator {
     static constexpr uint64_t kRegionPages[] = {32, 64, 64, 128, 128, 256};
     region_ = kRegionPages[below(std::size(kRegionPages))];
     pages_.resize(region_);
+    spaces_.push_back(Space{kMainSpace, {}, 0});
   }
 
   Script run() {
@@ -76,7 +115,8 @@ class Generator {
   uint64_t below(uint64_t n) { return n == 0 ? 0 : rng_() % n; }
   uint64_t between(uint64_t lo, uint64_t hi) { return lo + below(hi - lo + 1); }  // inclusive
   bool chance(unsigned percent) { return below(100) < percent; }
-  size_t weighted(std::initializer_list<unsigned> weights) {
+  template <class Weights>
+  size_t weighted_in(const Weights& weights) {
     unsigned total = 0;
     for (unsigned w : weights) total += w;
     uint64_t r = below(total);
@@ -88,6 +128,7 @@ class Generator {
     }
     return 0;
   }
+  size_t weighted(std::initializer_list<unsigned> weights) { return weighted_in(weights); }
   bool enabled(OpKind k) const {
     return std::find(options_.kinds.begin(), options_.kinds.end(), k) != options_.kinds.end();
   }
@@ -128,6 +169,13 @@ class Generator {
       if (pages_[p].mapped) return false;
     return true;
   }
+  bool any_sealed(uint64_t first, uint64_t last) const {
+    for (uint64_t p = first; p < last && p < region_; ++p)
+      if (pages_[p].sealed) return true;
+    return false;
+  }
+  // The range's end in pages (not clipped to the region).
+  static uint64_t end_page(const Op& op, uint64_t len) { return (op.addr.offset + len + P - 1) / P; }
 
   void map_pages(uint64_t first, uint64_t last, const Op& op) {
     ++objects_;
@@ -142,7 +190,17 @@ class Generator {
         pg.file = op.file;
       }
       if ((op.flags & mmap_flag::kShared) || op.has_file) pg.object = objects_;
+      pg.lock = future_lock_ != 0 ? future_lock_ : (op.flags & mmap_flag::kLocked) ? kLocked : 0;
     }
+  }
+
+  // The pages of a mapped run from `first` up to the first hole, `last` or
+  // (when stop_at_sealed) the first sealed page: where a VMA walk that
+  // stops at holes gets before it fails.
+  uint64_t walk_end(uint64_t first, uint64_t last, bool stop_at_sealed) const {
+    uint64_t p = first;
+    while (p < last && pages_[p].mapped && !(stop_at_sealed && pages_[p].sealed)) ++p;
+    return p;
   }
 
   void apply(const Op& op) {
@@ -156,31 +214,50 @@ class Generator {
         if ((op.flags & mmap_flag::kNoreplace) || !fixed) {
           if (!range_free(first, last)) return;  // -EEXIST, or the hint is not taken
         }
+        if (any_sealed(first, last)) return;  // MAP_FIXED over a sealed page: -EPERM, nothing changes
         map_pages(first, last, op);
         return;
       }
       case OpKind::kMunmap:
         if (!model_range(op, op.len, first, last)) return;
+        if (any_sealed(first, last)) return;  // -EPERM (only a head split stays behind)
         for (uint64_t p = first; p < last; ++p) pages_[p] = Page{};
         return;
       case OpKind::kMprotect:
-        // Linux stops at the first hole (-ENOMEM) and keeps the changes before it.
+        // Linux stops at the first hole (-ENOMEM) or sealed VMA (-EPERM) and
+        // keeps the changes before it.
         if (!model_range(op, op.len, first, last)) return;
-        for (uint64_t p = first; p < last && pages_[p].mapped; ++p) pages_[p].prot = op.prot;
+        for (uint64_t p = first, end = walk_end(first, last, true); p < end; ++p) pages_[p].prot = op.prot;
         return;
       case OpKind::kMadvise: {
         if (!model_range(op, op.len, first, last)) return;
         for (uint64_t p = first; p < last; ++p) {
           Page& pg = pages_[p];
           if (!pg.mapped) continue;
+          const bool anon_ro_private = !(pg.attrs & mmap_flag::kShared) && !(pg.prot & prot::kWrite);
           switch (op.advice) {
             case Advice::kNormal: pg.advice &= ~(kAdvRandom | kAdvSequential); break;
             case Advice::kRandom: pg.advice = (pg.advice & ~kAdvSequential) | kAdvRandom; break;
             case Advice::kSequential: pg.advice = (pg.advice & ~kAdvRandom) | kAdvSequential; break;
-            case Advice::kDontfork: pg.advice |= kAdvDontfork; break;
+            case Advice::kDontfork:
+              if (pg.sealed && anon_ro_private) return;  // -EPERM, the walk stops
+              pg.advice |= kAdvDontfork;
+              break;
             case Advice::kDofork: pg.advice &= ~kAdvDontfork; break;
             case Advice::kDontdump: pg.advice |= kAdvDontdump; break;
             case Advice::kDodump: pg.advice &= ~kAdvDontdump; break;
+            case Advice::kWipeonfork:
+              if ((pg.attrs & mmap_flag::kShared) || (pg.sealed && anon_ro_private)) return;  // -EINVAL / -EPERM
+              pg.advice |= kAdvWipeonfork;
+              break;
+            case Advice::kKeeponfork: pg.advice &= ~kAdvWipeonfork; break;
+            case Advice::kHugepage: pg.advice = (pg.advice & ~kAdvNohugepage) | kAdvHugepage; break;
+            case Advice::kNohugepage: pg.advice = (pg.advice & ~kAdvHugepage) | kAdvNohugepage; break;
+            case Advice::kGuardInstall:
+              if (pg.lock != 0 || (pg.sealed && anon_ro_private)) return;  // -EINVAL / -EPERM
+              pg.guard = true;
+              break;
+            case Advice::kGuardRemove: pg.guard = false; break;
             default: break;
           }
         }
@@ -188,7 +265,8 @@ class Generator {
       }
       case OpKind::kMremap: {
         // Follow only a successful fixed move: the old pages go (unless
-        // dontunmap), the new ones get the old pages' flags.
+        // dontunmap, which unlocks the source), the new ones get the old
+        // pages' flags (and guard markers).
         unsigned mf = mremap_flag::kMaymove | mremap_flag::kFixed;
         if ((op.flags & mf) != mf || op.new_addr.is_null) return;
         if (!model_range(op, op.len, first, last) || first >= region_ || !pages_[first].mapped) return;
@@ -196,12 +274,69 @@ class Generator {
         dst.addr = op.new_addr;
         uint64_t nfirst = 0, nlast = 0;
         if (!model_range(dst, op.new_len, nfirst, nlast)) return;
+        if (any_sealed(first, last) || any_sealed(nfirst, nlast)) return;  // -EPERM
         Page proto = pages_[first];
-        if (!(op.flags & mremap_flag::kDontunmap))
+        if (!(op.flags & mremap_flag::kDontunmap)) {
           for (uint64_t p = first; p < last; ++p) pages_[p] = Page{};
+        } else {
+          for (uint64_t p = first; p < last; ++p) {
+            pages_[p].lock = 0;
+            pages_[p].guard = false;
+          }
+        }
         for (uint64_t p = nfirst; p < nlast; ++p) pages_[p] = proto;
         return;
       }
+      case OpKind::kMlock:
+      case OpKind::kMunlock:
+      case OpKind::kMlock2: {
+        // The VMAs up to the first hole get the new lock state.
+        if (!model_range(op, op.len, first, last)) return;
+        const unsigned lock = op.kind == OpKind::kMunlock ? 0 : op.onfault ? kLockedOnfault : kLocked;
+        for (uint64_t p = first, end = walk_end(first, last, false); p < end; ++p) pages_[p].lock = lock;
+        return;
+      }
+      case OpKind::kMlockall: {
+        const unsigned f = op.flags;
+        if (f == 0 || f == mlockall_flag::kOnfault) return;  // -EINVAL
+        const unsigned lock = (f & mlockall_flag::kOnfault) ? kLockedOnfault : kLocked;
+        future_lock_ = (f & mlockall_flag::kFuture) ? lock : 0;
+        if (f & mlockall_flag::kCurrent)
+          for (Page& pg : pages_)
+            if (pg.mapped) pg.lock = lock;
+        return;
+      }
+      case OpKind::kMunlockall:
+        future_lock_ = 0;
+        for (Page& pg : pages_) pg.lock = 0;
+        return;
+      case OpKind::kMseal:
+        // All or nothing: any hole in the range (also past the region) is -ENOMEM.
+        if (!model_range(op, op.len, first, last) || end_page(op, op.len) > region_) return;
+        if (walk_end(first, last, false) != last) return;
+        for (uint64_t p = first; p < last; ++p) pages_[p].sealed = true;
+        return;
+      case OpKind::kFork: {
+        // The child: no DONTFORK pages, nothing locked, no MCL_FUTURE.
+        std::vector<Page> child = pages_;
+        for (Page& pg : child) {
+          if (pg.mapped && (pg.advice & kAdvDontfork)) pg = Page{};
+          pg.lock = 0;
+        }
+        spaces_.push_back(Space{op.space, std::move(child), 0});
+        return;
+      }
+      case OpKind::kUse:
+        for (size_t i = 0; i < spaces_.size(); ++i) {
+          if (spaces_[i].name != op.space || i == current_) continue;
+          spaces_[current_].pages = std::move(pages_);
+          spaces_[current_].future_lock = future_lock_;
+          pages_ = std::move(spaces_[i].pages);
+          future_lock_ = spaces_[i].future_lock;
+          current_ = i;
+          return;
+        }
+        return;
       case OpKind::kFile:
         files_.push_back(op.file);
         return;
@@ -223,6 +358,11 @@ class Generator {
         {OpKind::kMlock, 4},     {OpKind::kMunlock, 3}, {OpKind::kMlock2, 3},
         {OpKind::kFile, files_.size() < 4 ? 3u : 0u},   {OpKind::kFtruncate, files_.empty() ? 0u : 3u},
         {OpKind::kWrite, 10},    {OpKind::kRead, 10},
+        // op scripts 1.1
+        {OpKind::kMlockall, 2},  {OpKind::kMunlockall, 2}, {OpKind::kMseal, 4}, {OpKind::kMincore, 8},
+        {OpKind::kFork, spaces_.size() < kMaxSpaces ? 3u : 0u},
+        // right after a fork, usually switch to the child (or back)
+        {OpKind::kUse, spaces_.size() < 2 ? 0u : since_fork_ < 3 ? 40u : 6u},
     };
     unsigned total = 0;
     for (const W& w : table)
@@ -248,9 +388,29 @@ class Generator {
 
   Range random_range() { return {below(region_), small_pages()}; }
 
+  // The next few ranged ops often come back to `r` (or its edges): where a
+  // guard region, a DONTUNMAP move, a seal or a lock was just made, what
+  // follows (mprotect, DONTNEED, mremap, a refault, mincore) is subtle.
+  void focus_on(const Range& r) {
+    focus_ = r;
+    focus_left_ = 4;
+  }
+
   // A range aimed at the model's VMAs: whole, left/right/middle parts,
   // across a boundary or a hole, spanning several VMAs, one edge page.
   Range target_range() {
+    if (focus_left_ > 0) {
+      --focus_left_;
+      if (chance(45)) {
+        const Range f = focus_;
+        switch (weighted({50, 15, 15, 20})) {
+          case 0: return f;
+          case 1: return {f.start, 1};
+          case 2: return {f.end() - 1, 1};
+          default: return {f.start > 0 ? f.start - 1 : 0, f.pages + (f.start > 0 ? 2 : 1)};
+        }
+      }
+    }
     std::vector<Range> segs = segments();
     if (segs.empty() || chance(10)) return random_range();
     size_t i = below(segs.size());
@@ -387,6 +547,7 @@ class Generator {
   }
 
   Op generate_op(OpKind kind) {
+    ++since_fork_;
     switch (kind) {
       case OpKind::kMmap: return gen_mmap();
       case OpKind::kMunmap: return gen_ranged(OpKind::kMunmap, 12);
@@ -396,19 +557,12 @@ class Generator {
         op.prot = chance(40) ? restoring_prot(r) : random_prot();
         return op;
       }
-      case OpKind::kMadvise: {
-        Op op = gen_ranged(OpKind::kMadvise, 10);
-        static constexpr Advice kAdv[] = {Advice::kNormal,   Advice::kRandom,   Advice::kSequential, Advice::kWillneed,
-                                          Advice::kDontneed, Advice::kFree,     Advice::kDontfork,   Advice::kDofork,
-                                          Advice::kDontdump, Advice::kDodump};
-        op.advice = kAdv[weighted({10, 10, 10, 7, 9, 8, 12, 12, 11, 11})];
-        return op;
-      }
+      case OpKind::kMadvise: return gen_madvise();
       case OpKind::kMremap: return gen_mremap();
-      case OpKind::kMlock: return gen_ranged(OpKind::kMlock, 8);
+      case OpKind::kMlock: return focused(gen_ranged(OpKind::kMlock, 8));
       case OpKind::kMunlock: return gen_ranged(OpKind::kMunlock, 8);
       case OpKind::kMlock2: {
-        Op op = gen_ranged(OpKind::kMlock2, 8);
+        Op op = focused(gen_ranged(OpKind::kMlock2, 8));
         op.onfault = chance(50);
         return op;
       }
@@ -438,6 +592,46 @@ class Generator {
       case OpKind::kMaps: {
         Op op;
         op.kind = OpKind::kMaps;
+        return op;
+      }
+      case OpKind::kMlockall: {
+        Op op;
+        op.kind = OpKind::kMlockall;
+        namespace mf = mlockall_flag;
+        static constexpr unsigned kFlags[] = {mf::kCurrent,
+                                              mf::kFuture,
+                                              mf::kCurrent | mf::kFuture,
+                                              mf::kCurrent | mf::kOnfault,
+                                              mf::kFuture | mf::kOnfault,
+                                              mf::kCurrent | mf::kFuture | mf::kOnfault,
+                                              mf::kOnfault};  // -EINVAL
+        op.flags = kFlags[weighted({30, 15, 15, 10, 8, 10, 4})];
+        return op;
+      }
+      case OpKind::kMunlockall: {
+        Op op;
+        op.kind = OpKind::kMunlockall;
+        return op;
+      }
+      case OpKind::kMseal: return gen_mseal();
+      case OpKind::kMincore: return ranged(OpKind::kMincore, target_range(), 12, false);
+      case OpKind::kFork: {
+        if (spaces_.size() >= kMaxSpaces) return generate_op(OpKind::kMaps);
+        Op op;
+        op.kind = OpKind::kFork;
+        op.space = "s" + std::to_string(spaces_.size());
+        since_fork_ = 0;
+        std::vector<Range> segs = segments();  // COW: writes and reads of a mapping both sides have
+        if (!segs.empty()) focus_on(segs[below(segs.size())]);
+        return op;
+      }
+      case OpKind::kUse: {
+        if (spaces_.size() < 2) return generate_op(OpKind::kMaps);
+        Op op;
+        op.kind = OpKind::kUse;
+        size_t i = below(spaces_.size() - 1);  // any space but the current one
+        if (i >= current_) ++i;
+        op.space = spaces_[i].name;
         return op;
       }
     }
@@ -563,15 +757,150 @@ class Generator {
       case 4: op.flags = mremap_flag::kFixed; break;                                // -EINVAL
       default: op.flags = mremap_flag::kMaymove | mremap_flag::kDontunmap; break;  // may move anywhere
     }
+    if ((op.flags & mremap_flag::kFixed) && chance(25)) op.new_len = op.len;  // a move (may span several VMAs)
     if (op.flags & mremap_flag::kDontunmap) op.new_len = op.len;
-    if (op.flags & mremap_flag::kFixed) op.new_addr = page_addr(chance(60) ? random_range().start : target_range().start);
+    if (op.flags & mremap_flag::kFixed) {
+      const uint64_t new_pages = std::max<uint64_t>(1, op.new_len / P);
+      std::vector<Range> segs = segments();
+      const Range s = segs.empty() ? random_range() : segs[below(segs.size())];
+      switch (weighted({35, 25, 15, 10, 15})) {
+        case 0: op.new_addr = page_addr(random_range().start); break;
+        case 1: op.new_addr = page_addr(target_range().start); break;
+        case 2: op.new_addr = page_addr(s.end()); break;  // onto a neighbour's end: may merge with it
+        case 3:                                             // just before a VMA
+          op.new_addr = page_addr(s.start >= new_pages ? s.start - new_pages : s.end());
+          break;
+        default: op.new_addr = page_addr(r.end()); break;  // right after the source (DONTUNMAP: merges with it)
+      }
+    }
+    // Then the old range (refaults after DONTUNMAP) or the new one.
+    if (op.flags & mremap_flag::kDontunmap) {
+      focus_on(r);
+    } else if ((op.flags & mremap_flag::kFixed) && !op.new_addr.is_null) {
+      focus_on({op.new_addr.offset / P, std::max<uint64_t>(1, op.new_len / P)});
+    }
     return op;
   }
+
+  // Focus on an op's page range (see focus_on) and return the op.
+  Op focused(Op op) {
+    if (!op.addr.is_null && op.addr.offset < region_ * P)
+      focus_on({op.addr.offset / P, std::clamp<uint64_t>(op.len / P, 1, 64)});
+    return op;
+  }
+
+  // A page (among the mapped ones) for which `pred` holds; false if none.
+  template <class Pred>
+  bool pick_page(Pred pred, uint64_t& page) {
+    std::vector<uint64_t> hits;
+    for (uint64_t p = 0; p < region_; ++p)
+      if (pages_[p].mapped && pred(pages_[p])) hits.push_back(p);
+    if (hits.empty()) return false;
+    page = hits[below(hits.size())];
+    return true;
+  }
+  // The VMA (model segment) holding a page for which `pred` holds, or that
+  // page alone.
+  template <class Pred>
+  bool pick_range_where(Pred pred, Range& out) {
+    uint64_t page = 0;
+    if (!pick_page(pred, page)) return false;
+    out = {page, 1};
+    if (chance(50)) {
+      for (const Range& s : segments())
+        if (s.start <= page && page < s.end()) out = s;
+    }
+    return true;
+  }
+  void retarget(Op& op, const Range& r) {
+    op.addr = page_addr(r.start);
+    op.len = std::min<uint64_t>(r.pages, 64) * P;
+  }
+
+  Op gen_madvise() {
+    Op op = gen_ranged(OpKind::kMadvise, 10);
+    if (options_.advice.empty()) return op;  // normal
+    std::vector<unsigned> weights;
+    for (Advice a : options_.advice) weights.push_back(advice_weight(a));
+    op.advice = options_.advice[weighted_in(weights)];
+    // Aim some advice at the pages where it is subtle.
+    Range r;
+    switch (op.advice) {
+      case Advice::kPopulateRead:
+      case Advice::kPopulateWrite:  // PROT_NONE, read-only, write-only: -EINVAL; guard pages: -EFAULT
+        if (chance(45) && pick_range_where(
+                              [](const Page& pg) { return pg.prot != (prot::kRead | prot::kWrite) || pg.guard; }, r))
+          retarget(op, r);
+        break;
+      case Advice::kDontneedLocked:
+      case Advice::kCold:
+      case Advice::kPageout:
+      case Advice::kGuardInstall:  // locked VMAs: allowed / -EINVAL
+        if (chance(35) && pick_range_where([](const Page& pg) { return pg.lock != 0; }, r)) retarget(op, r);
+        break;
+      case Advice::kRemove:
+      case Advice::kWipeonfork:
+        if (chance(40) && pick_range_where([](const Page& pg) { return (pg.attrs & mmap_flag::kShared) != 0; }, r))
+          retarget(op, r);
+        break;
+      case Advice::kGuardRemove:
+        if (chance(60) && pick_range_where([](const Page& pg) { return pg.guard; }, r)) retarget(op, r);
+        break;
+      default:
+        break;
+    }
+    switch (op.advice) {
+      case Advice::kDontneed:
+      case Advice::kFree:
+      case Advice::kRemove:
+      case Advice::kPageout:
+      case Advice::kPopulateRead:
+      case Advice::kPopulateWrite:
+      case Advice::kGuardInstall:
+      case Advice::kGuardRemove:
+      case Advice::kDontneedLocked:
+      case Advice::kWipeonfork:
+        return focused(op);
+      default:
+        return op;
+    }
+  }
+
+  // mseal: often a whole VMA or one page at its edge or in its middle (a
+  // split), so the sealed piece sits next to VMAs it would merge with.
+  Op gen_mseal() {
+    std::vector<Range> segs = segments();
+    Range r;
+    if (!segs.empty() && chance(55)) {
+      const Range s = segs[below(segs.size())];
+      switch (weighted({30, 25, 25, 20})) {
+        case 0: r = s; break;
+        case 1: r = {s.start, 1}; break;
+        case 2: r = {s.end() - 1, 1}; break;
+        default: r = {s.start + below(s.pages), 1}; break;
+      }
+    } else {
+      r = target_range();
+    }
+    return focused(ranged(OpKind::kMseal, r, 10, false));
+  }
+
+  struct Space {
+    std::string name;
+    std::vector<Page> pages;   // while not current (the current space's are pages_)
+    unsigned future_lock = 0;  // while not current
+  };
 
   std::mt19937_64 rng_;
   const GenOptions& options_;
   uint64_t region_ = 64;
-  std::vector<Page> pages_;
+  std::vector<Page> pages_;  // the current space's
+  unsigned future_lock_ = 0;  // the current space's mlockall(MCL_FUTURE): kLocked or kLockedOnfault
+  std::vector<Space> spaces_;  // in creation order; main first
+  size_t current_ = 0;
+  size_t since_fork_ = 1000;  // ops generated since the last fork
+  Range focus_;
+  unsigned focus_left_ = 0;
   std::vector<std::string> files_;
   uint32_t objects_ = 0;
 };
@@ -582,7 +911,31 @@ std::vector<Op> simplifications(const Op& op) {
   auto add = [&](Op c) {
     if (!(c == op) && std::find(out.begin(), out.end(), c) == out.end()) out.push_back(std::move(c));
   };
-  bool has_range = op.kind != OpKind::kMaps && op.kind != OpKind::kFile && op.kind != OpKind::kFtruncate;
+  bool has_range = false;
+  switch (op.kind) {
+    case OpKind::kMmap:
+    case OpKind::kMunmap:
+    case OpKind::kMprotect:
+    case OpKind::kMadvise:
+    case OpKind::kMremap:
+    case OpKind::kMlock:
+    case OpKind::kMunlock:
+    case OpKind::kMlock2:
+    case OpKind::kWrite:
+    case OpKind::kRead:
+    case OpKind::kMseal:
+    case OpKind::kMincore:
+      has_range = true;
+      break;
+    case OpKind::kFile:
+    case OpKind::kFtruncate:
+    case OpKind::kMaps:
+    case OpKind::kFork:
+    case OpKind::kUse:
+    case OpKind::kMlockall:
+    case OpKind::kMunlockall:
+      break;
+  }
   if (has_range) {
     Op c = op;
     c.len = P;
@@ -655,6 +1008,27 @@ std::vector<Op> simplifications(const Op& op) {
       }
       break;
     }
+    case OpKind::kMlock2:
+      if (op.onfault) {
+        Op c = op;
+        c.onfault = false;
+        add(c);
+      }
+      break;
+    case OpKind::kMlockall: {
+      // current alone, then one flag fewer (never none: that is a different error)
+      Op c = op;
+      c.flags = mlockall_flag::kCurrent;
+      add(c);
+      for (unsigned bit : {mlockall_flag::kOnfault, mlockall_flag::kFuture, mlockall_flag::kCurrent}) {
+        if ((op.flags & bit) && (op.flags & ~bit) != 0) {
+          c = op;
+          c.flags &= ~bit;
+          add(c);
+        }
+      }
+      break;
+    }
     default:
       break;
   }
@@ -664,6 +1038,33 @@ std::vector<Op> simplifications(const Op& op) {
 }  // namespace
 
 Script generate_script(uint64_t seed, const GenOptions& options) { return Generator(seed, options).run(); }
+
+bool well_formed(const Script& script) {
+  std::set<std::string, std::less<>> files;
+  std::set<std::string, std::less<>> spaces{kMainSpace};
+  for (const Op& op : script.ops) {
+    switch (op.kind) {
+      case OpKind::kFile:
+        if (!files.insert(op.file).second) return false;
+        break;
+      case OpKind::kFtruncate:
+        if (!files.contains(op.file)) return false;
+        break;
+      case OpKind::kMmap:
+        if (op.has_file && !files.contains(op.file)) return false;
+        break;
+      case OpKind::kFork:
+        if (!spaces.insert(op.space).second) return false;
+        break;
+      case OpKind::kUse:
+        if (!spaces.contains(op.space)) return false;
+        break;
+      default:
+        break;
+    }
+  }
+  return true;
+}
 
 Comparison compare_with_kernel(const Script& script, LockMode mode, const Window& window) {
   Comparison c;
@@ -706,6 +1107,7 @@ Script shrink(Script script, const Interesting& interesting, const ShrinkOptions
   size_t evaluations = 0;
   const size_t original = script.ops.size();
   auto test = [&](Script& candidate) {
+    if (!well_formed(candidate)) return false;  // (no evaluation: a reproducer must parse)
     if (evaluations >= options.max_evaluations) return false;
     ++evaluations;
     renumber(candidate);

@@ -1,11 +1,15 @@
 // fuzz.h: random op scripts, the vmspace-vs-kernel comparison and a
 // delta-debugging shrinker, for `vmspace fuzz-kernel` (and its tests).
 //
-// The generator produces scripts from the op kinds in kEnabledOps only (the
-// operations the library implements today). It keeps a rough page-level
-// model of the region it works in, so that most operations land on the
-// places where Linux is subtle: VMA edges, the middle of a VMA, across
-// several VMAs and holes, next to mappings with equal or different flags.
+// By default the generator produces scripts from the op kinds in
+// kEnabledOps and the advice in kEnabledAdvice only (what the library
+// passes today; the others wait in kPendingOps and kPendingAdvice). It
+// keeps a rough page-level model of the region it works in (one for each
+// space after a fork: locks, seals, guard markers, MCL_FUTURE too), so
+// that most operations land on the places where Linux is subtle: VMA edges,
+// the middle of a VMA, across several VMAs and holes, next to mappings with
+// equal or different flags, and back on the pages a guard region, a
+// DONTUNMAP move, a seal or a lock just changed.
 #pragma once
 
 #include <array>
@@ -25,8 +29,48 @@ namespace vmspace::opscript::fuzz {
 // library supports it) enables it; generate_op() has a case for every kind.
 inline constexpr std::array kEnabledOps = {
     OpKind::kMmap, OpKind::kMunmap, OpKind::kMprotect, OpKind::kMadvise,
-    OpKind::kMaps, OpKind::kWrite,  OpKind::kRead,
+    OpKind::kMaps, OpKind::kWrite,  OpKind::kRead,     OpKind::kMremap,
 };
+
+// The op kinds the generator can emit but does not by default: the library
+// does not pass them yet. Enable one by moving it to kEnabledOps (fork and
+// use belong together: `use` only has other spaces to switch to after a
+// `fork`). Every OpKind is in exactly one of the two lists.
+inline constexpr std::array kPendingOps = {
+    OpKind::kMlock,     OpKind::kMunlock,    OpKind::kMlock2, OpKind::kFile,    OpKind::kFtruncate,
+    OpKind::kMlockall,  OpKind::kMunlockall, OpKind::kMseal,  OpKind::kMincore, OpKind::kFork,
+    OpKind::kUse,
+};
+
+// The madvise advice the generator emits, and the advice it can emit but
+// does not by default (as for the op kinds: move one over to enable it).
+inline constexpr std::array kEnabledAdvice = {
+    Advice::kNormal,   Advice::kRandom, Advice::kSequential, Advice::kWillneed, Advice::kDontneed,
+    Advice::kFree,     Advice::kDontfork, Advice::kDofork,   Advice::kDontdump, Advice::kDodump,
+};
+inline constexpr std::array kPendingAdvice = {
+    Advice::kRemove,       Advice::kCold,          Advice::kPageout,      Advice::kWipeonfork,
+    Advice::kKeeponfork,   Advice::kHugepage,      Advice::kNohugepage,   Advice::kPopulateRead,
+    Advice::kPopulateWrite, Advice::kGuardInstall, Advice::kGuardRemove,  Advice::kDontneedLocked,
+};
+
+namespace detail {
+template <class T, size_t N, size_t M, size_t K>
+constexpr bool partitions(const std::array<T, N>& a, const std::array<T, M>& b, const T (&all)[K]) {
+  if (N + M != K) return false;
+  for (T x : all) {
+    size_t n = 0;
+    for (T y : a) n += y == x;
+    for (T y : b) n += y == x;
+    if (n != 1) return false;
+  }
+  return true;
+}
+}  // namespace detail
+static_assert(detail::partitions(kEnabledOps, kPendingOps, kAllOpKinds),
+              "every OpKind is in exactly one of kEnabledOps and kPendingOps");
+static_assert(detail::partitions(kEnabledAdvice, kPendingAdvice, kAllAdvice),
+              "every Advice is in exactly one of kEnabledAdvice and kPendingAdvice");
 
 // mmap flags the generator may add beyond private/shared/anon/fixed/
 // noreplace/growsdown/noreserve (e.g. mmap_flag::kPopulate | kLocked once
@@ -39,6 +83,8 @@ struct GenOptions {
   // The op kinds to generate (tests enable others to check that every
   // generator round-trips through the parser).
   std::vector<OpKind> kinds{kEnabledOps.begin(), kEnabledOps.end()};
+  // The madvise advice to generate (when kMadvise is among the kinds).
+  std::vector<Advice> advice{kEnabledAdvice.begin(), kEnabledAdvice.end()};
   unsigned extra_mmap_flags = kExtraMmapFlags;
 };
 
@@ -50,7 +96,7 @@ uint64_t run_seed(uint64_t seed, uint64_t run);
 
 // A random script of options.ops operations, a pure function of
 // (seed, options). Every op round-trips through script_text/parse_script
-// (line numbers are set to 1..n).
+// (line numbers are set to 1..n), and the script is well_formed().
 Script generate_script(uint64_t seed, const GenOptions& options = {});
 
 // Sets each op's line to its 1-based index (as parse_script of
@@ -79,6 +125,12 @@ using ExecutorFactory = std::function<std::unique_ptr<Executor>()>;
 Comparison compare_executors(const Script& script, const ExecutorFactory& a, const ExecutorFactory& b,
                              const Window& window);
 
+// True when parse_script(script_text(script)) accepts the script: every
+// file is declared once, before an op names it; every fork names a new
+// space and every use one that exists (op scripts 1.1). The shrinker only
+// tries well-formed candidates, so a reproducer always parses.
+bool well_formed(const Script& script);
+
 // True when the candidate still shows the failure being shrunk.
 using Interesting = std::function<bool(const Script&)>;
 
@@ -95,8 +147,9 @@ struct ShrinkStats {
 // Delta debugging: removes chunks of ops (halves, quarters, ... single ops)
 // while `interesting` stays true, then tries simplifying single ops (length
 // to one page, page-aligned addresses and lengths, plain flags, rw-, normal
-// advice), and repeats until nothing changes. `script` must be interesting;
-// the result is interesting and renumbered.
+// advice, fewer mlockall flags, mlock2 without onfault), and repeats until
+// nothing changes. Only well_formed() candidates are tried. `script` must be
+// interesting; the result is interesting and renumbered.
 Script shrink(Script script, const Interesting& interesting, const ShrinkOptions& options = {},
               ShrinkStats* stats = nullptr);
 

@@ -3,8 +3,15 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
+
+#include <vector>
+
 #ifndef MAP_FIXED_NOREPLACE
 #define MAP_FIXED_NOREPLACE 0x100000
+#endif
+#ifndef MCL_ONFAULT
+#define MCL_ONFAULT 4
 #endif
 
 namespace vmspace::opscript {
@@ -57,6 +64,33 @@ int advice_to_linux(Advice a) {
     case Advice::kDontneedLocked: return 24;  // MADV_DONTNEED_LOCKED
   }
   return -1;
+}
+
+int mlockall_flags_to_linux(unsigned f) {
+  int r = 0;
+  if (f & mlockall_flag::kCurrent) r |= MCL_CURRENT;
+  if (f & mlockall_flag::kFuture) r |= MCL_FUTURE;
+  if (f & mlockall_flag::kOnfault) r |= MCL_ONFAULT;
+  return r;
+}
+
+OpResult mincore_in_pieces(uint64_t addr, uint64_t len,
+                           const std::function<int(uint64_t addr, uint64_t len, unsigned char* vec)>& call) {
+  constexpr uint64_t kPieceBytes = kMincorePiecePages * kPageSize;
+  const uint64_t pages = len / kPageSize + (len % kPageSize != 0);
+  std::vector<unsigned char> vec(static_cast<size_t>(std::min(pages, kMincorePiecePages)) + 1);
+  std::string bits;
+  bits.reserve(static_cast<size_t>(std::min<uint64_t>(pages, 1u << 20)));
+  uint64_t done = 0;
+  do {
+    const uint64_t piece = std::min(len - done, kPieceBytes);
+    const uint64_t piece_pages = piece / kPageSize + (piece % kPageSize != 0);
+    int r = call(addr + done, piece, vec.data());
+    if (r < 0) return OpResult::error(-r);
+    for (uint64_t i = 0; i < piece_pages; ++i) bits += (vec[i] & 1) ? '1' : '0';
+    done += piece;
+  } while (done < len);
+  return OpResult::vector(std::move(bits));
 }
 
 }  // namespace vmspace::opscript

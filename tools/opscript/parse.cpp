@@ -21,6 +21,12 @@ const char* op_name(OpKind k) {
     case OpKind::kWrite: return "write";
     case OpKind::kRead: return "read";
     case OpKind::kMaps: return "maps";
+    case OpKind::kFork: return "fork";
+    case OpKind::kUse: return "use";
+    case OpKind::kMlockall: return "mlockall";
+    case OpKind::kMunlockall: return "munlockall";
+    case OpKind::kMseal: return "mseal";
+    case OpKind::kMincore: return "mincore";
   }
   return "?";
 }
@@ -52,7 +58,7 @@ constexpr std::array<std::pair<std::string_view, Advice>, 22> kAdvice{{
     {"dontneed_locked", Advice::kDontneedLocked},
 }};
 
-constexpr std::array<std::pair<std::string_view, OpKind>, 13> kOps{{
+constexpr std::array<std::pair<std::string_view, OpKind>, 19> kOps{{
     {"mmap", OpKind::kMmap},
     {"munmap", OpKind::kMunmap},
     {"mprotect", OpKind::kMprotect},
@@ -66,6 +72,12 @@ constexpr std::array<std::pair<std::string_view, OpKind>, 13> kOps{{
     {"write", OpKind::kWrite},
     {"read", OpKind::kRead},
     {"maps", OpKind::kMaps},
+    {"fork", OpKind::kFork},
+    {"use", OpKind::kUse},
+    {"mlockall", OpKind::kMlockall},
+    {"munlockall", OpKind::kMunlockall},
+    {"mseal", OpKind::kMseal},
+    {"mincore", OpKind::kMincore},
 }};
 
 constexpr std::array<std::pair<std::string_view, unsigned>, 9> kMmapFlags{{
@@ -84,6 +96,12 @@ constexpr std::array<std::pair<std::string_view, unsigned>, 3> kMremapFlags{{
     {"maymove", mremap_flag::kMaymove},
     {"fixed", mremap_flag::kFixed},
     {"dontunmap", mremap_flag::kDontunmap},
+}};
+
+constexpr std::array<std::pair<std::string_view, unsigned>, 3> kMlockallFlags{{
+    {"current", mlockall_flag::kCurrent},
+    {"future", mlockall_flag::kFuture},
+    {"onfault", mlockall_flag::kOnfault},
 }};
 
 constexpr size_t kMaxFileName = 200;  // memfd_create allows 249 bytes
@@ -124,8 +142,9 @@ struct Fail {
 
 class LineParser {
  public:
-  LineParser(int line, std::vector<std::string_view> toks, std::set<std::string, std::less<>>& files)
-      : line_(line), toks_(std::move(toks)), files_(files) {}
+  using NameSet = std::set<std::string, std::less<>>;
+  LineParser(int line, std::vector<std::string_view> toks, NameSet& files, NameSet& spaces)
+      : line_(line), toks_(std::move(toks)), files_(files), spaces_(spaces) {}
 
   // Returns the op, or sets error().
   bool parse(Op& op);
@@ -171,8 +190,10 @@ class LineParser {
     if (!files_.contains(out)) return fail("file " + quote(out) + " is not declared (declare it with `file NAME SIZE` first)");
     return true;
   }
+  bool space_name(size_t i, std::string& out);
   bool mmap_flags(size_t i, unsigned& out);
   bool mremap_flags(size_t i, unsigned& out);
+  bool mlockall_flags(size_t i, unsigned& out);
   bool in_window(const Addr& a, uint64_t len, const char* what) {
     if (a.is_null) return fail(std::string(what) + ": ADDR must be @ or @+N, not -");
     if (a.offset > kWindowSize || len > kWindowSize - a.offset)
@@ -183,7 +204,8 @@ class LineParser {
 
   int line_;
   std::vector<std::string_view> toks_;
-  std::set<std::string, std::less<>>& files_;
+  NameSet& files_;
+  NameSet& spaces_;
   OpKind op_kind_ = OpKind::kMaps;
   std::string error_;
 };
@@ -199,6 +221,16 @@ bool LineParser::file_name(size_t i, std::string& out) {
   if (!ok)
     return fail("bad file name " + quote(t) + " (expected a letter or _ followed by letters, digits, _ . -; at most " +
                 std::to_string(kMaxFileName) + " characters)");
+  out = std::string(t);
+  return true;
+}
+
+bool LineParser::space_name(size_t i, std::string& out) {
+  std::string_view t = toks_[i];
+  bool ok = !t.empty();
+  for (char c : t)
+    ok = ok && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_');
+  if (!ok) return fail("bad space name " + quote(t) + " (expected letters, digits and _)");
   out = std::string(t);
   return true;
 }
@@ -250,6 +282,27 @@ bool LineParser::mremap_flags(size_t i, unsigned& out) {
   return true;
 }
 
+bool LineParser::mlockall_flags(size_t i, unsigned& out) {
+  std::string_view t = toks_[i];
+  out = 0;
+  if (t == "0") return true;  // an extension: no flags (the kernel says -EINVAL)
+  size_t pos = 0;
+  while (true) {
+    size_t comma = t.find(',', pos);
+    std::string_view name = t.substr(pos, comma == std::string_view::npos ? std::string_view::npos : comma - pos);
+    if (name.empty()) return fail("bad mlockall FLAGS " + quote(t) + ": empty flag");
+    unsigned bit = 0;
+    for (const auto& [n, b] : kMlockallFlags)
+      if (n == name) bit = b;
+    if (bit == 0) return fail("unknown mlockall flag " + quote(name) + " (expected current, future, onfault)");
+    if (out & bit) return fail("duplicate mlockall flag " + quote(name));
+    out |= bit;
+    if (comma == std::string_view::npos) break;
+    pos = comma + 1;
+  }
+  return true;
+}
+
 bool LineParser::parse(Op& op) {
   std::string_view name = toks_[0];
   bool known = false;
@@ -280,6 +333,8 @@ bool LineParser::parse(Op& op) {
     case OpKind::kMunmap:
     case OpKind::kMlock:
     case OpKind::kMunlock:
+    case OpKind::kMseal:
+    case OpKind::kMincore:
       return arg_count("ADDR LEN", 2, 2) && addr(1, "ADDR", op.addr) && number(2, "LEN", op.len);
     case OpKind::kMprotect:
       return arg_count("ADDR LEN PROT", 3, 3) && addr(1, "ADDR", op.addr) && number(2, "LEN", op.len) &&
@@ -338,7 +393,21 @@ bool LineParser::parse(Op& op) {
       return arg_count("ADDR LEN", 2, 2) && addr(1, "ADDR", op.addr) && number(2, "LEN", op.len) &&
              in_window(op.addr, op.len, "read");
     case OpKind::kMaps:
+    case OpKind::kMunlockall:
       return arg_count("", 0, 0);
+    case OpKind::kFork:
+      if (!arg_count("NAME", 1, 1) || !space_name(1, op.space)) return false;
+      if (spaces_.contains(op.space))
+        return fail("space " + quote(op.space) + " already exists (fork needs a new NAME)");
+      spaces_.insert(op.space);
+      return true;
+    case OpKind::kUse:
+      if (!arg_count("NAME", 1, 1) || !space_name(1, op.space)) return false;
+      if (!spaces_.contains(op.space))
+        return fail("space " + quote(op.space) + " does not exist (create it with `fork " + op.space + "` first)");
+      return true;
+    case OpKind::kMlockall:
+      return arg_count("FLAGS", 1, 1) && mlockall_flags(1, op.flags);
   }
   return fail("unknown operation " + quote(name));
 }
@@ -411,6 +480,7 @@ std::optional<unsigned> parse_prot(std::string_view tok) {
 ParseResult parse_script(std::string_view text) {
   ParseResult r;
   std::set<std::string, std::less<>> files;
+  std::set<std::string, std::less<>> spaces{kMainSpace};
   int lineno = 0;
   size_t pos = 0;
   while (pos < text.size()) {
@@ -421,7 +491,7 @@ ParseResult parse_script(std::string_view text) {
     if (size_t hash = line.find('#'); hash != std::string_view::npos) line = line.substr(0, hash);
     auto toks = tokenize(line);
     if (toks.empty()) continue;
-    LineParser lp(lineno, std::move(toks), files);
+    LineParser lp(lineno, std::move(toks), files, spaces);
     Op op;
     if (lp.parse(op)) {
       r.script.ops.push_back(std::move(op));

@@ -43,9 +43,13 @@ std::string format_result(const OpResult& r, const Window& w) {
     }
     case OpResult::Kind::kUnsupported:
       return "= unsupported";
+    case OpResult::Kind::kVector:
+      return r.bits.empty() ? "= 0" : "= 0 " + r.bits;
   }
   return "= unsupported";
 }
+
+std::string final_maps_header(const std::string& space) { return "final maps " + space + ":"; }
 
 std::string format_op_line(size_t index, const OpResult& r, const Window& w) {
   return std::to_string(index) + ": " + format_result(r, w);

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "opscript/script.h"
@@ -26,17 +27,20 @@ struct OpResult {
     kFault,        // "= SEGV_MAPERR @+0x..." etc.       (value: page address)
     kHash,         // "= fnv1a64 0x<16 hex digits>"      (value: hash)
     kUnsupported,  // "= unsupported"
+    kVector,       // "= 0 1101", "= 0" when empty       (bits: one '0' or '1' a page)
   };
   Kind kind = Kind::kOk;
   uint64_t value = 0;
   FaultKind fault = FaultKind::kSegvMaperr;
+  std::string bits;  // kVector: mincore's residency, one '0' or '1' a page
 
   static OpResult ok() { return {}; }
-  static OpResult address(uint64_t a) { return {Kind::kAddress, a, {}}; }
-  static OpResult error(int err) { return {Kind::kError, static_cast<uint64_t>(err), {}}; }
-  static OpResult fault_at(FaultKind f, uint64_t page) { return {Kind::kFault, page, f}; }
-  static OpResult hash(uint64_t h) { return {Kind::kHash, h, {}}; }
-  static OpResult unsupported() { return {Kind::kUnsupported, 0, {}}; }
+  static OpResult address(uint64_t a) { return {Kind::kAddress, a, {}, {}}; }
+  static OpResult error(int err) { return {Kind::kError, static_cast<uint64_t>(err), {}, {}}; }
+  static OpResult fault_at(FaultKind f, uint64_t page) { return {Kind::kFault, page, f, {}}; }
+  static OpResult hash(uint64_t h) { return {Kind::kHash, h, {}, {}}; }
+  static OpResult unsupported() { return {Kind::kUnsupported, 0, {}, {}}; }
+  static OpResult vector(std::string bits) { return {Kind::kVector, 0, {}, std::move(bits)}; }
 
   friend bool operator==(const OpResult&, const OpResult&) = default;
 };
@@ -68,7 +72,7 @@ std::string window_addr(uint64_t absolute, const Window& w);
 // Symbolic errno name as glibc's strerrorname_np gives it ("EINVAL"); for an
 // errno glibc does not know, "E<number>".
 std::string errno_name(int err);
-// The text after "N: ": "= 0", "= @+0x3000", "= -ENOMEM", ...
+// The text after "N: ": "= 0", "= @+0x3000", "= -ENOMEM", "= 0 1101", ...
 std::string format_result(const OpResult& r, const Window& w);
 // "N: = ..." for the op with 1-based index `index`.
 std::string format_op_line(size_t index, const OpResult& r, const Window& w);
@@ -79,5 +83,7 @@ std::string format_map_line(const MapEntry& e, const Window& w);
 std::vector<MapEntry> window_maps(std::vector<MapEntry> all, const Window& w);
 
 inline constexpr const char* kFinalMapsHeader = "final maps:";
+// "final maps NAME:", the header of another space's final maps (op scripts 1.1).
+std::string final_maps_header(const std::string& space);
 
 }  // namespace vmspace::opscript

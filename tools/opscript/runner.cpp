@@ -1,5 +1,7 @@
 #include "opscript/runner.h"
 
+#include <set>
+
 namespace vmspace::opscript {
 
 bool op_in_window(const Op& op, const Window& w) {
@@ -22,10 +24,16 @@ bool op_in_window(const Op& op, const Window& w) {
     case OpKind::kMlock2:
     case OpKind::kWrite:
     case OpKind::kRead:
+    case OpKind::kMseal:
+    case OpKind::kMincore:
       return range_ok(op.addr, op.len);
     case OpKind::kFile:
     case OpKind::kFtruncate:
     case OpKind::kMaps:
+    case OpKind::kFork:
+    case OpKind::kUse:
+    case OpKind::kMlockall:    // the whole process: the window's pages and the
+    case OpKind::kMunlockall:  // runner's own, which locking does not change
       return true;
   }
   return false;
@@ -61,6 +69,18 @@ OpResult execute_op(const Op& op, Executor& ex, const Window& w) {
       return ex.read(a, op.len);
     case OpKind::kMaps:
       return OpResult::ok();
+    case OpKind::kFork:
+      return ex.fork(op.space);
+    case OpKind::kUse:
+      return ex.use(op.space);
+    case OpKind::kMlockall:
+      return ex.mlockall(op.flags);
+    case OpKind::kMunlockall:
+      return ex.munlockall();
+    case OpKind::kMseal:
+      return ex.mseal(a, op.len);
+    case OpKind::kMincore:
+      return ex.mincore(a, op.len);
   }
   return OpResult::unsupported();
 }
@@ -73,18 +93,54 @@ std::vector<std::string> maps_lines(Executor& ex, const Window& w) {
 
 void run_script(const Script& script, Executor& ex, const Window& w,
                 const std::function<void(std::string_view)>& emit) {
+  std::set<std::string, std::less<>> live{kMainSpace};  // the spaces that exist on this side
+  std::vector<std::string> forked;                       // every space the script forks, in order
+  bool current_live = true;
   size_t index = 0;
   for (const Op& op : script.ops) {
     ++index;
-    if (op.kind == OpKind::kMaps) {
-      for (const auto& l : maps_lines(ex, w)) emit(l);
-      emit(format_op_line(index, OpResult::ok(), w));
+    const bool needs_space = op.kind != OpKind::kFile && op.kind != OpKind::kFtruncate && op.kind != OpKind::kUse;
+    if (op.kind == OpKind::kFork) forked.push_back(op.space);
+    if (needs_space && !current_live) {
+      emit(format_op_line(index, OpResult::unsupported(), w));
       continue;
     }
-    emit(format_op_line(index, execute_op(op, ex, w), w));
+    switch (op.kind) {
+      case OpKind::kMaps:
+        for (const auto& l : maps_lines(ex, w)) emit(l);
+        emit(format_op_line(index, OpResult::ok(), w));
+        continue;
+      case OpKind::kFork: {
+        OpResult r = execute_op(op, ex, w);
+        if (r.kind == OpResult::Kind::kOk) live.insert(op.space);
+        emit(format_op_line(index, r, w));
+        continue;
+      }
+      case OpKind::kUse: {
+        OpResult r = OpResult::unsupported();
+        if (live.contains(op.space)) r = execute_op(op, ex, w);
+        current_live = r.kind == OpResult::Kind::kOk;
+        emit(format_op_line(index, r, w));
+        continue;
+      }
+      default:
+        emit(format_op_line(index, execute_op(op, ex, w), w));
+        continue;
+    }
   }
   emit(kFinalMapsHeader);
-  for (const auto& l : maps_lines(ex, w)) emit(l);
+  if (forked.empty()) {
+    if (current_live)
+      for (const auto& l : maps_lines(ex, w)) emit(l);
+    return;
+  }
+  if (ex.use(kMainSpace).kind == OpResult::Kind::kOk)
+    for (const auto& l : maps_lines(ex, w)) emit(l);
+  for (const std::string& name : forked) {
+    emit(final_maps_header(name));
+    if (live.contains(name) && ex.use(name).kind == OpResult::Kind::kOk)
+      for (const auto& l : maps_lines(ex, w)) emit(l);
+  }
 }
 
 std::vector<std::string> run_script(const Script& script, Executor& ex, const Window& w) {

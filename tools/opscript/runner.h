@@ -34,6 +34,22 @@ class Executor {
   virtual OpResult mlock(uint64_t addr, uint64_t len) = 0;
   virtual OpResult munlock(uint64_t addr, uint64_t len) = 0;
   virtual OpResult mlock2(uint64_t addr, uint64_t len, bool onfault) = 0;
+  // op scripts 1.1. `flags` are mlockall_flag::* (0 is possible: the
+  // kernel says -EINVAL).
+  virtual OpResult mlockall(unsigned flags) = 0;
+  virtual OpResult munlockall() = 0;
+  virtual OpResult mseal(uint64_t addr, uint64_t len) = 0;
+  // OpResult::vector with bit 0 of each byte mincore(2) reports, one
+  // character a page of [addr, addr + len) (len rounded up to pages; empty
+  // for len 0), or OpResult::error.
+  virtual OpResult mincore(uint64_t addr, uint64_t len) = 0;
+  // Copies the current space, as fork(2) does, into a new space `name`;
+  // the current space stays current. OpResult::ok() when the space exists
+  // afterwards.
+  virtual OpResult fork(const std::string& name) = 0;
+  // Makes `name` the current space: "main", or a space fork() created.
+  // run_script never names another one.
+  virtual OpResult use(const std::string& name) = 0;
   // Declares a file of `size` bytes whose byte i is (i * 7 + 13) & 0xff.
   virtual OpResult file(const std::string& name, uint64_t size) = 0;
   virtual OpResult ftruncate(const std::string& name, uint64_t size) = 0;
@@ -55,11 +71,22 @@ class Executor {
 bool op_in_window(const Op& op, const Window& w);
 
 // Runs a single op (not `maps`) on the executor and returns its result.
+// `fork` and `use` go straight to the executor (run_script keeps track of
+// which spaces exist).
 OpResult execute_op(const Op& op, Executor& ex, const Window& w);
 
 // Runs every op and emits the output lines in order: for op i (1-based)
 // "i: = ..." (preceded, for `maps`, by the window's maps lines), then
-// "final maps:" and the final maps lines.
+// "final maps:" and the final maps lines of `main`; then, only when the
+// script has a `fork`, "final maps NAME:" and NAME's lines for every space
+// it forks, in order.
+//
+// Spaces: a space exists on this side when its `fork` returned
+// OpResult::ok(). While the current space does not exist (a `use` of a
+// space whose fork failed or was unsupported), every op except `file`,
+// `ftruncate` and `use` prints "= unsupported" without running, and that
+// space's final maps block has no lines. `file` and `ftruncate` do not
+// depend on the space and always run.
 void run_script(const Script& script, Executor& ex, const Window& w,
                 const std::function<void(std::string_view)>& emit);
 std::vector<std::string> run_script(const Script& script, Executor& ex, const Window& w);

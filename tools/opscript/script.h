@@ -1,4 +1,5 @@
-// script.h: the parsed form of an op script (docs/op-scripts.md, version 1).
+// script.h: the parsed form of an op script (docs/op-scripts.md, version 1
+// and the version 1.1 additions).
 //
 // Addresses are window-relative: the runner chooses the window base and the
 // same base is used by every side (host kernel, vmspace AddressSpace).
@@ -66,6 +67,16 @@ inline constexpr unsigned kFixed = 1u << 1;
 inline constexpr unsigned kDontunmap = 1u << 2;
 }  // namespace mremap_flag
 
+// mlockall FLAGS (same values as MCL_CURRENT/MCL_FUTURE/MCL_ONFAULT).
+namespace mlockall_flag {
+inline constexpr unsigned kCurrent = 1u << 0;
+inline constexpr unsigned kFuture = 1u << 1;
+inline constexpr unsigned kOnfault = 1u << 2;
+}  // namespace mlockall_flag
+
+// The address space every script starts in (op scripts 1.1).
+inline constexpr const char* kMainSpace = "main";
+
 enum class Advice {
   kNormal,
   kRandom,
@@ -92,6 +103,16 @@ enum class Advice {
   kDontneedLocked,
 };
 
+// Every Advice, in declaration order (the version 1 values first).
+inline constexpr Advice kAllAdvice[] = {
+    Advice::kNormal,       Advice::kRandom,        Advice::kSequential,   Advice::kWillneed,
+    Advice::kDontneed,     Advice::kFree,          Advice::kDontfork,     Advice::kDofork,
+    Advice::kDontdump,     Advice::kDodump,        Advice::kRemove,       Advice::kCold,
+    Advice::kPageout,      Advice::kWipeonfork,    Advice::kKeeponfork,   Advice::kHugepage,
+    Advice::kNohugepage,   Advice::kPopulateRead,  Advice::kPopulateWrite, Advice::kGuardInstall,
+    Advice::kGuardRemove,  Advice::kDontneedLocked,
+};
+
 enum class OpKind {
   kMmap,
   kMunmap,
@@ -106,6 +127,21 @@ enum class OpKind {
   kWrite,
   kRead,
   kMaps,
+  // op scripts 1.1
+  kFork,
+  kUse,
+  kMlockall,
+  kMunlockall,
+  kMseal,
+  kMincore,
+};
+
+// Every OpKind, in declaration order.
+inline constexpr OpKind kAllOpKinds[] = {
+    OpKind::kMmap,  OpKind::kMunmap,   OpKind::kMprotect, OpKind::kMadvise,  OpKind::kMremap,
+    OpKind::kMlock, OpKind::kMunlock,  OpKind::kMlock2,   OpKind::kFile,     OpKind::kFtruncate,
+    OpKind::kWrite, OpKind::kRead,     OpKind::kMaps,     OpKind::kFork,     OpKind::kUse,
+    OpKind::kMlockall, OpKind::kMunlockall, OpKind::kMseal, OpKind::kMincore,
 };
 
 // One operation. Which fields are meaningful depends on `kind`:
@@ -120,6 +156,10 @@ enum class OpKind {
 //   write     addr len byte
 //   read      addr len
 //   maps      -
+//   fork, use  space(NAME)
+//   mlockall  flags (mlockall_flag::*)
+//   munlockall -
+//   mseal, mincore  addr len
 struct Op {
   OpKind kind = OpKind::kMaps;
   int line = 0;  // 1-based line in the script text
@@ -128,13 +168,14 @@ struct Op {
   uint64_t new_len = 0;
   Addr new_addr;
   unsigned prot = 0;
-  unsigned flags = 0;  // mmap_flag::* or mremap_flag::*
+  unsigned flags = 0;  // mmap_flag::*, mremap_flag::* or mlockall_flag::*
   Advice advice = Advice::kNormal;
   bool has_file = false;
   std::string file;
   uint64_t offset = 0;
   uint8_t byte = 0;
   bool onfault = false;
+  std::string space;  // fork, use: the address space's NAME
 
   friend bool operator==(const Op&, const Op&) = default;
 };

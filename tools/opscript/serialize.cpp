@@ -67,6 +67,8 @@ std::string op_text(const Op& op) {
     case OpKind::kMlock:
     case OpKind::kMunlock:
     case OpKind::kRead:
+    case OpKind::kMseal:
+    case OpKind::kMincore:
       arg(addr_text(op.addr));
       arg(number_text(op.len));
       break;
@@ -104,7 +106,17 @@ std::string op_text(const Op& op) {
       arg(number_text(op.len));
       arg(hex(op.byte));
       break;
+    case OpKind::kFork:
+    case OpKind::kUse:
+      arg(op.space);
+      break;
+    case OpKind::kMlockall:
+      arg(flag_list(op.flags, {{mlockall_flag::kCurrent, "current"},
+                               {mlockall_flag::kFuture, "future"},
+                               {mlockall_flag::kOnfault, "onfault"}}));
+      break;
     case OpKind::kMaps:
+    case OpKind::kMunlockall:
       break;
   }
   return s;

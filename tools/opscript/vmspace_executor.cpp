@@ -1,6 +1,7 @@
 // vmspace_executor.cpp
 #include "opscript/vmspace_executor.h"
 
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -54,10 +55,26 @@ OpResult VmspaceExecutor::mremap(uint64_t old_addr, uint64_t old_len, uint64_t n
   return OpResult::address(static_cast<uint64_t>(r));
 }
 
+OpResult VmspaceExecutor::mlock(uint64_t addr, uint64_t len) { return from_int(as_.mlock(addr, len)); }
+OpResult VmspaceExecutor::munlock(uint64_t addr, uint64_t len) { return from_int(as_.munlock(addr, len)); }
+OpResult VmspaceExecutor::mlock2(uint64_t addr, uint64_t len, bool onfault) {
+  return from_int(as_.mlock2(addr, len, onfault ? MLOCK_ONFAULT : 0u));
+}
+
+OpResult VmspaceExecutor::mlockall(unsigned flags) { return from_int(as_.mlockall(mlockall_flags_to_linux(flags))); }
+OpResult VmspaceExecutor::munlockall() { return from_int(as_.munlockall()); }
+OpResult VmspaceExecutor::mseal(uint64_t addr, uint64_t len) { return from_int(as_.mseal(addr, len)); }
+OpResult VmspaceExecutor::mincore(uint64_t addr, uint64_t len) {
+  return mincore_in_pieces(addr, len, [this](uint64_t a, uint64_t l, unsigned char* vec) {
+    return as_.mincore(a, l, vec);
+  });
+}
+// Not in the library yet: copying an AddressSpace (the fork issue).
+OpResult VmspaceExecutor::fork(const std::string&) { return OpResult::unsupported(); }
+OpResult VmspaceExecutor::use(const std::string& name) {
+  return name == kMainSpace ? OpResult::ok() : OpResult::unsupported();
+}
 // Not in the library yet: reported as such, never skipped.
-OpResult VmspaceExecutor::mlock(uint64_t, uint64_t) { return OpResult::unsupported(); }
-OpResult VmspaceExecutor::munlock(uint64_t, uint64_t) { return OpResult::unsupported(); }
-OpResult VmspaceExecutor::mlock2(uint64_t, uint64_t, bool) { return OpResult::unsupported(); }
 OpResult VmspaceExecutor::file(const std::string&, uint64_t) { return OpResult::unsupported(); }
 OpResult VmspaceExecutor::ftruncate(const std::string&, uint64_t) { return OpResult::unsupported(); }
 namespace {

@@ -21,6 +21,14 @@ class VmspaceExecutor final : public Executor {
   OpResult mlock(uint64_t addr, uint64_t len) override;
   OpResult munlock(uint64_t addr, uint64_t len) override;
   OpResult mlock2(uint64_t addr, uint64_t len, bool onfault) override;
+  OpResult mlockall(unsigned flags) override;
+  OpResult munlockall() override;
+  OpResult mseal(uint64_t addr, uint64_t len) override;
+  OpResult mincore(uint64_t addr, uint64_t len) override;
+  // One space: fork is unsupported until the library can copy an
+  // AddressSpace; use accepts only "main".
+  OpResult fork(const std::string& name) override;
+  OpResult use(const std::string& name) override;
   OpResult file(const std::string& name, uint64_t size) override;
   OpResult ftruncate(const std::string& name, uint64_t size) override;
   OpResult write(uint64_t addr, uint64_t len, uint8_t byte) override;

@@ -2,7 +2,8 @@
 // bench_ctx.h - what the `vmspace bench` workloads share: the run context
 // (modes, results, notes), units and address-space helpers, progress and
 // number formatting.  One workload family per file: bench_fault.cpp
-// (fault, fault-scaling, fault-churn), bench_vma.cpp (lookup, mmap); the
+// (fault, fault-scaling, fault-churn), bench_vma.cpp (lookup, mmap),
+// bench_mremap.cpp (mremap); the
 // report (table, targets, JSON, SVG) is bench_report.cpp.
 #pragma once
 
@@ -32,7 +33,7 @@ constexpr int kRW = PROT_READ | PROT_WRITE;
 constexpr int kAnonFixed = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED;
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-const std::vector<std::string> kWorkloads = {"fault", "fault-scaling", "fault-churn", "lookup", "mmap"};
+const std::vector<std::string> kWorkloads = {"fault", "fault-scaling", "fault-churn", "lookup", "mmap", "mremap"};
 
 #if defined(NDEBUG)
 constexpr bool kRelease = true;
@@ -112,6 +113,7 @@ void run_fault_scaling(Ctx& c);
 void run_fault_churn(Ctx& c);
 void run_lookup(Ctx& c);
 void run_mmap(Ctx& c);
+void run_mremap(Ctx& c);
 
 // ---- the report ----
 std::vector<Target> targets(const Ctx& c);

@@ -58,6 +58,7 @@ std::string note_for(const Ctx& c, const Result& r) {
     return s;
   }
   if (w == "mmap" && r.mode != "kernel") return ratio(r.value / c.get(w, "kernel", "pairs_per_s")) + " kernel";
+  if (w == "mremap" && r.mode != "kernel") return ratio(r.value / c.get(w, "kernel", r.metric)) + " kernel";
   return "";
 }
 
@@ -94,6 +95,9 @@ std::vector<Target> targets(const Ctx& c) {
       c.quick ? "N/A in --quick" : "lookup at 1M VMAs not run");
   add("mmap: per_vma_refcount pairs/s / kernel pairs/s", ">=",
       c.get("mmap", rc, "pairs_per_s") / c.get("mmap", "kernel", "pairs_per_s"), 3.0, "mmap (with kernel) not run");
+  add("mremap: per_vma_refcount pages/s / kernel pages/s (grow-by-move, aligned)", ">=",
+      c.get("mremap", rc, "aligned_pages_per_s") / c.get("mremap", "kernel", "aligned_pages_per_s"), 3.0,
+      "mremap (with kernel) not run");
   return t;
 }
 

@@ -4,6 +4,7 @@
 // written out as an .ops file.
 #include "fuzz_kernel.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cinttypes>
@@ -53,6 +54,44 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
+// --also: pending op kinds and advice to generate as well (kept here rather
+// than in FuzzKernelArgs).
+std::string g_also;
+
+// Adds the names in `list` (op kinds of kPendingOps, advice of
+// kPendingAdvice, or "pending" for all of them) to `gen`; false with `why`
+// for a name that is neither.
+bool add_pending(std::string_view list, opscript::fuzz::GenOptions& gen, std::string& why) {
+  namespace fz = opscript::fuzz;
+  size_t pos = 0;
+  while (pos <= list.size()) {
+    size_t comma = list.find(',', pos);
+    std::string_view name = list.substr(pos, comma == std::string_view::npos ? std::string_view::npos : comma - pos);
+    pos = comma == std::string_view::npos ? list.size() + 1 : comma + 1;
+    bool known = false;
+    for (opscript::OpKind k : fz::kPendingOps) {
+      if (name == opscript::op_name(k) || name == "pending") {
+        if (std::find(gen.kinds.begin(), gen.kinds.end(), k) == gen.kinds.end()) gen.kinds.push_back(k);
+        known = true;
+      }
+    }
+    for (opscript::Advice a : fz::kPendingAdvice) {
+      if (name == opscript::advice_name(a) || name == "pending") {
+        if (std::find(gen.advice.begin(), gen.advice.end(), a) == gen.advice.end()) gen.advice.push_back(a);
+        known = true;
+      }
+    }
+    if (!known) {
+      why = "'" + std::string(name) + "' is not a pending op kind or advice (";
+      for (opscript::OpKind k : fz::kPendingOps) why += std::string(opscript::op_name(k)) + ", ";
+      for (opscript::Advice a : fz::kPendingAdvice) why += std::string(opscript::advice_name(a)) + ", ";
+      why += "or pending for all)";
+      return false;
+    }
+  }
+  return true;
+}
+
 }  // namespace
 
 void add_fuzz_kernel(CLI::App& app, FuzzKernelArgs& args) {
@@ -71,6 +110,9 @@ void add_fuzz_kernel(CLI::App& app, FuzzKernelArgs& args) {
   sub->add_option("--mode", args.mode, "Lock mode of the AddressSpace: mmap_lock, per_vma_rwsem or per_vma_refcount")
       ->capture_default_str();
   sub->add_option("--window", args.window, "Window base address (default 0x200000000000)");
+  sub->add_option("--also", g_also,
+                  "Also generate these pending op kinds or madvise advice, comma-separated (e.g. mseal,mincore,"
+                  "guard_install; 'pending' for all): to try one before enabling it");
   sub->add_flag("--keep-going", args.keep_going,
                 "Do not stop at the first divergence: shrink and report every one (identical reproducers once)");
 }
@@ -126,10 +168,21 @@ int cmd_fuzz_kernel(const FuzzKernelArgs& args) {
     return 2;
   }
 
+  opscript::fuzz::GenOptions gen;
+  gen.ops = *ops;
+  if (!g_also.empty()) {
+    std::string why;
+    if (!add_pending(g_also, gen, why)) {
+      std::fprintf(stderr, "%s: bad --also: %s\n", me, why.c_str());
+      return 2;
+    }
+  }
+
   // Options that `vmspace replay` needs to reproduce what we ran.
   std::string replay_opts;
   if (args.mode != "per_vma_refcount") replay_opts += " --mode " + args.mode;
   if (!args.window.empty()) replay_opts += " --window " + args.window;
+  const std::string gen_opts = g_also.empty() ? "" : " --also " + g_also;
 
   // The host's facts first: a divergence report says which kind of host
   // produced it (vmspace is configured to match them).
@@ -139,8 +192,6 @@ int cmd_fuzz_kernel(const FuzzKernelArgs& args) {
   std::fprintf(stderr, "%s: seed %" PRIu64 "%s, %" PRIu64 " runs of %" PRIu64 " ops\n", me, seed,
                seed_from_clock ? " (from the clock; pass --seed to repeat)" : "", *runs, *ops);
 
-  opscript::fuzz::GenOptions gen;
-  gen.ops = *ops;
   const Clock::time_point t0 = Clock::now();
   Clock::time_point last_progress = t0;
   uint64_t runs_done = 0, ops_done = 0, divergences = 0, comparisons = 0;
@@ -197,7 +248,7 @@ int cmd_fuzz_kernel(const FuzzKernelArgs& args) {
         header += host_line + "\n";
         header += "# seed " + std::to_string(seed) + ", run " + std::to_string(run) + ", run seed " +
                   std::to_string(rseed) + " (the whole run: vmspace fuzz-kernel --seed " + std::to_string(rseed) +
-                  " --runs 1 --ops " + std::to_string(*ops) + replay_opts + ")\n";
+                  " --runs 1 --ops " + std::to_string(*ops) + gen_opts + replay_opts + ")\n";
         header += "# minimized from " + std::to_string(stats.original_ops) + " to " +
                   std::to_string(minimal.ops.size()) + " ops (" + std::to_string(stats.evaluations) +
                   " comparisons); replay: vmspace replay " + name + " --kernel" + replay_opts + "\n";

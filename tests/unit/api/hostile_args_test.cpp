@@ -1,13 +1,15 @@
 // Hostile arguments at every public entry point (issue 12).
 //
-// A table of mmap/munmap/mprotect/madvise calls with arguments chosen to
-// reach every argument check: lengths that overflow the address when added,
-// unaligned addresses, unknown flag bits and mapping types, PROT bits above
-// PROT_EXEC, negative and unknown advice values, addresses above the task
-// size.  The answers are not typed by hand: one forked child runs the whole
-// table on the host kernel with raw syscall(2) and reports, per case, the
-// result and the window's part of /proc/self/maps afterwards.  The same
-// table then runs on AddressSpaces configured like this host
+// A table of mmap/munmap/mprotect/madvise/mincore/brk/mlock/munlock/mlock2/
+// mlockall/mseal calls with arguments chosen to reach every argument check:
+// lengths that overflow the address when added, unaligned addresses,
+// unknown flag bits and mapping types, PROT bits above PROT_EXEC, negative
+// and unknown advice values, addresses above the task size, a NULL mincore
+// vector, breaks below the heap and beyond the task size.  The answers are
+// not typed by hand: one forked child runs the whole table on the host
+// kernel with raw syscall(2) and reports, per case, the result and the
+// window's part of /proc/self/maps afterwards.  The same table then runs on
+// AddressSpaces configured like this host
 // (host_like_options), once per lock mode, and each case must give the same
 // result (errno, or success) and leave the same window maps; a failing call
 // must leave them as the kernel does (unchanged, or what Linux commits
@@ -24,7 +26,13 @@
 // own mappings (program, heap, stack, sanitizer shadow...), skips the case
 // and reports why; such a call would not be comparable anyway (vmspace has
 // nothing there).  Mappings the kernel creates outside the window are
-// unmapped again right after the call.
+// unmapped again right after the call.  What outlives a call in the
+// process (a seal; mlockall's MCL_FUTURE) is done by a child of the child,
+// which reports and exits: mlockall always, mseal when its argument checks
+// pass.  mlockall(MCL_CURRENT) without MCL_ONFAULT would fault in the whole
+// process and is skipped (and without CAP_IPC_LOCK so is any MCL_CURRENT:
+// the size of the whole process decides it).  On the vmspace side, mseal
+// runs on a space of its own and mlockall is followed by munlockall.
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -44,6 +52,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -81,6 +90,15 @@
 #endif
 #ifndef PROT_SEM
 #define PROT_SEM 0x8
+#endif
+#ifndef MLOCK_ONFAULT
+#define MLOCK_ONFAULT 0x01
+#endif
+#ifndef MCL_ONFAULT
+#define MCL_ONFAULT 4
+#endif
+#ifndef SYS_mseal
+#define SYS_mseal 462
 #endif
 
 namespace vmspace::opscript {
@@ -128,16 +146,30 @@ const std::vector<LayoutMap>& layout() {
 // ---------------------------------------------------------------------------
 // The table.
 
-enum class Op : uint8_t { mmap, munmap, mprotect, madvise };
-constexpr const char* kOpNames[] = {"mmap", "munmap", "mprotect", "madvise"};
+enum class Op : uint8_t { mmap, munmap, mprotect, madvise, mincore, brk, mlock, munlock, mlock2, mlockall, mseal };
+constexpr const char* kOpNames[] = {"mmap",  "munmap",  "mprotect", "madvise",  "mincore", "brk",
+                                    "mlock", "munlock", "mlock2",   "mlockall", "mseal"};
+
+// mincore's vector: a buffer of kVecBytes, or NULL.
+enum : int { kVecBuffer = 0, kVecNull = 1 };
+constexpr size_t kVecBytes = 65536;
+constexpr size_t kVecShown = 48;  // entries compared (the layout's runs are shorter)
+// brk's argument: `addr` itself, or `addr` (two's complement) added to the
+// side's heap start or to its break just before the call, so that both
+// sides ask the same of their own heap.
+enum : int { kBrkAbsolute = 0, kBrkFromStart = 1, kBrkFromCurrent = 2 };
+// brk's result, encoded the same on both sides (its heap is not the
+// child's): the break it had (failure, or a query), the break asked for.
+enum : long { kBrkOld = 0, kBrkAsked = 1, kBrkOther = 2 };
 
 struct Case {
   Op op = Op::mmap;
   uint64_t addr = 0, len = 0;
   int arg = 0;    // prot (mmap, mprotect) or advice (madvise)
-  int flags = 0;  // mmap
+  int flags = 0;  // mmap; mincore: kVec*; brk: kBrk*
   int fd = -1;    // mmap
   uint64_t off = 0;  // mmap
+  uint64_t xflags = 0;  // mlock2, mlockall (truncated to int, as the kernel does), mseal
 };
 
 std::string addr_text(uint64_t a) {
@@ -193,6 +225,21 @@ std::string case_text(const Case& c) {
     case Op::munmap: s += ")"; break;
     case Op::mprotect: s += ", prot " + int_text(c.arg) + ")"; break;
     case Op::madvise: s += ", advice " + std::to_string(c.arg) + ")"; break;
+    case Op::mincore: s += c.flags == kVecNull ? ", NULL)" : ", vec)"; break;
+    case Op::mlock:
+    case Op::munlock: s += ")"; break;
+    case Op::mlock2:
+    case Op::mseal: s += ", flags " + hex(c.xflags) + ")"; break;
+    case Op::mlockall: s = "mlockall(" + hex(c.xflags) + ")"; break;
+    case Op::brk: {
+      static const char* const kBase[] = {"", "start_brk", "brk"};
+      const int64_t d = static_cast<int64_t>(c.addr);
+      s = "brk(";
+      if (c.flags == kBrkAbsolute) s += addr_text(c.addr);
+      else s += std::string(kBase[c.flags]) + (d < 0 ? " - " + hex(0 - c.addr) : " + " + hex(c.addr));
+      s += ")";
+      break;
+    }
   }
   return s;
 }
@@ -384,6 +431,62 @@ std::vector<Case> build_table() {
         c.off = 1;  // the offset check comes first
         add(c);
       }
+
+  // mincore: every address and length with a buffer; the pairs with NULL
+  // (-EFAULT at the first copy, unless the checks or the lookup fail
+  // first), and a length of exactly the top of the address space.
+  for (uint64_t a : addresses())
+    for (uint64_t l : lengths(a, false)) add({Op::mincore, a, l, 0, kVecBuffer});
+  for (Pair q : sweep_pairs()) add({Op::mincore, q.addr, q.len, 0, kVecNull});
+  for (uint64_t a : {kTaskSize - P, W})
+    for (uint64_t l : {kTaskSize - a, kTaskSize - a + 1, kTaskSize - a - 1})
+      for (int v : {kVecBuffer, kVecNull}) add({Op::mincore, a, l, 0, v});
+
+  // brk: queries and breaks every Linux check refuses (below the heap's
+  // start, beyond the task size, wrapping when page-aligned); what would
+  // move the kernel child's own heap is left out.
+  // (Not TASK_SIZE itself: the child fails that for the mappings above its
+  // heap, vmspace only because the host's overcommit limit refuses the
+  // size.)
+  for (uint64_t b : {uint64_t{0}, uint64_t{1}, P, uint64_t{0xf000}, W, kTaskSize + P, uint64_t{1} << 47,
+                     uint64_t{1} << 56, uint64_t{1} << 63, kAllOnes & kPageMask, kAllOnes - 4095, kAllOnes - 1,
+                     kAllOnes})
+    add({Op::brk, b, 0, 0, kBrkAbsolute});
+  for (uint64_t d : {uint64_t{0} - 1, uint64_t{0} - P, uint64_t{0} - (uint64_t{1} << 30)})
+    add({Op::brk, d, 0, 0, kBrkFromStart});
+  for (uint64_t d : {uint64_t{0}, uint64_t{1} << 46, uint64_t{1} << 47, uint64_t{0} - (uint64_t{1} << 47)})
+    add({Op::brk, d, 0, 0, kBrkFromCurrent});
+
+  // mlock, munlock: every address and length (no alignment check: the
+  // range widens to whole pages); mlock2's flags on the pairs.
+  for (uint64_t a : addresses())
+    for (uint64_t l : lengths(a, false)) {
+      add({Op::mlock, a, l});
+      add({Op::munlock, a, l});
+    }
+  for (uint64_t f : {uint64_t{0}, uint64_t{MLOCK_ONFAULT}, uint64_t{2}, uint64_t{3}, uint64_t{0x80000000},
+                     uint64_t{0xffffffff}, uint64_t{1} << 32 | MLOCK_ONFAULT})
+    for (Pair q : sweep_pairs()) {
+      Case c{Op::mlock2, q.addr, q.len};
+      c.xflags = f;
+      add(c);
+    }
+  // mlockall: every combination of the three flags, unknown bits.
+  for (uint64_t f : std::initializer_list<uint64_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 0x10, 2 | 8, 0x80000000, 0xffffffff,
+                                                     0x100000002}) {
+    Case c{Op::mlockall};
+    c.xflags = f;
+    add(c);
+  }
+  // mseal: every address and length; flags (any is -EINVAL) on the pairs.
+  for (uint64_t a : addresses())
+    for (uint64_t l : lengths(a, false)) add({Op::mseal, a, l});
+  for (uint64_t f : {uint64_t{1}, uint64_t{2}, uint64_t{1} << 32, uint64_t{1} << 63, kAllOnes})
+    for (Pair q : sweep_pairs()) {
+      Case c{Op::mseal, q.addr, q.len};
+      c.xflags = f;
+      add(c);
+    }
   return t;
 }
 
@@ -441,8 +544,61 @@ std::optional<Range> reach(const Case& c) {
       if (len == 0 || len > kTaskSize || c.addr > kTaskSize - len) return std::nullopt;
       return Range{c.addr, c.addr + len};
     }
+    case Op::mlock:
+    case Op::munlock:
+    case Op::mlock2: {  // do_mlock / munlock: the range widens to whole pages
+      if (c.op == Op::mlock2 && (static_cast<unsigned>(c.xflags) & ~unsigned{MLOCK_ONFAULT})) return std::nullopt;
+      const uint64_t start = c.addr & kPageMask, len = page_align(c.len + (c.addr & (P - 1)));
+      if (len == 0 || start + len < start) return std::nullopt;  // nothing, or -EINVAL
+      return Range{start, start + len};
+    }
+    case Op::mseal: {  // do_mseal
+      if (c.xflags != 0 || c.addr % P != 0) return std::nullopt;
+      const uint64_t len = page_align(c.len);
+      if (len == 0 || c.addr + len < c.addr) return std::nullopt;
+      return Range{c.addr, c.addr + len};
+    }
+    case Op::mlockall:  // the whole process: runs in a child of its own (mlockall_skip)
+    case Op::mincore:  // reads only (see mincore_reads)
+    case Op::brk:      // outside the window; the child guards its own heap (brk_moves_me)
+      return std::nullopt;
   }
   return std::nullopt;
+}
+
+// The range mincore would look at if it passes its argument checks (x86
+// access_ok: no wrap, nothing above 0x7ffffffff000), or nullopt.  It reads
+// the run of VMAs from addr up to the first hole; the child skips a case
+// whose run holds one of its own mappings (vmspace has nothing there).
+std::optional<Range> mincore_reads(const Case& c) {
+  if (c.op != Op::mincore || c.addr % P != 0 || c.len == 0) return std::nullopt;
+  if (c.addr + c.len < c.addr || c.addr + c.len > kTaskSize) return std::nullopt;
+  return Range{c.addr, c.addr + page_align(c.len)};
+}
+
+// brk's argument on a side whose heap starts at `start` and whose break is
+// `cur`.
+uint64_t brk_value(const Case& c, uint64_t start, uint64_t cur) {
+  switch (c.flags) {
+    case kBrkFromStart: return start + c.addr;
+    case kBrkFromCurrent: return cur + c.addr;
+    default: return c.addr;
+  }
+}
+
+long brk_encode(uint64_t result, uint64_t old, uint64_t asked) {
+  return result == old ? kBrkOld : result == asked ? kBrkAsked : kBrkOther;
+}
+
+// mincore's vector as compared: its first kVecShown entries, '.' where
+// untouched.
+constexpr unsigned char kVecUntouched = 0xaa;
+std::string vec_text(const unsigned char* v, uint64_t len) {
+  const uint64_t pages = len / P + (len % P != 0);
+  std::string s;
+  for (uint64_t i = 0; i < std::min<uint64_t>(pages, kVecShown); ++i)
+    s += v[i] == kVecUntouched ? '.' : v[i] <= 1 ? static_cast<char>('0' + v[i]) : '?';
+  return s;
 }
 
 // MAP_POPULATE / MAP_LOCKED fault the whole mapping in: never let the
@@ -457,6 +613,7 @@ struct Outcome {
   bool ran = false;
   long ret = 0;                    // >= 0, or -errno
   std::vector<std::string> maps;   // the window's maps lines after the call
+  std::string vec;                 // mincore: vec_text() after the call
   std::string note;                // why the case was skipped
 };
 
@@ -470,6 +627,7 @@ std::vector<std::string> window_lines(std::string_view maps_text) {
 }
 
 std::string result_text(const Case& c, long r) {
+  if (c.op == Op::brk) return r == kBrkOld ? "the old break" : r == kBrkAsked ? "the break asked for" : "another break";
   if (r < 0) return "-" + errno_name(static_cast<int>(-r));
   if (c.op != Op::mmap) return std::to_string(r);
   const uint64_t a = static_cast<uint64_t>(r);
@@ -573,6 +731,41 @@ class Child {
     return Range{start, std::min(run_end, end)};
   }
 
+  // The heap's start (/proc/self/stat field 47, start_brk); 0 if unknown.
+  uint64_t start_brk() {
+    int fd = ::open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    char b[4096];
+    ssize_t n = ::read(fd, b, sizeof b - 1);
+    ::close(fd);
+    if (n <= 0) return 0;
+    b[n] = '\0';
+    const char* p = std::strrchr(b, ')');
+    if (p == nullptr) return 0;
+    // Fields after the command name start with field 3.
+    for (int field = 3; field <= 47; ++field) {
+      p = std::strchr(p + 1, ' ');
+      if (p == nullptr) return 0;
+    }
+    return std::strtoull(p + 1, nullptr, 10);
+  }
+
+  // Why running brk(value) could move this process's own break (a shrink
+  // would free what malloc holds; a growth that fits below the next mapping
+  // succeeds; a move inside the break's page changes it), or "".
+  std::string brk_moves_me(uint64_t value, uint64_t start, uint64_t cur) {
+    if (value >= start && value < cur) return "would shrink the child's own heap";
+    const uint64_t newbrk = page_align(value), oldbrk = page_align(cur);
+    if (value != cur && newbrk == oldbrk) return "would move the child's break within its page";
+    if (value > cur && newbrk > oldbrk && newbrk <= kTaskSize) {
+      uint64_t next = kTaskSize;
+      for (const MapEntry& m : parse_proc_maps(read_maps()))
+        if (m.end > oldbrk && m.start < next) next = std::max(m.start, oldbrk);
+      if (newbrk + P <= next) return "would grow the child's own heap";
+    }
+    return "";
+  }
+
  private:
   int fd_;
   std::vector<char> buf_;
@@ -590,12 +783,56 @@ long raw_call(const Case& c) {
     case Op::munmap: r = ::syscall(SYS_munmap, c.addr, c.len); break;
     case Op::mprotect: r = ::syscall(SYS_mprotect, c.addr, c.len, static_cast<long>(c.arg)); break;
     case Op::madvise: r = ::syscall(SYS_madvise, c.addr, c.len, static_cast<long>(c.arg)); break;
+    case Op::mlock: r = ::syscall(SYS_mlock, c.addr, c.len); break;
+    case Op::munlock: r = ::syscall(SYS_munlock, c.addr, c.len); break;
+    case Op::mlock2: r = ::syscall(SYS_mlock2, c.addr, c.len, c.xflags); break;
+    case Op::mlockall: r = ::syscall(SYS_mlockall, static_cast<long>(static_cast<int>(static_cast<uint32_t>(c.xflags)))); break;
+    case Op::mseal: r = ::syscall(SYS_mseal, c.addr, c.len, c.xflags); break;
+    case Op::mincore:
+    case Op::brk:
+      break;  // child_main runs them
   }
   return r == -1 ? -errno : r;
 }
 
-// Frames: "B <line>" baseline maps; per case "R <i> <ret>", "M <line>"...,
-// "E"; or "S <i> <why>" (skipped); "X <error>"; "D" at the end.
+// The kernel child's mincore vector (no allocation between the calls).
+unsigned char g_vec[kVecBytes];
+
+// Why the child must not run this mlockall at all, or "".
+std::string mlockall_skip(const Case& c) {
+  const int f = static_cast<int>(static_cast<uint32_t>(c.xflags));
+  const bool valid = f != 0 && !(f & ~(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT)) && f != MCL_ONFAULT;
+  if (!valid || !(f & MCL_CURRENT)) return "";
+  if (!(f & MCL_ONFAULT)) return "mlockall(MCL_CURRENT) would fault in the whole test process";
+  if (!host_facts().cap_ipc_lock) return "without CAP_IPC_LOCK the size of the whole test process decides MCL_CURRENT";
+  return "";
+}
+
+// A call whose effect outlives it in the process (a seal, MCL_FUTURE):
+// a child of the child makes it, reports as child_main would, and exits.
+void run_in_grandchild(Child& ch, size_t i, const Case& c) {
+  ch.flush();
+  const pid_t pid = ::fork();
+  if (pid < 0) ch.fail(std::string("fork: ") + std::strerror(errno));
+  if (pid == 0) {
+    const long ret = raw_call(c);
+    const std::vector<std::string> after = window_lines(ch.read_maps());
+    ch.send("R " + std::to_string(i) + " " + std::to_string(ret));
+    for (const std::string& l : after) ch.send("M " + l);
+    ch.send("E");
+    ch.flush();
+    ::_exit(0);
+  }
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    ch.fail("case " + std::to_string(i) + ": the grandchild died (status " + std::to_string(status) + ")");
+}
+
+// Frames: "H <start_brk> <brk>" first, "B <line>" baseline maps; per case
+// "R <i> <ret>", "V <mincore vector>", "M <line>"..., "E"; or "S <i> <why>"
+// (skipped); "X <error>"; "D" at the end.
 [[noreturn]] void child_main(const std::vector<Case>& cases, int out_fd) {
   Child ch(out_fd);
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -603,6 +840,9 @@ long raw_call(const Case& c) {
   ::setrlimit(RLIMIT_CORE, &no_core);
 
   for (const std::string& l : window_lines(ch.read_maps())) ch.fail("window is not empty in the child: " + l);
+  const uint64_t start_brk = ch.start_brk();
+  if (start_brk == 0) ch.fail("cannot read start_brk from /proc/self/stat");
+  ch.send("H " + std::to_string(start_brk) + " " + std::to_string(::syscall(SYS_brk, 0)));
   ch.reset_layout();
   for (const std::string& l : window_lines(ch.read_maps())) ch.send("B " + l);
 
@@ -618,13 +858,41 @@ long raw_call(const Case& c) {
     } else if (r) {
       const std::string f = ch.foreign_in(r->start, r->end);
       if (!f.empty()) why = "would touch the child's own mapping " + f;
+    } else if (std::optional<Range> m = mincore_reads(c)) {
+      if (std::optional<Range> run = ch.mprotect_run(m->start, m->end, false)) {
+        const std::string f = ch.foreign_in(run->start, run->end);
+        if (!f.empty()) why = "would read the child's own mapping " + f;
+        else if ((run->end - run->start) / P > kVecBytes) why = "would fill more than the vector";
+      }
+    } else if (c.op == Op::brk) {
+      const uint64_t cur = static_cast<uint64_t>(::syscall(SYS_brk, 0));
+      why = ch.brk_moves_me(brk_value(c, start_brk, cur), start_brk, cur);
+    } else if (c.op == Op::mlockall) {
+      why = mlockall_skip(c);
     }
     if (!why.empty()) {
       ch.send("S " + std::to_string(i) + " " + why);
       continue;
     }
+    if (c.op == Op::mlockall || (c.op == Op::mseal && r)) {
+      run_in_grandchild(ch, i, c);
+      continue;
+    }
 
-    const long ret = raw_call(c);
+    long ret;
+    std::string vec;
+    if (c.op == Op::mincore) {
+      std::memset(g_vec, kVecUntouched, sizeof g_vec);
+      ret = ::syscall(SYS_mincore, c.addr, c.len, c.flags == kVecNull ? nullptr : g_vec);
+      if (ret == -1) ret = -errno;
+      if (c.flags == kVecBuffer) vec = vec_text(g_vec, c.len);
+    } else if (c.op == Op::brk) {
+      const uint64_t old = static_cast<uint64_t>(::syscall(SYS_brk, 0));
+      const uint64_t asked = brk_value(c, start_brk, old);
+      ret = brk_encode(static_cast<uint64_t>(::syscall(SYS_brk, asked)), old, asked);
+    } else {
+      ret = raw_call(c);
+    }
     std::vector<std::string> after = window_lines(ch.read_maps());
     if (c.op == Op::mmap && ret >= 0) {
       // Undo it: a hugetlb mapping by its VMA (its length was rounded up to
@@ -641,6 +909,7 @@ long raw_call(const Case& c) {
     }
     ch.reset_layout();
     ch.send("R " + std::to_string(i) + " " + std::to_string(ret));
+    if (c.op == Op::mincore) ch.send("V " + vec);
     for (const std::string& l : after) ch.send("M " + l);
     ch.send("E");
   }
@@ -653,11 +922,13 @@ struct KernelRun {
   std::string error;
   std::vector<std::string> baseline;
   std::vector<Outcome> outcomes;
+  uint64_t start_brk = 0, brk = 0;  // the child's heap when it started
 };
 
 KernelRun run_kernel(const std::vector<Case>& cases) {
   KernelRun kr;
   kr.outcomes.resize(cases.size());
+  (void)host_facts();  // probed here, not in the child (mlockall_skip reads it)
   rcu::barrier();  // idle the call_rcu worker before fork (see kernel_runner.cpp)
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) {
@@ -704,7 +975,13 @@ KernelRun run_kernel(const std::vector<Case>& cases) {
     size_t start = 0;
     for (size_t nl; !done && (nl = buf.find('\n', start)) != std::string::npos; start = nl + 1) {
       std::string_view f(buf.data() + start, nl - start);
-      if (f.starts_with("B ")) {
+      if (f.starts_with("H ")) {
+        std::string s(f.substr(2));
+        kr.start_brk = std::stoull(s);
+        kr.brk = std::stoull(s.substr(s.find(' ') + 1));
+      } else if (f.starts_with("V ") && current >= 0) {
+        kr.outcomes[static_cast<size_t>(current)].vec = std::string(f.substr(2));
+      } else if (f.starts_with("B ")) {
         kr.baseline.emplace_back(f.substr(2));
       } else if (f.starts_with("R ")) {
         std::string s(f.substr(2));
@@ -748,12 +1025,30 @@ KernelRun run_kernel(const std::vector<Case>& cases) {
 // ---------------------------------------------------------------------------
 // The vmspace side.
 
-long api_call(AddressSpace& as, const Case& c) {
+// *vec: mincore's vector as compared (vec_text).
+long api_call(AddressSpace& as, const Case& c, uint64_t start_brk, std::string* vec) {
   switch (c.op) {
     case Op::mmap: return as.mmap(c.addr, c.len, c.arg, c.flags, c.fd, c.off);
     case Op::munmap: return as.munmap(c.addr, c.len);
     case Op::mprotect: return as.mprotect(c.addr, c.len, c.arg);
     case Op::madvise: return as.madvise(c.addr, c.len, c.arg);
+    case Op::mincore: {
+      if (c.flags == kVecNull) return as.mincore(c.addr, c.len, nullptr);
+      std::vector<unsigned char> buf(kVecBytes, kVecUntouched);
+      const int r = as.mincore(c.addr, c.len, buf.data());
+      *vec = vec_text(buf.data(), c.len);
+      return r;
+    }
+    case Op::brk: {
+      const uint64_t old = as.brk(0);
+      const uint64_t asked = brk_value(c, start_brk, old);
+      return brk_encode(as.brk(asked), old, asked);
+    }
+    case Op::mlock: return as.mlock(c.addr, c.len);
+    case Op::munlock: return as.munlock(c.addr, c.len);
+    case Op::mlock2: return as.mlock2(c.addr, c.len, static_cast<unsigned>(c.xflags));
+    case Op::mlockall: return as.mlockall(static_cast<int>(static_cast<uint32_t>(c.xflags)));
+    case Op::mseal: return as.mseal(c.addr, c.len, c.xflags);
   }
   return 0;
 }
@@ -787,10 +1082,8 @@ bool same_result(const Case& c, long k, long v) {
 // vmspace does not model yet.  Each is narrow (the exact vmspace answer for
 // the exact feature) so that anything else still fails.
 const char* known_gap(const Case& c, long vm) {
-  if (c.op == Op::madvise && vm == -EOPNOTSUPP &&
-      (c.arg == kMadvPopulateRead || c.arg == kMadvPopulateWrite || c.arg == kMadvCollapse ||
-       c.arg == kMadvGuardInstall || c.arg == kMadvGuardRemove))
-    return "madvise POPULATE_*/COLLAPSE/GUARD_* not modelled (vmspace: -EOPNOTSUPP)";
+  if (c.op == Op::madvise && vm == -EOPNOTSUPP && c.arg == kMadvCollapse)
+    return "madvise COLLAPSE not modelled (vmspace: -EOPNOTSUPP)";
   if (c.op == Op::mmap && (c.flags & MAP_ANONYMOUS) && (c.flags & MAP_HUGETLB) && vm == -EINVAL)
     return "hugetlbfs not modelled (vmspace: MAP_HUGETLB -> -EINVAL)";
   return nullptr;
@@ -809,6 +1102,7 @@ struct Tally {
 struct ModeRun {
   std::vector<long> ret;
   std::vector<std::vector<std::string>> maps;
+  std::vector<std::string> vec;
   std::map<Op, Tally> tally;
   std::vector<std::string> mismatches;
   std::map<std::string, int> gaps;
@@ -819,7 +1113,16 @@ ModeRun run_vmspace(LockMode mode, const std::vector<Case>& cases, const KernelR
   ModeRun run;
   run.ret.assign(cases.size(), 0);
   run.maps.resize(cases.size());
-  AddressSpace as(host_like_options(mode));
+  run.vec.resize(cases.size());
+  // The heap where the child's is: from its start to its break.
+  AddressSpaceOptions opts = host_like_options(mode);
+  opts.brk_start = kr.start_brk;
+  AddressSpace as(opts);
+  if (as.brk(kr.brk) != kr.brk) {
+    run.setup_error = "cannot set the break to the child's (" + hex(kr.brk) + ")";
+    return run;
+  }
+  const uint64_t heap_end = page_align(kr.brk);
   if (std::string e = reset_layout(as); !e.empty()) {
     run.setup_error = e;
     return run;
@@ -838,22 +1141,40 @@ ModeRun run_vmspace(LockMode mode, const std::vector<Case>& cases, const KernelR
       ++t.skipped;
       continue;
     }
-    const long v = api_call(as, c);
-    std::vector<std::string> after = window_lines(as.maps());
+    // A seal is for good: an mseal that passes its argument checks runs
+    // on a space of its own, set up the same way.  An mlockall is undone
+    // by munlockall (MCL_FUTURE would lock the layout when it is mapped
+    // again).
+    std::unique_ptr<AddressSpace> own;
+    if (c.op == Op::mseal && reach(c)) {
+      own = std::make_unique<AddressSpace>(opts);
+      if (own->brk(kr.brk) != kr.brk || !reset_layout(*own).empty()) {
+        run.setup_error = "cannot set up a space for " + case_text(c);
+        return run;
+      }
+    }
+    AddressSpace& on = own ? *own : as;
+    std::string vec;
+    const long v = api_call(on, c, kr.start_brk, &vec);
+    std::vector<std::string> after = window_lines(on.maps());
     std::string why;
-    const bool valid = as.validate(&why);
+    const bool valid = on.validate(&why);
     std::string cleanup;
+    if (c.op == Op::mlockall) on.munlockall();
     if (c.op == Op::mmap && v >= 0) {
       if (int u = as.munmap(static_cast<uint64_t>(v), page_align(c.len)); u != 0)
         cleanup = "munmap of the new mapping: " + errno_name(-u);
     }
     if (std::string e = reset_layout(as); !e.empty()) cleanup += e;
     for (const MapEntry& m : parse_proc_maps(as.maps()))
-      if (!in_window(m.start)) cleanup += " leftover mapping at " + hex(m.start);
+      if (!in_window(m.start) && !(m.start >= kr.start_brk && m.end <= heap_end))
+        cleanup += " leftover mapping at " + hex(m.start);
+    if (as.brk(0) != kr.brk) cleanup += " the break moved to " + hex(as.brk(0));
     run.ret[i] = v;
     run.maps[i] = after;
+    run.vec[i] = vec;
 
-    const bool same = same_result(c, k.ret, v) && after == k.maps;
+    const bool same = same_result(c, k.ret, v) && after == k.maps && vec == k.vec;
     if (k.ret < 0 && k.maps != baseline) ++t.partial;
     if (same && valid && cleanup.empty()) {
       ++t.matched;
@@ -872,6 +1193,7 @@ ModeRun run_vmspace(LockMode mode, const std::vector<Case>& cases, const KernelR
     ++t.mismatched;
     std::string m = "#" + std::to_string(i) + " " + case_text(c) + ": kernel " + result_text(c, k.ret) +
                     ", vmspace " + result_text(c, v);
+    if (vec != k.vec) m += "; vector: kernel " + k.vec + ", vmspace " + vec;
     if (after != k.maps) {
       m += v < 0 && after != baseline && k.maps == baseline ? "; the failing call changed the maps"
                                                             : "; maps differ";
@@ -938,7 +1260,8 @@ TEST(unit_api_hostile, EveryEntryPointMatchesTheHostKernel) {
   for (size_t m = 1; m < runs.size(); ++m)
     for (size_t i = 0; i < cases.size(); ++i) {
       if (!kr.outcomes[i].ran) continue;
-      EXPECT_TRUE(runs[m].ret[i] == runs[0].ret[i] && runs[m].maps[i] == runs[0].maps[i])
+      EXPECT_TRUE(runs[m].ret[i] == runs[0].ret[i] && runs[m].maps[i] == runs[0].maps[i] &&
+                  runs[m].vec[i] == runs[0].vec[i])
             << "#" << i << " " << case_text(cases[i]) << ": " << lock_mode_name(kAllLockModes[m]) << " gives "
             << result_text(cases[i], runs[m].ret[i]) << ", " << lock_mode_name(kAllLockModes[0]) << " gives "
             << result_text(cases[i], runs[0].ret[i]);

@@ -214,6 +214,44 @@ TEST_F(PageTablesTest, FreePgtablesKeepsSharedTables) {
   EXPECT_GE(s.bytes, 3 * sizeof(PteTable) + s.upper_tables * 4096);
 }
 
+// move_range (mremap): a whole aligned 2 MiB table moves by relinking it
+// (one step for 512 PTEs); the rest moves entry by entry, also across two
+// destination tables and within one table; entries (frames) move intact.
+TEST_F(PageTablesTest, MoveRangeRelinksWholeTablesAndMovesTheRest) {
+  constexpr std::uint64_t k2M = kPteTableSpan;
+  const std::uint64_t src = 0x200000000000, dst = 0x300000000000;
+  // Three tables' worth at src: all of [src, src + 2M) and part of the next.
+  for (std::uint64_t va = src; va < src + k2M + 16 * kPageSize; va += kPageSize)
+    set_pte(pt.pte_alloc(va), va, make_pte((va - src) / kPageSize + 1, true));
+  const auto before = pt.stats();
+  std::uint64_t relinked = 0;
+  ASSERT_EQ(pt.move_range(src, dst, k2M + 16 * kPageSize, &relinked), k2M + 16 * kPageSize);
+  EXPECT_EQ(relinked, 1u) << "the whole table moved by relinking";
+  for (std::uint64_t va = src; va < src + k2M + 16 * kPageSize; va += kPageSize) {
+    EXPECT_EQ(look(pt, va), 0u);
+    EXPECT_EQ(pte_pfn(look(pt, dst + (va - src))), (va - src) / kPageSize + 1);
+  }
+  EXPECT_EQ(pt.stats().pte_tables, before.pte_tables + 1) << "one new table for the partial part";
+
+  // Misaligned destination: entry by entry, spread over two tables.
+  const std::uint64_t dst2 = 0x400000000000 + k2M - 4 * kPageSize;
+  ASSERT_EQ(pt.move_range(dst, dst2, 8 * kPageSize, &relinked), 8 * kPageSize);
+  EXPECT_EQ(relinked, 0u);
+  for (std::uint64_t i = 0; i < 8; ++i) EXPECT_EQ(pte_pfn(look(pt, dst2 + i * kPageSize)), i + 1);
+  EXPECT_NE(pt.pte_table(dst2), pt.pte_table(dst2 + 4 * kPageSize));
+
+  // Within one table (the ranges share it).
+  ASSERT_EQ(pt.move_range(dst2 + 4 * kPageSize, dst2 + 16 * kPageSize, 4 * kPageSize), 4 * kPageSize);
+  for (std::uint64_t i = 4; i < 8; ++i) {
+    EXPECT_EQ(look(pt, dst2 + i * kPageSize), 0u);
+    EXPECT_EQ(pte_pfn(look(pt, dst2 + (i + 12) * kPageSize)), i + 1);
+  }
+  // Nothing mapped: nothing moves, nothing is allocated.
+  const auto s = pt.stats();
+  EXPECT_EQ(pt.move_range(0x500000000000, 0x600000000000, 64 * k2M), 64 * k2M);
+  EXPECT_EQ(pt.stats().pte_tables, s.pte_tables);
+}
+
 TEST_F(PageTablesTest, ReaderInsideFreedTableStaysValid) {
   const std::uint64_t va = 0x12345000;
   set_pte(pt.pte_alloc(va), va, make_pte(77, true));

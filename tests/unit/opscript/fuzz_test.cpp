@@ -22,6 +22,27 @@ bool kind_enabled(OpKind k) {
   return false;
 }
 
+bool advice_enabled(Advice a) {
+  for (Advice e : kEnabledAdvice)
+    if (e == a) return true;
+  return false;
+}
+
+// Every kind and every advice, as the tests of the pending ones generate.
+GenOptions everything() {
+  GenOptions all;
+  all.kinds.assign(std::begin(kAllOpKinds), std::end(kAllOpKinds));
+  all.advice.assign(std::begin(kAllAdvice), std::end(kAllAdvice));
+  all.extra_mmap_flags = mmap_flag::kPopulate | mmap_flag::kLocked;
+  return all;
+}
+
+bool overlaps(const Op& a, const Op& b) {
+  if (a.addr.is_null || b.addr.is_null) return false;
+  return a.addr.offset < b.addr.offset + std::max<uint64_t>(b.len, 1) &&
+         b.addr.offset < a.addr.offset + std::max<uint64_t>(a.len, 1);
+}
+
 TEST(opscript_fuzz, RunSeeds) {
   EXPECT_EQ(run_seed(1, 0), 1u);  // --seed <run seed> --runs 1 replays a run
   EXPECT_EQ(run_seed(12345, 0), 12345u);
@@ -59,6 +80,9 @@ TEST(opscript_fuzz, ValidAndRoundTrips) {
       ASSERT_TRUE(p.script.ops[i] == op) << "seed " << seed << " op " << i + 1 << ": " << op_text(op);
       ASSERT_EQ(op.line, static_cast<int>(i + 1));
       ASSERT_TRUE(kind_enabled(op.kind)) << op_text(op);
+      if (op.kind == OpKind::kMadvise) {
+        ASSERT_TRUE(advice_enabled(op.advice)) << op_text(op);
+      }
       if (op.kind == OpKind::kMmap) {
         EXPECT_FALSE(op.has_file) << op_text(op);
         EXPECT_TRUE(op.flags & mmap_flag::kAnon) << op_text(op);
@@ -71,33 +95,135 @@ TEST(opscript_fuzz, ValidAndRoundTrips) {
 // The op kinds that are not enabled yet also generate valid scripts, so
 // enabling one is a one-line change to kEnabledOps.
 TEST(opscript_fuzz, EveryKindRoundTrips) {
-  GenOptions all;
-  all.kinds = {OpKind::kMmap,  OpKind::kMunmap, OpKind::kMprotect, OpKind::kMadvise, OpKind::kMremap,
-               OpKind::kMlock, OpKind::kMunlock, OpKind::kMlock2,  OpKind::kFile,    OpKind::kFtruncate,
-               OpKind::kWrite, OpKind::kRead,   OpKind::kMaps};
-  all.extra_mmap_flags = mmap_flag::kPopulate | mmap_flag::kLocked;
+  const GenOptions all = everything();
   std::set<OpKind> kinds;
+  std::set<Advice> advice;
   bool file_mmap = false, populate = false;
   for (uint64_t seed = 0; seed < 200; ++seed) {
     Script s = generate_script(seed, all);
     std::string text = script_text(s);
     ParseResult p = parse_script(text);
     ASSERT_TRUE(p.ok()) << "seed " << seed << ":\n" << p.error_text() << text;
+    ASSERT_TRUE(well_formed(s));
     ASSERT_EQ(p.script.ops.size(), s.ops.size());
     for (size_t i = 0; i < s.ops.size(); ++i)
       ASSERT_TRUE(p.script.ops[i] == s.ops[i]) << "seed " << seed << " op " << i + 1 << ": " << op_text(s.ops[i]);
+    size_t forks = 0;
     for (const Op& op : s.ops) {
       kinds.insert(op.kind);
+      if (op.kind == OpKind::kMadvise) advice.insert(op.advice);
+      if (op.kind == OpKind::kFork) ++forks;
+      if (op.kind == OpKind::kMlockall) {
+        ASSERT_NE(op.flags, 0u) << "mlockall 0 is an extension; not generated";
+      }
       if (op.kind == OpKind::kMmap && op.has_file) file_mmap = true;
       if (op.kind == OpKind::kMmap && (op.flags & mmap_flag::kPopulate)) populate = true;
       if (op.kind == OpKind::kRead || op.kind == OpKind::kWrite) {
         ASSERT_LE(op.len, 64 * P) << op_text(op);
       }
     }
+    ASSERT_LE(forks, 3u) << "at most four spaces (processes) a script";
   }
-  EXPECT_EQ(kinds.size(), all.kinds.size());
+  EXPECT_EQ(kinds.size(), std::size(kAllOpKinds));
+  EXPECT_EQ(advice.size(), std::size(kAllAdvice));
   EXPECT_TRUE(file_mmap);
   EXPECT_TRUE(populate);
+}
+
+// With the 1.1 operations enabled, the generator reaches the cases of the
+// research note's section 9 (docs/research/linux-anon-surface.md).
+TEST(opscript_fuzz, CoversVersion11Cases) {
+  const GenOptions all = everything();
+  std::map<std::string, int> seen;
+  auto note = [&](const std::string& what, bool cond) {
+    if (cond) ++seen[what];
+  };
+  for (uint64_t seed = 0; seed < 300; ++seed) {
+    Script s = generate_script(run_seed(7, seed), all);
+    std::string space = "main";
+    std::set<std::string> written_in_child;
+    for (size_t i = 0; i < s.ops.size(); ++i) {
+      const Op& op = s.ops[i];
+      if (op.kind == OpKind::kMlockall) seen["mlockall " + op_text(op).substr(9)]++;
+      note("munlockall", op.kind == OpKind::kMunlockall);
+      note("mincore len 0", op.kind == OpKind::kMincore && op.len == 0);
+      note("mincore unaligned", op.kind == OpKind::kMincore && !op.addr.is_null && op.addr.offset % P != 0);
+      note("mincore several pages", op.kind == OpKind::kMincore && op.len > 4 * P && op.len <= 256 * P);
+      note("mseal one page", op.kind == OpKind::kMseal && op.len == P);
+      note("mseal len 0", op.kind == OpKind::kMseal && op.len == 0);
+      note("mremap fixed move", op.kind == OpKind::kMremap && (op.flags & mremap_flag::kFixed) && op.len == op.new_len);
+      if (op.kind == OpKind::kUse) space = op.space;
+      note("use main", op.kind == OpKind::kUse && op.space == "main");
+      note("op in a forked space", op.kind != OpKind::kUse && space != "main");
+      note("nested fork", op.kind == OpKind::kFork && space != "main");
+      // What follows within a few ops, on an overlapping range.
+      for (size_t j = i + 1; j < std::min(s.ops.size(), i + 6); ++j) {
+        const Op& next = s.ops[j];
+        if (!overlaps(op, next)) continue;
+        const bool guard = op.kind == OpKind::kMadvise && op.advice == Advice::kGuardInstall;
+        note("guard then mprotect", guard && next.kind == OpKind::kMprotect);
+        note("guard then dontneed", guard && next.kind == OpKind::kMadvise && next.advice == Advice::kDontneed);
+        note("guard then mremap", guard && next.kind == OpKind::kMremap);
+        note("guard then read/write", guard && (next.kind == OpKind::kRead || next.kind == OpKind::kWrite));
+        const bool dontunmap = op.kind == OpKind::kMremap && (op.flags & mremap_flag::kDontunmap);
+        note("dontunmap then refault", dontunmap && (next.kind == OpKind::kRead || next.kind == OpKind::kWrite));
+        note("seal then mprotect/munmap", op.kind == OpKind::kMseal &&
+                                              (next.kind == OpKind::kMprotect || next.kind == OpKind::kMunmap));
+        note("seal then madvise", op.kind == OpKind::kMseal && next.kind == OpKind::kMadvise);
+        note("mlock then mremap", (op.kind == OpKind::kMlock || op.kind == OpKind::kMlock2) &&
+                                      next.kind == OpKind::kMremap);
+        note("dontneed then mincore", op.kind == OpKind::kMadvise && op.advice == Advice::kDontneed &&
+                                          next.kind == OpKind::kMincore);
+      }
+      // populate over PROT_NONE: an earlier mmap or mprotect of --- on an overlapping range.
+      if (op.kind == OpKind::kMadvise &&
+          (op.advice == Advice::kPopulateRead || op.advice == Advice::kPopulateWrite)) {
+        for (size_t j = 0; j < i; ++j)
+          if ((s.ops[j].kind == OpKind::kMmap || s.ops[j].kind == OpKind::kMprotect) && s.ops[j].prot == 0 &&
+              overlaps(s.ops[j], op))
+            note("populate over ---", true);
+      }
+      // fork, write in the child, read in the parent (copy on write)
+      if (op.kind == OpKind::kWrite && space != "main") written_in_child.insert(space);
+      note("read in main after a child wrote", op.kind == OpKind::kRead && space == "main" &&
+                                                   !written_in_child.empty());
+      if (op.kind == OpKind::kMlock || op.kind == OpKind::kMunlock || op.kind == OpKind::kMlock2) {
+        // across a hole: some earlier munmap inside the range
+        for (size_t j = 0; j < i; ++j)
+          if (s.ops[j].kind == OpKind::kMunmap && overlaps(s.ops[j], op) && s.ops[j].addr.offset > op.addr.offset)
+            note("mlock across a hole", true);
+      }
+    }
+  }
+  for (const char* what :
+       {"mlockall current", "mlockall future", "mlockall current,future", "mlockall current,onfault",
+        "mlockall future,onfault", "mlockall current,future,onfault", "mlockall onfault", "munlockall",
+        "mincore len 0", "mincore unaligned", "mincore several pages", "mseal one page", "mseal len 0",
+        "mremap fixed move", "use main", "op in a forked space", "nested fork", "guard then mprotect",
+        "guard then dontneed", "guard then mremap", "guard then read/write", "dontunmap then refault",
+        "seal then mprotect/munmap", "seal then madvise", "mlock then mremap", "dontneed then mincore",
+        "populate over ---", "read in main after a child wrote", "mlock across a hole"})
+    EXPECT_GT(seen[what], 0) << what;
+}
+
+// fork and use are generated only when enabled; use only after a fork.
+TEST(opscript_fuzz, ForkWithoutUseAndUseWithoutFork) {
+  GenOptions only_fork = everything();
+  only_fork.kinds.erase(std::find(only_fork.kinds.begin(), only_fork.kinds.end(), OpKind::kUse));
+  GenOptions only_use = everything();
+  only_use.kinds.erase(std::find(only_use.kinds.begin(), only_use.kinds.end(), OpKind::kFork));
+  bool forked = false;
+  for (uint64_t seed = 0; seed < 50; ++seed) {
+    for (const Op& op : generate_script(seed, only_fork).ops) {
+      ASSERT_NE(op.kind, OpKind::kUse);
+      forked |= op.kind == OpKind::kFork;
+    }
+    for (const Op& op : generate_script(seed, only_use).ops) {
+      ASSERT_NE(op.kind, OpKind::kFork);
+      ASSERT_NE(op.kind, OpKind::kUse);  // nothing to switch to
+    }
+  }
+  EXPECT_TRUE(forked);
 }
 
 // The generator reaches the cases the fuzzer is for.
@@ -183,6 +309,15 @@ class FakeExecutor final : public Executor {
   OpResult mlock(uint64_t, uint64_t) override { return OpResult::unsupported(); }
   OpResult munlock(uint64_t, uint64_t) override { return OpResult::unsupported(); }
   OpResult mlock2(uint64_t, uint64_t, bool) override { return OpResult::unsupported(); }
+  OpResult mlockall(unsigned flags) override { return check("mlockall", 0, 0, flags); }
+  OpResult munlockall() override { return check("munlockall", 0, 0, 0); }
+  OpResult mseal(uint64_t a, uint64_t l) override { return check("mseal", a, l, 0); }
+  OpResult mincore(uint64_t a, uint64_t l) override {
+    OpResult r = check("mincore", a, l, 0);
+    return r == OpResult::ok() ? OpResult::vector(std::string(l / P, '0')) : r;
+  }
+  OpResult fork(const std::string&) override { return check("fork", 0, 0, 0); }
+  OpResult use(const std::string&) override { return OpResult::ok(); }
   OpResult file(const std::string&, uint64_t) override { return OpResult::unsupported(); }
   OpResult ftruncate(const std::string&, uint64_t) override { return OpResult::unsupported(); }
   OpResult write(uint64_t, uint64_t, uint8_t) override { return OpResult::unsupported(); }
@@ -305,6 +440,61 @@ TEST(opscript_fuzz, ShrinkRespectsTheEvaluationBudget) {
   EXPECT_EQ(calls, 17u);
   EXPECT_EQ(stats.evaluations, 17u);
   EXPECT_TRUE(m.ops == s.ops);
+}
+
+
+TEST(opscript_fuzz, WellFormed) {
+  EXPECT_TRUE(well_formed(parse_ok("file f 1p\nmmap @ 1p r-- shared f 0\nfork a\nuse a\nuse main\n")));
+  Script s = parse_ok("file f 1p\nmmap @ 1p r-- shared f 0\nftruncate f 0\nfork a\nuse a\n");
+  Script no_file = s;
+  no_file.ops.erase(no_file.ops.begin());
+  EXPECT_FALSE(well_formed(no_file));  // mmap and ftruncate of an undeclared file
+  Script no_fork = s;
+  no_fork.ops.erase(no_fork.ops.begin() + 3);
+  EXPECT_FALSE(well_formed(no_fork));  // use of a space never forked
+  Script twice = s;
+  twice.ops.push_back(s.ops[3]);
+  EXPECT_FALSE(well_formed(twice));  // fork of an existing space
+  Script main_again = s;
+  main_again.ops[3].space = "main";
+  EXPECT_FALSE(well_formed(main_again));
+}
+
+// A divergence in a forked space: the shrinker keeps the fork and the use
+// it needs (never a `use` without its `fork`), drops the rest, and
+// simplifies mlockall's flags.
+TEST(opscript_fuzz, ShrinkKeepsForkAndUse) {
+  // "Diverges" when an mseal runs while the current space is not main and
+  // an mlockall with `current` came before it.
+  Interesting diverges = [](const Script& c) {
+    std::string space = "main";
+    bool locked = false;
+    for (const Op& op : c.ops) {
+      if (op.kind == OpKind::kUse) space = op.space;
+      if (op.kind == OpKind::kMlockall && (op.flags & mlockall_flag::kCurrent)) locked = true;
+      if (op.kind == OpKind::kMseal && space != "main" && locked) return true;
+    }
+    return false;
+  };
+  Script s = parse_ok(
+      "mmap @ 8p rw- private,anon,fixed\n"
+      "fork a\n"
+      "mlockall current,future,onfault\n"
+      "fork b\n"
+      "use b\n"
+      "mincore @ 2p\n"
+      "use a\n"
+      "maps\n"
+      "mseal @+1 0x1800\n"
+      "munlockall\n");
+  ASSERT_TRUE(diverges(s));
+  Script m = shrink(s, diverges);
+  EXPECT_EQ(script_text(m),
+            "fork a\n"
+            "mlockall current\n"
+            "use a\n"
+            "mseal @ 1p\n");
+  EXPECT_TRUE(parse_script(script_text(m)).ok());
 }
 
 }  // namespace

@@ -251,5 +251,88 @@ TEST(opscript_parse, EveryMalformedLineIsReportedAndNothingRuns) {
             "x.ops:line 4: munmap: expected 2 arguments (munmap ADDR LEN), got 1\n");
 }
 
+
+// Op scripts 1.1: fork, use, mlockall, munlockall, mseal, mincore.
+TEST(opscript_parse, Version11Operations) {
+  auto r = parse_script(
+      "fork child\n"
+      "use child\n"
+      "fork grand_child2\n"
+      "use main\n"
+      "use grand_child2\n"
+      "fork 7\n"
+      "mlockall current\n"
+      "mlockall future,onfault\n"
+      "mlockall onfault,current,future\n"
+      "mlockall 0\n"
+      "munlockall\n"
+      "mseal @+1p 2p\n"
+      "mseal - 0\n"
+      "mincore @ 0x1001\n"
+      "mincore @+0xfffffff000 1p\n");
+  ASSERT_TRUE(r.ok()) << r.error_text();
+  const auto& o = r.script.ops;
+  ASSERT_EQ(o.size(), 15u);
+  EXPECT_EQ(o[0].kind, OpKind::kFork);
+  EXPECT_EQ(o[0].space, "child");
+  EXPECT_EQ(o[1].kind, OpKind::kUse);
+  EXPECT_EQ(o[1].space, "child");
+  EXPECT_EQ(o[2].space, "grand_child2");
+  EXPECT_EQ(o[3].kind, OpKind::kUse);
+  EXPECT_EQ(o[3].space, "main");
+  EXPECT_EQ(o[5].space, "7");  // letters, digits and _: a digit first is fine
+  EXPECT_EQ(o[6].kind, OpKind::kMlockall);
+  EXPECT_EQ(o[6].flags, mlockall_flag::kCurrent);
+  EXPECT_EQ(o[7].flags, mlockall_flag::kFuture | mlockall_flag::kOnfault);
+  EXPECT_EQ(o[8].flags, mlockall_flag::kCurrent | mlockall_flag::kFuture | mlockall_flag::kOnfault);
+  EXPECT_EQ(o[9].flags, 0u);
+  EXPECT_EQ(o[10].kind, OpKind::kMunlockall);
+  EXPECT_EQ(o[11].kind, OpKind::kMseal);
+  EXPECT_EQ(o[11].addr, Addr::at(kPageSize));
+  EXPECT_EQ(o[11].len, 2 * kPageSize);
+  EXPECT_TRUE(o[12].addr.is_null);  // the window rule, not the parser, refuses it
+  EXPECT_EQ(o[13].kind, OpKind::kMincore);
+  EXPECT_EQ(o[13].len, 0x1001u);
+  EXPECT_EQ(o[14].addr, Addr::at(0xfffffff000));
+  // The flag values are Linux's.
+  EXPECT_EQ(mlockall_flag::kCurrent, 1u);
+  EXPECT_EQ(mlockall_flag::kFuture, 2u);
+  EXPECT_EQ(mlockall_flag::kOnfault, 4u);
+}
+
+TEST(opscript_parse, Version11Errors) {
+  EXPECT_EQ(error_of("fork main"), "line 1: space 'main' already exists (fork needs a new NAME)");
+  EXPECT_EQ(error_of("fork a\nmaps\nfork a"), "line 3: space 'a' already exists (fork needs a new NAME)");
+  EXPECT_EQ(error_of("use b"), "line 1: space 'b' does not exist (create it with `fork b` first)");
+  EXPECT_EQ(error_of("use b\nfork b"), "line 1: space 'b' does not exist (create it with `fork b` first)");
+  EXPECT_EQ(error_of("fork a-b"), "line 1: bad space name 'a-b' (expected letters, digits and _)");
+  EXPECT_EQ(error_of("use main.x"), "line 1: bad space name 'main.x' (expected letters, digits and _)");
+  EXPECT_EQ(error_of("fork"), "line 1: fork: expected 1 argument (fork NAME), got 0");
+  EXPECT_EQ(error_of("use a b"), "line 1: use: expected 1 argument (use NAME), got 2");
+  EXPECT_EQ(error_of("mlockall"), "line 1: mlockall: expected 1 argument (mlockall FLAGS), got 0");
+  EXPECT_EQ(error_of("mlockall current future"), "line 1: mlockall: expected 1 argument (mlockall FLAGS), got 2");
+  EXPECT_EQ(error_of("mlockall past"), "line 1: unknown mlockall flag 'past' (expected current, future, onfault)");
+  EXPECT_EQ(error_of("mlockall current,current"), "line 1: duplicate mlockall flag 'current'");
+  EXPECT_EQ(error_of("mlockall current,"), "line 1: bad mlockall FLAGS 'current,': empty flag");
+  EXPECT_EQ(error_of("mlockall 0,current"), "line 1: unknown mlockall flag '0' (expected current, future, onfault)");
+  EXPECT_EQ(error_of("munlockall current"), "line 1: munlockall: expected 0 arguments (munlockall), got 1");
+  EXPECT_EQ(error_of("mseal @"), "line 1: mseal: expected 2 arguments (mseal ADDR LEN), got 1");
+  EXPECT_EQ(error_of("mseal @ 1p 0"), "line 1: mseal: expected 2 arguments (mseal ADDR LEN), got 3");
+  EXPECT_EQ(error_of("mincore @ 1q"),
+            "line 1: bad LEN '1q' (expected a decimal or 0x hex number, optional trailing 'p')");
+  EXPECT_EQ(error_of("mincore 0 1p"), "line 1: bad ADDR '0' (expected @, @+N or -)");
+  // A failed fork does not create the space: the use is an error too.
+  auto r = parse_script("fork a-b\nuse a\n");
+  ASSERT_EQ(r.errors.size(), 2u);
+  EXPECT_EQ(r.errors[1].line, 2);
+}
+
+// Scripts of version 1 parse as before: the 1.1 names are new operations,
+// nothing else changed.
+TEST(opscript_parse, Version11KeepsVersion1) {
+  EXPECT_EQ(error_of("forks a"), "line 1: unknown operation 'forks'");
+  EXPECT_TRUE(parse_script("use main\nmaps\n").ok());  // main always exists
+}
+
 }  // namespace
 }  // namespace vmspace::opscript

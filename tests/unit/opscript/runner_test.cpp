@@ -36,6 +36,33 @@ class FakeExecutor final : public Executor {
   OpResult mlock2(uint64_t addr, uint64_t len, bool onfault) override {
     return rec("mlock2", addr, len, onfault ? "onfault" : "0");
   }
+  OpResult mlockall(unsigned flags) override {
+    calls.push_back("mlockall " + std::to_string(flags));
+    return next;
+  }
+  OpResult munlockall() override {
+    calls.push_back("munlockall");
+    return next;
+  }
+  OpResult mseal(uint64_t addr, uint64_t len) override { return rec("mseal", addr, len); }
+  OpResult mincore(uint64_t addr, uint64_t len) override {
+    rec("mincore", addr, len);
+    return next.kind == OpResult::Kind::kOk ? OpResult::vector(std::string(len / kPageSize, '1')) : next;
+  }
+  // Spaces: `fork_ok` says whether fork succeeds; maps() of a space other
+  // than main returns `other_mappings`.
+  OpResult fork(const std::string& name) override {
+    calls.push_back("fork " + name);
+    return fork_ok ? OpResult::ok() : OpResult::unsupported();
+  }
+  OpResult use(const std::string& name) override {
+    calls.push_back("use " + name);
+    current = name;
+    return OpResult::ok();
+  }
+  bool fork_ok = true;
+  std::string current = "main";
+  std::vector<MapEntry> other_mappings;
   OpResult file(const std::string& name, uint64_t size) override { return rec("file " + name, 0, size); }
   OpResult ftruncate(const std::string& name, uint64_t size) override { return rec("ftruncate " + name, 0, size); }
   OpResult write(uint64_t addr, uint64_t len, uint8_t byte) override {
@@ -44,7 +71,7 @@ class FakeExecutor final : public Executor {
   OpResult read(uint64_t addr, uint64_t len) override { return rec("read", addr, len); }
   std::vector<MapEntry> maps() override {
     calls.push_back("maps");
-    return mappings;
+    return current == "main" ? mappings : other_mappings;
   }
 
  private:
@@ -161,6 +188,128 @@ TEST(opscript_runner, StreamingEmitMatchesVector) {
   std::vector<std::string> streamed;
   run_script(s, ex, w, [&](std::string_view l) { streamed.emplace_back(l); });
   EXPECT_EQ(streamed, run_script(s, ex, w));
+}
+
+
+TEST(opscript_runner, Version11OpsReachTheExecutor) {
+  const Window w{0x100000000000};
+  FakeExecutor ex;
+  auto lines = run_script(parse_ok("mlockall current,onfault\n"
+                                   "munlockall\n"
+                                   "mseal @+1p 2p\n"
+                                   "mincore @ 3p\n"
+                                   "mincore @ 0\n"
+                                   "madvise @ 1p guard_install\n"),
+                          ex, w);
+  const std::vector<std::string> want_lines = {
+      "1: = 0", "2: = 0", "3: = 0", "4: = 0 111", "5: = 0", "6: = 0", "final maps:",
+  };
+  EXPECT_EQ(lines, want_lines);
+  const std::vector<std::string> want = {
+      "mlockall 5",
+      "munlockall",
+      "mseal 0x100000001000 0x2000",
+      "mincore 0x100000000000 0x3000",
+      "mincore 0x100000000000 0x0",
+      "madvise 0x100000000000 0x1000 guard_install",
+      "maps",
+  };
+  EXPECT_EQ(ex.calls, want);
+}
+
+TEST(opscript_runner, MincoreAndMsealFollowTheWindowRule) {
+  const Window w{};
+  FakeExecutor ex;
+  auto lines = run_script(parse_ok("mseal - 1p\n"
+                                   "mincore @+0xfffffff000 2p\n"
+                                   "mincore @+0xfffffff000 1p\n"
+                                   "mlockall current\n"),
+                          ex, w);
+  const std::vector<std::string> want = {"1: = unsupported", "2: = unsupported", "3: = 0 1", "4: = 0",
+                                         "final maps:"};
+  EXPECT_EQ(lines, want);
+}
+
+TEST(opscript_runner, ErrorsOfTheNewOps) {
+  const Window w{};
+  FakeExecutor ex;
+  ex.next = OpResult::error(EPERM);
+  auto lines = run_script(parse_ok("mseal @ 1p\nmincore @ 1p\nmlockall future\n"), ex, w);
+  EXPECT_EQ(lines, (std::vector<std::string>{"1: = -EPERM", "2: = -EPERM", "3: = -EPERM", "final maps:"}));
+}
+
+// Spaces: ops go to the current space; after the last op come main's final
+// maps and then every forked space's, in creation order.
+TEST(opscript_runner, ForkAndUse) {
+  const Window w{};
+  FakeExecutor ex;
+  ex.mappings = {{w.base, w.base + 0x1000, "rw-p", 0, "[anon]"}};
+  ex.other_mappings = {{w.base + 0x4000, w.base + 0x5000, "r--p", 0, "[anon]"}};
+  auto lines = run_script(parse_ok("fork a\n"
+                                   "use a\n"
+                                   "maps\n"
+                                   "fork b\n"
+                                   "munmap @ 1p\n"),
+                          ex, w);
+  const std::vector<std::string> want = {
+      "1: = 0",
+      "2: = 0",
+      "@+0x4000-@+0x5000 r--p 0x0 [anon]",
+      "3: = 0",
+      "4: = 0",
+      "5: = 0",
+      "final maps:",
+      "@+0x0-@+0x1000 rw-p 0x0 [anon]",
+      "final maps a:",
+      "@+0x4000-@+0x5000 r--p 0x0 [anon]",
+      "final maps b:",
+      "@+0x4000-@+0x5000 r--p 0x0 [anon]",
+  };
+  EXPECT_EQ(lines, want);
+  const std::vector<std::string> calls = {
+      "fork a", "use a", "maps", "fork b", "munmap 0x200000000000 0x1000",
+      "use main", "maps", "use a", "maps", "use b", "maps",
+  };
+  EXPECT_EQ(ex.calls, calls);
+}
+
+// A side that cannot fork: the ops in the missing space print
+// "= unsupported" without running (file and ftruncate run: files belong to
+// no space), its final maps block is empty, and main carries on.
+TEST(opscript_runner, OpsInASpaceThatDoesNotExistAreUnsupported) {
+  const Window w{};
+  FakeExecutor ex;
+  ex.fork_ok = false;
+  ex.mappings = {{w.base, w.base + 0x1000, "rw-p", 0, "[anon]"}};
+  auto lines = run_script(parse_ok("fork a\n"
+                                   "use a\n"
+                                   "munmap @ 1p\n"
+                                   "maps\n"
+                                   "file f 1p\n"
+                                   "fork b\n"
+                                   "use main\n"
+                                   "mprotect @ 1p r--\n"
+                                   "use b\n"),
+                          ex, w);
+  const std::vector<std::string> want = {
+      "1: = unsupported", "2: = unsupported", "3: = unsupported", "4: = unsupported", "5: = 0",
+      "6: = unsupported", "7: = 0",           "8: = 0",           "9: = unsupported", "final maps:",
+      "@+0x0-@+0x1000 rw-p 0x0 [anon]",       "final maps a:",    "final maps b:",
+  };
+  EXPECT_EQ(lines, want);
+  const std::vector<std::string> calls = {
+      "fork a", "file f 0x0 0x1000", "use main", "mprotect 0x200000000000 0x1000 1", "use main", "maps",
+  };
+  EXPECT_EQ(ex.calls, calls);
+}
+
+// Without a fork nothing changes: no space headers, no use calls.
+TEST(opscript_runner, NoForkNoSpaceHeaders) {
+  const Window w{};
+  FakeExecutor ex;
+  auto lines = run_script(parse_ok("use main\nmaps\n"), ex, w);
+  EXPECT_EQ(lines, (std::vector<std::string>{"1: = 0", "2: = 0", "final maps:"}));
+  EXPECT_EQ(ex.calls, (std::vector<std::string>{"use main", "maps", "maps"}));
 }
 
 }  // namespace

@@ -38,7 +38,17 @@ TEST(opscript_serialize, CanonicalText) {
       "ftruncate data 0\n"
       "write @+0xfff 1 0xff\n"
       "read @ 0\n"
-      "maps\n";
+      "maps\n"
+      "fork child_1\n"
+      "use child_1\n"
+      "use main\n"
+      "mlockall current,future,onfault\n"
+      "mlockall future,current\n"
+      "mlockall 0\n"
+      "munlockall\n"
+      "mseal @+0x2p 0x1000\n"
+      "mincore @ 0\n"
+      "madvise @ 1p guard_install\n";
   auto r = parse_script(text);
   ASSERT_TRUE(r.ok()) << r.error_text();
   EXPECT_EQ(script_text(r.script),
@@ -55,7 +65,17 @@ TEST(opscript_serialize, CanonicalText) {
             "ftruncate data 0\n"
             "write @+0xfff 1 0xff\n"
             "read @ 0\n"
-            "maps\n");
+            "maps\n"
+            "fork child_1\n"
+            "use child_1\n"
+            "use main\n"
+            "mlockall current,future,onfault\n"
+            "mlockall current,future\n"
+            "mlockall 0\n"
+            "munlockall\n"
+            "mseal @+2p 1p\n"
+            "mincore @ 0\n"
+            "madvise @ 1p guard_install\n");
 }
 
 // Random valid ops survive op_text -> parse_script unchanged.
@@ -78,9 +98,10 @@ TEST(opscript_serialize, RandomRoundTrip) {
   f.file = "f0";
   f.len = 2 * kPageSize;
   s.ops.push_back(f);
-  for (int i = 0; i < 2000; ++i) {
+  std::vector<std::string> spaces = {"main"};
+  for (int i = 0; i < 3000; ++i) {
     Op op;
-    op.kind = static_cast<OpKind>(pick(13));
+    op.kind = kAllOpKinds[pick(std::size(kAllOpKinds))];
     switch (op.kind) {
       case OpKind::kMmap:
         op.addr = addr();
@@ -105,7 +126,7 @@ TEST(opscript_serialize, RandomRoundTrip) {
       case OpKind::kMadvise:
         op.addr = addr();
         op.len = num();
-        op.advice = static_cast<Advice>(pick(10));
+        op.advice = kAllAdvice[pick(std::size(kAllAdvice))];
         break;
       case OpKind::kMprotect:
         op.addr = addr();
@@ -118,8 +139,22 @@ TEST(opscript_serialize, RandomRoundTrip) {
       case OpKind::kMunmap:
       case OpKind::kMlock:
       case OpKind::kMunlock:
+      case OpKind::kMseal:
+      case OpKind::kMincore:
         op.addr = addr();
         op.len = num();
+        break;
+      case OpKind::kFork:
+        op.space = (pick(2) ? "s" : "S_x") + std::to_string(spaces.size());
+        spaces.push_back(op.space);
+        break;
+      case OpKind::kUse:
+        op.space = spaces[pick(spaces.size())];
+        break;
+      case OpKind::kMlockall:
+        op.flags = static_cast<unsigned>(pick(8));
+        break;
+      case OpKind::kMunlockall:
         break;
       case OpKind::kFile:  // only f0 exists; ftruncate it instead
       case OpKind::kFtruncate:
