@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -392,6 +393,14 @@ const HostFacts& host_facts() {
   static const HostFacts facts = probe_host();
   return facts;
 }
+
+namespace {
+std::optional<HostFacts> g_vmspace_facts;  // set once, before comparisons run
+}  // namespace
+
+void override_vmspace_facts(const HostFacts& f) { g_vmspace_facts = f; }
+
+const HostFacts& vmspace_facts() { return g_vmspace_facts ? *g_vmspace_facts : host_facts(); }
 
 std::string host_facts_line(const HostFacts& f) {
   std::string s = "# host: linux " + (f.kernel.empty() ? std::string("?") : f.kernel);

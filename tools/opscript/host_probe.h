@@ -73,6 +73,13 @@ std::string host_facts_line(const HostFacts& f);
 // unknown key or a bad value (f is then partly updated).
 bool parse_host_facts(std::string_view text, HostFacts& f, std::string* error);
 
+// Make host_like_options() follow `f` instead of host_facts() from now on
+// (fuzz-kernel --host: vmspace run as another kind of host).  Call before
+// any comparison starts; not thread-safe against concurrent readers.
+void override_vmspace_facts(const HostFacts& f);
+// The facts host_like_options() follows: the override, else host_facts().
+const HostFacts& vmspace_facts();
+
 // Set every host-dependent option of `o` from `f`.
 void apply_host_facts(const HostFacts& f, AddressSpaceOptions& o);
 

@@ -23,7 +23,7 @@ OpResult from_int(long r) { return r < 0 ? OpResult::error(static_cast<int>(-r))
 AddressSpaceOptions host_like_options(LockMode mode) {
   AddressSpaceOptions o;
   o.mode = mode;
-  apply_host_facts(host_facts(), o);
+  apply_host_facts(vmspace_facts(), o);
   // Scripts touch little memory; an untouched pool costs nothing to set up.
   o.phys_bytes = 256ull << 20;
   o.phys_pretouch = false;

@@ -54,10 +54,6 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-// --also: pending op kinds and advice to generate as well (kept here rather
-// than in FuzzKernelArgs).
-std::string g_also;
-
 // Adds the names in `list` (op kinds of kPendingOps, advice of
 // kPendingAdvice, or "pending" for all of them) to `gen`; false with `why`
 // for a name that is neither.
@@ -110,9 +106,13 @@ void add_fuzz_kernel(CLI::App& app, FuzzKernelArgs& args) {
   sub->add_option("--mode", args.mode, "Lock mode of the AddressSpace: mmap_lock, per_vma_rwsem or per_vma_refcount")
       ->capture_default_str();
   sub->add_option("--window", args.window, "Window base address (default 0x200000000000)");
-  sub->add_option("--also", g_also,
+  sub->add_option("--also", args.also,
                   "Also generate these pending op kinds or madvise advice, comma-separated (e.g. mseal,mincore,"
                   "guard_install; 'pending' for all): to try one before enabling it");
+  sub->add_option("--host", args.host,
+                  "Run vmspace as the host these facts describe (key=value words of the '# host:' line, e.g. "
+                  "'zero_page=no') while the kernel side stays this host: divergences where the facts matter "
+                  "are then expected");
   sub->add_flag("--keep-going", args.keep_going,
                 "Do not stop at the first divergence: shrink and report every one (identical reproducers once)");
 }
@@ -170,9 +170,9 @@ int cmd_fuzz_kernel(const FuzzKernelArgs& args) {
 
   opscript::fuzz::GenOptions gen;
   gen.ops = *ops;
-  if (!g_also.empty()) {
+  if (!args.also.empty()) {
     std::string why;
-    if (!add_pending(g_also, gen, why)) {
+    if (!add_pending(args.also, gen, why)) {
       std::fprintf(stderr, "%s: bad --also: %s\n", me, why.c_str());
       return 2;
     }
@@ -182,11 +182,23 @@ int cmd_fuzz_kernel(const FuzzKernelArgs& args) {
   std::string replay_opts;
   if (args.mode != "per_vma_refcount") replay_opts += " --mode " + args.mode;
   if (!args.window.empty()) replay_opts += " --window " + args.window;
-  const std::string gen_opts = g_also.empty() ? "" : " --also " + g_also;
+  const std::string gen_opts = args.also.empty() ? "" : " --also " + args.also;
 
   // The host's facts first: a divergence report says which kind of host
-  // produced it (vmspace is configured to match them).
-  const std::string host_line = opscript::host_facts_line(opscript::host_facts());
+  // produced it (vmspace is configured to match them, unless --host says
+  // otherwise: then the second line says how vmspace ran).
+  std::string host_line = opscript::host_facts_line(opscript::host_facts());
+  if (!args.host.empty()) {
+    opscript::HostFacts forced = opscript::host_facts();
+    std::string why;
+    if (!opscript::parse_host_facts(args.host, forced, &why)) {
+      std::fprintf(stderr, "%s: bad --host: %s\n", me, why.c_str());
+      return 2;
+    }
+    opscript::override_vmspace_facts(forced);
+    std::string as = opscript::host_facts_line(forced);
+    host_line += "\n# vmspace as: " + as.substr(as.find("linux"));
+  }
   std::printf("%s\n", host_line.c_str());
   std::fflush(stdout);
   std::fprintf(stderr, "%s: seed %" PRIu64 "%s, %" PRIu64 " runs of %" PRIu64 " ops\n", me, seed,

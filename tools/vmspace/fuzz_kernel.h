@@ -16,6 +16,8 @@ struct FuzzKernelArgs {
   std::string mode = "per_vma_refcount";
   std::string window;
   bool keep_going = false;
+  std::string also;  // pending op kinds and advice to generate as well
+  std::string host;  // host facts the vmspace side follows instead of this host's
 };
 
 void add_fuzz_kernel(CLI::App& app, FuzzKernelArgs& args);

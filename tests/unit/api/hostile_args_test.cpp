@@ -100,6 +100,9 @@
 #ifndef SYS_mseal
 #define SYS_mseal 462
 #endif
+#ifndef MREMAP_DONTUNMAP
+#define MREMAP_DONTUNMAP 4
+#endif
 
 namespace vmspace::opscript {
 namespace {
@@ -122,6 +125,7 @@ constexpr int kMadvGuardInstall = 102, kMadvGuardRemove = 103;
 
 uint64_t page_align(uint64_t x) { return (x + P - 1) & kPageMask; }
 uint64_t align_up(uint64_t x, uint64_t a) { return (x + a - 1) & ~(a - 1); }  // 0 on overflow
+bool in_window(uint64_t a) { return a >= W && a - W < kWindowSize; }
 
 // ---------------------------------------------------------------------------
 // The layout both sides start every case from (window-relative).
@@ -146,9 +150,9 @@ const std::vector<LayoutMap>& layout() {
 // ---------------------------------------------------------------------------
 // The table.
 
-enum class Op : uint8_t { mmap, munmap, mprotect, madvise, mincore, brk, mlock, munlock, mlock2, mlockall, mseal };
+enum class Op : uint8_t { mmap, munmap, mprotect, madvise, mincore, brk, mlock, munlock, mlock2, mlockall, mseal, mremap };
 constexpr const char* kOpNames[] = {"mmap",  "munmap",  "mprotect", "madvise",  "mincore", "brk",
-                                    "mlock", "munlock", "mlock2",   "mlockall", "mseal"};
+                                    "mlock", "munlock", "mlock2",   "mlockall", "mseal",   "mremap"};
 
 // mincore's vector: a buffer of kVecBytes, or NULL.
 enum : int { kVecBuffer = 0, kVecNull = 1 };
@@ -170,7 +174,15 @@ struct Case {
   int fd = -1;    // mmap
   uint64_t off = 0;  // mmap
   uint64_t xflags = 0;  // mlock2, mlockall (truncated to int, as the kernel does), mseal
+  // mremap: `len` is old_len, `flags` the MREMAP_* flags (sign-extended, as
+  // glibc passes them); and, when seal_len is not 0, the window-relative
+  // range [seal_off, seal_off + seal_len) is sealed (mseal) just before.
+  uint64_t new_len = 0, new_addr = 0;
+  uint64_t seal_off = 0, seal_len = 0;
 };
+
+// mremap's result when the seal before it failed (not an errno).
+constexpr long kSealFailed = -100000;
 
 std::string addr_text(uint64_t a) {
   if (a >= W && a - W < kWindowSize) return "W+" + hex(a - W);
@@ -214,6 +226,22 @@ std::string flags_text(int flags) {
 
 std::string int_text(int v) { return v < 0 ? std::to_string(v) : hex(static_cast<unsigned>(v)); }
 
+std::string mremap_flags_text(int flags) {
+  static const std::pair<int, const char*> kNames[] = {
+      {MREMAP_MAYMOVE, "MAYMOVE"}, {MREMAP_FIXED, "FIXED"}, {MREMAP_DONTUNMAP, "DONTUNMAP"}};
+  std::string s;
+  unsigned rest = static_cast<unsigned>(flags);
+  for (auto [bit, name] : kNames) {
+    if (rest & static_cast<unsigned>(bit)) {
+      s += s.empty() ? "" : "|";
+      s += name;
+      rest &= ~static_cast<unsigned>(bit);
+    }
+  }
+  if (rest != 0 || s.empty()) s += (s.empty() ? "" : "|") + hex(rest);
+  return s;
+}
+
 std::string case_text(const Case& c) {
   std::string s = kOpNames[static_cast<int>(c.op)];
   s += "(" + addr_text(c.addr) + ", " + hex(c.len);
@@ -231,6 +259,10 @@ std::string case_text(const Case& c) {
     case Op::mlock2:
     case Op::mseal: s += ", flags " + hex(c.xflags) + ")"; break;
     case Op::mlockall: s = "mlockall(" + hex(c.xflags) + ")"; break;
+    case Op::mremap:
+      s += " -> " + hex(c.new_len) + ", " + mremap_flags_text(c.flags) + ", " + addr_text(c.new_addr) + ")";
+      if (c.seal_len != 0) s += " after mseal(W+" + hex(c.seal_off) + ", " + hex(c.seal_len) + ")";
+      break;
     case Op::brk: {
       static const char* const kBase[] = {"", "start_brk", "brk"};
       const int64_t d = static_cast<int64_t>(c.addr);
@@ -487,6 +519,126 @@ std::vector<Case> build_table() {
       c.xflags = f;
       add(c);
     }
+
+  // mremap.  MAYMOVE, FIXED, DONTUNMAP as MM, FX, DU; `remap` adds one
+  // call, after sealing [W + seal_off, + seal_len) when seal_len is not 0.
+  constexpr int MM = MREMAP_MAYMOVE, FX = MREMAP_FIXED, DU = MREMAP_DONTUNMAP;
+  auto remap = [&](uint64_t a, uint64_t old_len, uint64_t new_len, int f, uint64_t na, uint64_t seal_off = 0,
+                   uint64_t seal_len = 0) {
+    Case c{Op::mremap, a, old_len, 0, f};
+    c.new_len = new_len;
+    c.new_addr = na;
+    c.seal_off = seal_off;
+    c.seal_len = seal_len;
+    add(c);
+  };
+  // Every address with every length as old_len: resized to one page in
+  // place; grown by two pages (in place, or moved where the kernel
+  // chooses); moved, same size, to a hole (remap_move: several VMAs and
+  // holes); moved and resized to one page (mremap_to).  (new_addr is
+  // ignored without FIXED and DONTUNMAP: ~0 there.)
+  for (uint64_t a : addresses())
+    for (uint64_t l : lengths(a, false)) {
+      remap(a, l, P, 0, kAllOnes);
+      remap(a, l, l + 2 * P, MM, kAllOnes);
+      remap(a, l, l, MM | FX, W + 64 * P);
+      remap(a, l, P, MM | FX, W + 64 * P);
+    }
+  // ...and kept in place with DONTUNMAP (only a range inside one VMA can
+  // be: the lengths up to the layout's).
+  for (uint64_t a : addresses())
+    for (uint64_t l : {uint64_t{1}, P, 2 * P, 3 * P}) remap(a, l, l, MM | DU, 0);
+  // new_len: every kind of value on whole VMAs, parts of them, each type
+  // of VMA (A private, B read-only, C shared, D a stack, G locked), with
+  // each way of moving.  (A huge length with neither FIXED nor DONTUNMAP
+  // is moved where the kernel chooses: 1 TiB, which fits on both sides;
+  // more would depend on the rest of the host process.)
+  const std::vector<std::pair<uint64_t, uint64_t>> sources = {{W, 4 * P},      {W + P, 2 * P},  {W + 6 * P, 2 * P},
+                                                              {W + 8 * P, 2 * P}, {W + 16 * P, 4 * P}, {W + 30 * P, 2 * P}};
+  for (auto [a, old] : sources) {
+    std::vector<uint64_t> news = {0,        1,         P,         old - P,  old,        old + 1,
+                                  old + P,  2 * old,   8 * P,     uint64_t{1} << 40, kTaskSize, kTaskSize + P,
+                                  uint64_t{1} << 47, kAllOnes & kPageMask, kAllOnes, kAllOnes - 4094};
+    for (uint64_t nl : news)
+      for (std::pair<int, uint64_t> f : std::initializer_list<std::pair<int, uint64_t>>{
+               {0, 0}, {MM, 0}, {MM | FX, W + 40 * P}, {MM | DU, 0}, {MM | FX | DU, W + 40 * P}})
+        remap(a, old, nl, f.first, f.second);
+  }
+  // Flags: every combination of the three, and unknown bits (before any
+  // other check: with an unaligned address too), on calls of every kind.
+  const std::vector<int> remap_flags = {0,        1,          2,       3,       4,       5,      6,
+                                        7,        8,          8 | MM,  0x10,    0x10 | MM | FX, 0x20, 0x100,
+                                        0x40000000, INT_MIN,  -1,      ~7};
+  struct RemapArgs {
+    uint64_t a = 0, old_len = 0, new_len = 0, new_addr = 0;
+  };
+  const std::vector<RemapArgs> flag_calls = {
+      {W, P, P, W + 40 * P},           {W, 2 * P, 4 * P, W + 40 * P},  {W, 4 * P, P, W + 40 * P},
+      {W + 1, P, P, W + 40 * P},       {W + 6 * P, 4 * P, 4 * P, W + 40 * P}, {W + 8 * P, 0, 2 * P, W + 40 * P},
+      {W + 4 * P, P, P, W + 40 * P},   {W + 30 * P, 2 * P, 3 * P, W + 40 * P}, {W + 2 * P, 2 * P, 2 * P, W + 3 * P},
+      {W, P, 0, W + 40 * P},           {W + 16 * P, P, 2 * P, W + 12 * P}, {W, P, P, W + 1}};
+  for (int f : remap_flags)
+    for (const RemapArgs& q : flag_calls) remap(q.a, q.old_len, q.new_len, f, q.new_addr);
+  // new_addr: holes (far, adjacent to the source, before a stack, after
+  // the last VMA), other VMAs (replaced), the source itself (overlap),
+  // unaligned values, the bottom of the address space (0 and below
+  // mmap_min_addr: a FIXED move there needs CAP_SYS_RAWIO; a DONTUNMAP
+  // hint is taken as it is), the top (TASK_SIZE - len fits, more does
+  // not), beyond it, and the largest values.
+  const std::vector<uint64_t> new_addrs = {
+      W + 40 * P, W + 4 * P,  W + 2 * P,  W + 6 * P,  W + 8 * P,  W + 12 * P, W + 17 * P, W + 24 * P,
+      W + 29 * P, W + 32 * P, W + 1,      W + 0x800,  W - P,      0,          P,          0x10000,
+      kTaskSize - P, kTaskSize - 2 * P, kTaskSize, kTaskSize + P, uint64_t{1} << 47, kAllOnes & kPageMask, kAllOnes};
+  const std::vector<RemapArgs> to_calls = {{W, P, P},         {W, 2 * P, P},     {W, P, 2 * P},
+                                           {W + 8 * P, 0, P}, {W + 6 * P, 4 * P, 4 * P}, {W + 2 * P, 2 * P, 2 * P}};
+  for (uint64_t na : new_addrs)
+    for (const RemapArgs& q : to_calls)
+      for (int f : {MM | FX, MM | DU, MM | FX | DU}) remap(q.a, q.old_len, q.new_len, f, na);
+  // old_len 0: a second mapping of a shared VMA (also reaching past its
+  // end); refused for private ones; a hole.
+  for (uint64_t a : {W + 8 * P, W + 9 * P, W, W + 6 * P, W + 16 * P, W + 30 * P, W + 4 * P})
+    for (uint64_t nl : {uint64_t{0}, P, 2 * P, 4 * P})
+      for (std::pair<int, uint64_t> f : std::initializer_list<std::pair<int, uint64_t>>{
+               {0, 0}, {MM, 0}, {MM | FX, W + 40 * P}, {MM | DU, 0}, {MM | FX | DU, W + 40 * P}})
+        remap(a, 0, nl, f.first, f.second);
+  // Several VMAs and holes (FIXED same-size moves, 6.17+): adjacent VMAs
+  // of different kinds, VMAs with holes between and after them, a range
+  // starting in a hole; to a hole, onto other VMAs (what lines up with the
+  // source's holes stays), overlapping; with DONTUNMAP; and what may not
+  // span VMAs (a resize, DONTUNMAP without FIXED).
+  const std::vector<Pair> spans = {{W + 6 * P, 4 * P},  {W, 8 * P},         {W + 2 * P, 5 * P},
+                                   {W + 4 * P, 4 * P},  {W + 16 * P, 16 * P}, {W + 24 * P, 16 * P},
+                                   {W, 32 * P},         {W + 9 * P, 8 * P}};
+  for (Pair q : spans) {
+    for (uint64_t na : {W + 40 * P, W + 16 * P, W + 24 * P, W + 64 * P, W + 8 * P})
+      for (int f : {MM | FX, MM | FX | DU}) remap(q.addr, q.len, q.len, f, na);
+    remap(q.addr, q.len, q.len + P, MM | FX, W + 40 * P);
+    remap(q.addr, q.len, q.len - P, MM | FX, W + 40 * P);
+    remap(q.addr, q.len, q.len, MM | DU, 0);
+    remap(q.addr, q.len, q.len, MM, 0);
+    remap(q.addr, q.len, q.len + P, MM, 0);
+  }
+  // Seals (made in the case: a seal cannot be undone): a sealed source
+  // (shrunk, kept, grown, moved, duplicated, also spanning past the sealed
+  // VMA), a sealed destination, a shrink whose tail reaches a sealed VMA,
+  // a multi-VMA move that stops at the sealed piece.
+  for (Pair s : {Pair{6 * P, 2 * P}, Pair{2 * P, 2 * P}, Pair{8 * P, 2 * P}, Pair{30 * P, 2 * P}}) {
+    const uint64_t a = W + s.addr;
+    for (std::pair<int, uint64_t> f : std::initializer_list<std::pair<int, uint64_t>>{
+             {0, 0}, {MM, 0}, {MM | FX, W + 40 * P}, {MM | DU, 0}})
+      for (uint64_t nl : {P, 2 * P, 3 * P}) remap(a, 2 * P, nl, f.first, f.second, s.addr, s.len);
+    remap(a, 0, P, MM, 0, s.addr, s.len);
+    remap(a, 4 * P, 5 * P, MM, 0, s.addr, s.len);
+    remap(a, 4 * P, 4 * P, MM | FX, W + 40 * P, s.addr, s.len);
+    remap(W + 12 * P, P, P, MM | FX, a, s.addr, s.len);  // (W+12P: a hole, so not moved: -EFAULT)
+    remap(W + 16 * P, P, P, MM | FX, a, s.addr, s.len);
+    remap(W + 16 * P, 2 * P, P, MM | FX, a, s.addr, s.len);
+    remap(W + 16 * P, P, 2 * P, MM | FX, a, s.addr, s.len);
+    remap(W + 16 * P, P, P, MM | FX | DU, a, s.addr, s.len);
+    remap(W, 10 * P, 10 * P, MM | FX, W + 40 * P, s.addr, s.len);
+    remap(W, 32 * P, 32 * P, MM | FX, W + 40 * P, s.addr, s.len);
+    remap(W, 8 * P, P, 0, 0, s.addr, s.len);
+  }
   return t;
 }
 
@@ -558,12 +710,56 @@ std::optional<Range> reach(const Case& c) {
       if (len == 0 || c.addr + len < c.addr) return std::nullopt;
       return Range{c.addr, c.addr + len};
     }
+    case Op::mremap: {  // check_mremap_params, then the source VMA's lookup
+      const uint64_t flags = static_cast<uint64_t>(static_cast<int64_t>(c.flags));
+      if (flags & ~uint64_t{MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP}) return std::nullopt;
+      if (c.addr % P != 0) return std::nullopt;
+      const uint64_t old_len = page_align(c.len), new_len = page_align(c.new_len);
+      if (new_len == 0 || new_len > kTaskSize) return std::nullopt;
+      if (flags & (MREMAP_FIXED | MREMAP_DONTUNMAP)) {
+        if (c.new_addr > kTaskSize - new_len || c.new_addr % P != 0) return std::nullopt;
+        if (!(flags & MREMAP_MAYMOVE)) return std::nullopt;
+        if ((flags & MREMAP_DONTUNMAP) && old_len != new_len) return std::nullopt;
+        if (c.addr + old_len > c.new_addr && c.new_addr + new_len > c.addr) return std::nullopt;  // overlap
+      }
+      // Nothing (no VMA) lies at or above TASK_SIZE: -EFAULT before the
+      // destination is touched.
+      if (c.addr >= kTaskSize) return std::nullopt;
+      // The source range, and what a grow in place would take (whether it
+      // can depends on what follows the VMA).  A move to where the kernel
+      // chooses changes nothing that exists; a FIXED destination is
+      // mremap_destination().
+      const uint64_t end = c.addr + std::max(old_len, new_len);
+      return Range{c.addr, end < c.addr ? 0 : end};
+    }
     case Op::mlockall:  // the whole process: runs in a child of its own (mlockall_skip)
     case Op::mincore:  // reads only (see mincore_reads)
     case Op::brk:      // outside the window; the child guards its own heap (brk_moves_me)
       return std::nullopt;
   }
   return std::nullopt;
+}
+
+// The destination a FIXED mremap unmaps and maps if it passes its argument
+// checks, or nullopt.
+std::optional<Range> mremap_destination(const Case& c) {
+  if (c.op != Op::mremap || !(c.flags & MREMAP_FIXED) || !reach(c)) return std::nullopt;
+  return Range{c.new_addr, c.new_addr + page_align(c.new_len)};
+}
+
+// Whether this mremap, if its checks pass, could grow the layout's locked
+// VMA by more than `limit` (populated at once, on both sides).
+bool mremap_populates_more_than(const Case& c, uint64_t limit) {
+  if (c.op != Op::mremap || page_align(c.new_len) <= page_align(c.len) + limit) return false;
+  for (const LayoutMap& m : layout())
+    if ((m.flags & MAP_LOCKED) && c.addr >= W + m.off && c.addr < W + m.off + m.len) return true;
+  return false;
+}
+
+// [start, start + len) is not wholly inside the window (the window is
+// reset after every case; what lies outside must be unmapped by hand).
+bool leaves_window(uint64_t start, uint64_t len) {
+  return !in_window(start) || len > kWindowSize - (start - W);
 }
 
 // The range mincore would look at if it passes its argument checks (x86
@@ -617,8 +813,6 @@ struct Outcome {
   std::string note;                // why the case was skipped
 };
 
-bool in_window(uint64_t a) { return a >= W && a - W < kWindowSize; }
-
 std::vector<std::string> window_lines(std::string_view maps_text) {
   Window w;
   std::vector<std::string> out;
@@ -628,8 +822,9 @@ std::vector<std::string> window_lines(std::string_view maps_text) {
 
 std::string result_text(const Case& c, long r) {
   if (c.op == Op::brk) return r == kBrkOld ? "the old break" : r == kBrkAsked ? "the break asked for" : "another break";
+  if (c.op == Op::mremap && r == kSealFailed) return "(the seal before it failed)";
   if (r < 0) return "-" + errno_name(static_cast<int>(-r));
-  if (c.op != Op::mmap) return std::to_string(r);
+  if (c.op != Op::mmap && c.op != Op::mremap) return std::to_string(r);
   const uint64_t a = static_cast<uint64_t>(r);
   return in_window(a) ? "W+" + hex(a - W) : hex(a) + " (outside)";
 }
@@ -788,6 +983,10 @@ long raw_call(const Case& c) {
     case Op::mlock2: r = ::syscall(SYS_mlock2, c.addr, c.len, c.xflags); break;
     case Op::mlockall: r = ::syscall(SYS_mlockall, static_cast<long>(static_cast<int>(static_cast<uint32_t>(c.xflags)))); break;
     case Op::mseal: r = ::syscall(SYS_mseal, c.addr, c.len, c.xflags); break;
+    case Op::mremap:
+      if (c.seal_len != 0 && ::syscall(SYS_mseal, W + c.seal_off, c.seal_len, 0) != 0) return kSealFailed;
+      r = ::syscall(SYS_mremap, c.addr, c.len, c.new_len, static_cast<long>(c.flags), c.new_addr);
+      break;
     case Op::mincore:
     case Op::brk:
       break;  // child_main runs them
@@ -855,8 +1054,11 @@ void run_in_grandchild(Child& ch, size_t i, const Case& c) {
       why = "memory-failure injection would act on real pages (with CONFIG_MEMORY_FAILURE)";
     } else if (c.op == Op::mmap && (c.flags & (MAP_POPULATE | MAP_LOCKED)) && page_align(c.len) > kMaxPopulate) {
       why = "would populate more than 64 MiB";
+    } else if (r && mremap_populates_more_than(c, kMaxPopulate)) {
+      why = "would populate more than 64 MiB (grows the locked VMA)";
     } else if (r) {
-      const std::string f = ch.foreign_in(r->start, r->end);
+      std::string f = ch.foreign_in(r->start, r->end);
+      if (std::optional<Range> d = mremap_destination(c); f.empty() && d) f = ch.foreign_in(d->start, d->end);
       if (!f.empty()) why = "would touch the child's own mapping " + f;
     } else if (std::optional<Range> m = mincore_reads(c)) {
       if (std::optional<Range> run = ch.mprotect_run(m->start, m->end, false)) {
@@ -874,7 +1076,7 @@ void run_in_grandchild(Child& ch, size_t i, const Case& c) {
       ch.send("S " + std::to_string(i) + " " + why);
       continue;
     }
-    if (c.op == Op::mlockall || (c.op == Op::mseal && r)) {
+    if (c.op == Op::mlockall || (c.op == Op::mseal && r) || (c.op == Op::mremap && c.seal_len != 0)) {
       run_in_grandchild(ch, i, c);
       continue;
     }
@@ -906,6 +1108,16 @@ void run_in_grandchild(Child& ch, size_t i, const Case& c) {
       }
       if (len == 0 || ::syscall(SYS_munmap, a, len) != 0)
         ch.fail("case " + std::to_string(i) + ": cannot unmap the new mapping at " + hex(a));
+    }
+    if (c.op == Op::mremap) {
+      // What a move put outside the window: a FIXED destination (even when
+      // the call failed after moving some pieces), a place the kernel chose.
+      const uint64_t len = page_align(c.new_len);
+      if (std::optional<Range> d = mremap_destination(c); d && leaves_window(d->start, len) &&
+                                                           ::syscall(SYS_munmap, d->start, len) != 0)
+        ch.fail("case " + std::to_string(i) + ": cannot unmap the destination at " + hex(d->start));
+      if (ret >= 0 && leaves_window(static_cast<uint64_t>(ret), len) && ::syscall(SYS_munmap, ret, len) != 0)
+        ch.fail("case " + std::to_string(i) + ": cannot unmap the moved mapping at " + hex(ret));
     }
     ch.reset_layout();
     ch.send("R " + std::to_string(i) + " " + std::to_string(ret));
@@ -1049,6 +1261,9 @@ long api_call(AddressSpace& as, const Case& c, uint64_t start_brk, std::string* 
     case Op::mlock2: return as.mlock2(c.addr, c.len, static_cast<unsigned>(c.xflags));
     case Op::mlockall: return as.mlockall(static_cast<int>(static_cast<uint32_t>(c.xflags)));
     case Op::mseal: return as.mseal(c.addr, c.len, c.xflags);
+    case Op::mremap:
+      if (c.seal_len != 0 && as.mseal(W + c.seal_off, c.seal_len, 0) != 0) return kSealFailed;
+      return as.mremap(c.addr, c.len, c.new_len, c.flags, c.new_addr);
   }
   return 0;
 }
@@ -1064,8 +1279,16 @@ std::string reset_layout(AddressSpace& as) {
 }
 
 bool same_result(const Case& c, long k, long v) {
-  if (k < 0 || v < 0 || c.op != Op::mmap) return k == v;
+  if (k < 0 || v < 0 || (c.op != Op::mmap && c.op != Op::mremap)) return k == v;
   const uint64_t ka = static_cast<uint64_t>(k), va = static_cast<uint64_t>(v);
+  if (c.op == Op::mremap) {
+    // A move without FIXED goes where the kernel chooses, as a non-fixed
+    // mmap does: outside the window on both sides, or the same address;
+    // a DONTUNMAP hint the kernel took must be taken by vmspace too.
+    if ((c.flags & MREMAP_FIXED) || in_window(ka) || in_window(va)) return ka == va;
+    if ((c.flags & MREMAP_DONTUNMAP) && c.new_addr != 0 && ka == c.new_addr) return va == ka;
+    return true;
+  }
   if ((c.flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)) || in_window(ka) || in_window(va)) return ka == va;
   // Where a search places a mapping outside the window depends on what
   // else the process has mapped (and on randomization).  But a hint the
@@ -1146,7 +1369,7 @@ ModeRun run_vmspace(LockMode mode, const std::vector<Case>& cases, const KernelR
     // by munlockall (MCL_FUTURE would lock the layout when it is mapped
     // again).
     std::unique_ptr<AddressSpace> own;
-    if (c.op == Op::mseal && reach(c)) {
+    if ((c.op == Op::mseal && reach(c)) || (c.op == Op::mremap && c.seal_len != 0)) {
       own = std::make_unique<AddressSpace>(opts);
       if (own->brk(kr.brk) != kr.brk || !reset_layout(*own).empty()) {
         run.setup_error = "cannot set up a space for " + case_text(c);
@@ -1164,6 +1387,14 @@ ModeRun run_vmspace(LockMode mode, const std::vector<Case>& cases, const KernelR
     if (c.op == Op::mmap && v >= 0) {
       if (int u = as.munmap(static_cast<uint64_t>(v), page_align(c.len)); u != 0)
         cleanup = "munmap of the new mapping: " + errno_name(-u);
+    }
+    if (c.op == Op::mremap && !own) {  // as the kernel child does
+      const uint64_t len = page_align(c.new_len);
+      if (std::optional<Range> d = mremap_destination(c); d && leaves_window(d->start, len))
+        if (int u = as.munmap(d->start, len); u != 0) cleanup = "munmap of the destination: " + errno_name(-u);
+      if (v >= 0 && leaves_window(static_cast<uint64_t>(v), len))
+        if (int u = as.munmap(static_cast<uint64_t>(v), len); u != 0)
+          cleanup += "munmap of the moved mapping: " + errno_name(-u);
     }
     if (std::string e = reset_layout(as); !e.empty()) cleanup += e;
     for (const MapEntry& m : parse_proc_maps(as.maps()))
