@@ -142,10 +142,57 @@ class AddressSpace {
   AddressSpace(const AddressSpace&) = delete;
   AddressSpace& operator=(const AddressSpace&) = delete;
 
-  // mmap(2): the mapped address, or -errno.  Anonymous memory only for now
-  // (without MAP_ANONYMOUS: -EBADF).
+  // mmap(2): the mapped address, or -errno.  Anonymous memory (`fd`
+  // ignored), or with `fd` one of this space's files (memfd_create below)
+  // at `offset` bytes (page aligned): MAP_SHARED mappings see and change
+  // the file's pages; MAP_PRIVATE ones read them and copy a page on the
+  // first write to it.  A page wholly past the file's end faults SIGBUS;
+  // the bytes past the end in the last page read as zeros.  Without
+  // MAP_ANONYMOUS, a descriptor that is not open: -EBADF.
   long mmap(std::uint64_t addr, std::uint64_t len, int prot, int flags, int fd = -1,
             std::uint64_t offset = 0);
+
+  // msync(2): Linux 6.18's checks and errors: unknown flags, MS_ASYNC with
+  // MS_SYNC, or an unaligned addr: -EINVAL; addr + len (rounded up to
+  // pages) wrapping: -ENOMEM, but a length that rounds to 0 is 0; holes
+  // are skipped and the call then returns -ENOMEM (MS_ASYNC alone stops at
+  // the first); MS_INVALIDATE on locked memory: -EBUSY.  Every file here
+  // is a shmem file, whose page cache is its storage: nothing is written
+  // anywhere, and MS_INVALIDATE keeps the pages.  0 on success.
+  int msync(std::uint64_t addr, std::uint64_t len, int flags);
+
+  // ---- Files (Linux's memfds: shmem files) ---------------------------------
+  // A space has its own table of open files, indexed by small non-negative
+  // numbers ("descriptors", the lowest free one first, as a process's file
+  // table; they are not host descriptors).  A file's pages come from this
+  // space's physical memory.  A mapping keeps its file alive after close().
+  // Every call is thread-safe; size changes of one file (ftruncate, a
+  // pwrite that extends it) are serialized, as under Linux's inode lock,
+  // and run concurrently with faults on the file's mappings.
+  //
+  // memfd_create(2): a new empty file opened for reading and writing
+  // ("/memfd:NAME (deleted)" in maps).  The descriptor, or -EINVAL for a
+  // name longer than 249 bytes, -EMFILE with 65536 files open, -ENOMEM.
+  int memfd_create(const std::string& name);
+  // ftruncate(2): set the size in bytes.  Shrinking unmaps the pages past
+  // the new end from every mapping of the file (private copies of them
+  // too, as Linux does) and zeroes the bytes past the end in the last
+  // page; growing adds zeros.  -EBADF, -EINVAL for a negative length.
+  int ftruncate(int fd, std::int64_t length);
+  // pwrite(2) / pread(2) through the page cache: the count, or -errno
+  // (-EBADF; -EINVAL for a negative offset; -ENOMEM when no frame is left
+  // and nothing was written).  pwrite extends the file; pread stops at its
+  // end.
+  long pwrite(int fd, const void* buf, std::uint64_t n, std::int64_t offset);
+  long pread(int fd, void* buf, std::uint64_t n, std::int64_t offset);
+  // close(2): 0, or -EBADF.
+  int close(int fd);
+  // Open this space's file `fd` in `to` too (as passing a descriptor over
+  // a Unix socket does): the descriptor in `to`, or -EBADF, -EMFILE,
+  // -ENOMEM, or -EXDEV when the two spaces do not share their physical
+  // memory (AddressSpaceOptions::phys): a file's pages are frames of one
+  // pool.  Both spaces then see, map and truncate the same file.
+  int send_file(int fd, AddressSpace& to);
   int munmap(std::uint64_t addr, std::uint64_t len);
   int mprotect(std::uint64_t addr, std::uint64_t len, int prot);
   // madvise(2), Linux 6.18's checks and errors.  Advice that changes VMA
@@ -324,8 +371,11 @@ class AddressSpace {
   template <class CopyFn>
   AccessResult access(std::uint64_t va, std::uint64_t n, bool write, CopyFn&& copy);
 
+  struct FileTable;
+
   std::unique_ptr<mem::PhysMem> owned_phys_;
   std::unique_ptr<mm::MmStruct> mm_;
+  std::unique_ptr<FileTable> files_;
 };
 
 }  // namespace vmspace

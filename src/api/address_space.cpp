@@ -1,14 +1,20 @@
 // SPDX-License-Identifier: MIT
 #include "vmspace/address_space.h"
 
+#include <sys/mman.h>
+
+#include <cerrno>
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
+#include <mutex>
+#include <vector>
 
 #include "fault/fault.h"
 #include "mem/phys_mem.h"
 #include "mm/mm.h"
 #include "mm/mmap_lock.h"
+#include "mm/truncate.h"
 #include "mm/vma.h"
 
 namespace vmspace {
@@ -78,9 +84,36 @@ const char* fault_name(Fault f) {
   return "?";
 }
 
+// The space's open files: descriptor -> file (one reference each).
+struct AddressSpace::FileTable {
+  static constexpr int kMaxFiles = 65536;  // RLIMIT_NOFILE's default hard limit
+  std::mutex lock;  // guards `open`; held only to look up, install, remove
+  std::vector<mem::File*> open;
+
+  // The file behind `fd` with a reference for the caller, or nullptr.
+  mem::File* get(int fd) {
+    std::lock_guard<std::mutex> g(lock);
+    if (fd < 0 || static_cast<std::size_t>(fd) >= open.size()) return nullptr;
+    return mem::get_file(open[static_cast<std::size_t>(fd)]);
+  }
+  int install(mem::File* f);
+  ~FileTable() {
+    for (mem::File* f : open) mem::fput(f);
+  }
+};
+
+namespace {
+// A reference to an open file for the length of one call.
+struct FileRef {
+  mem::File* f;
+  ~FileRef() { mem::fput(f); }
+};
+}  // namespace
+
 AddressSpace::AddressSpace(const AddressSpaceOptions& opts)
     : owned_phys_(make_phys(opts)),
-      mm_(std::make_unique<mm::MmStruct>(to_config(opts), opts.phys != nullptr ? opts.phys : owned_phys_.get())) {
+      mm_(std::make_unique<mm::MmStruct>(to_config(opts), opts.phys != nullptr ? opts.phys : owned_phys_.get())),
+      files_(std::make_unique<FileTable>()) {
   // mm calls back into the fault layer to populate ranges (mprotect of
   // locked memory); the layering keeps mm below fault.
   mm_->populate = fault::populate_range_locked;
@@ -89,6 +122,7 @@ AddressSpace::AddressSpace(const AddressSpaceOptions& opts)
 
 AddressSpace::~AddressSpace() {
   mm_.reset();  // returns every mapped frame
+  files_.reset();  // and every file's cached pages, once no VMA maps them
   // VMAs removed earlier are freed by RCU callbacks, and freeing a shared
   // anonymous VMA can free its shmem pages: let them all run before an
   // owned pool goes away.
@@ -100,7 +134,8 @@ mem::PhysMem* AddressSpace::phys() const { return mm_->phys; }
 long AddressSpace::mmap(std::uint64_t addr, std::uint64_t len, int prot, int flags, int fd,
                         std::uint64_t offset) {
   std::uint64_t populate = 0;
-  long r = mm::vm_mmap(mm_.get(), addr, len, prot, flags, fd, offset, &populate);
+  FileRef file{(flags & MAP_ANONYMOUS) ? nullptr : files_->get(fd)};
+  long r = mm::vm_mmap(mm_.get(), addr, len, prot, flags, file.f, offset, &populate);
   if (populate != 0) {
     // vm_mmap left the mmap_lock downgraded to read (seed 003).
     fault::populate_range_locked(mm_.get(), static_cast<std::uint64_t>(r),
@@ -108,6 +143,84 @@ long AddressSpace::mmap(std::uint64_t addr, std::uint64_t len, int prot, int fla
     mm::mmap_read_unlock(mm_.get());
   }
   return r;
+}
+
+// Install `f` (a reference the table takes over, or drops on failure) at
+// the lowest free descriptor.
+int AddressSpace::FileTable::install(mem::File* f) {
+  std::lock_guard<std::mutex> g(lock);
+  std::size_t fd = 0;
+  while (fd < open.size() && open[fd] != nullptr) ++fd;
+  if (fd >= static_cast<std::size_t>(kMaxFiles)) {
+    mem::fput(f);
+    return -EMFILE;
+  }
+  try {
+    if (fd == open.size()) open.push_back(nullptr);
+  } catch (const std::bad_alloc&) {
+    mem::fput(f);
+    return -ENOMEM;
+  }
+  open[fd] = f;
+  return static_cast<int>(fd);
+}
+
+int AddressSpace::memfd_create(const std::string& name) {
+  if (name.size() > 249) return -EINVAL;  // MFD_NAME_MAX_LEN
+  mem::File* f = mem::memfd_create(mm_->phys, name);
+  if (f == nullptr) return -ENOMEM;
+  return files_->install(f);
+}
+
+int AddressSpace::send_file(int fd, AddressSpace& to) {
+  mem::File* f = files_->get(fd);
+  if (f == nullptr) return -EBADF;
+  if (to.mm_->phys != mm_->phys) {
+    mem::fput(f);
+    return -EXDEV;
+  }
+  return to.files_->install(f);
+}
+
+int AddressSpace::ftruncate(int fd, std::int64_t length) {
+  FileRef file{files_->get(fd)};
+  if (file.f == nullptr) return -EBADF;
+  if (length < 0) return -EINVAL;
+  std::lock_guard<std::mutex> g(file.f->size_lock);
+  return mm::shmem_truncate(file.f, static_cast<std::uint64_t>(length));
+}
+
+long AddressSpace::pwrite(int fd, const void* buf, std::uint64_t n, std::int64_t offset) {
+  FileRef file{files_->get(fd)};
+  if (file.f == nullptr) return -EBADF;
+  if (offset < 0) return -EINVAL;
+  const auto off = static_cast<std::uint64_t>(offset);
+  if (n > static_cast<std::uint64_t>(INT64_MAX) - off) return -EFBIG;  // past MAX_LFS_FILESIZE
+  std::lock_guard<std::mutex> g(file.f->size_lock);
+  return mem::shmem_write(file.f, buf, n, off);
+}
+
+long AddressSpace::pread(int fd, void* buf, std::uint64_t n, std::int64_t offset) {
+  FileRef file{files_->get(fd)};
+  if (file.f == nullptr) return -EBADF;
+  if (offset < 0) return -EINVAL;
+  return mem::shmem_read(file.f, buf, n, static_cast<std::uint64_t>(offset));
+}
+
+int AddressSpace::close(int fd) {
+  mem::File* f = nullptr;
+  {
+    std::lock_guard<std::mutex> g(files_->lock);
+    if (fd < 0 || static_cast<std::size_t>(fd) >= files_->open.size()) return -EBADF;
+    std::swap(f, files_->open[static_cast<std::size_t>(fd)]);
+  }
+  if (f == nullptr) return -EBADF;
+  mem::fput(f);
+  return 0;
+}
+
+int AddressSpace::msync(std::uint64_t addr, std::uint64_t len, int flags) {
+  return mm::do_msync(mm_.get(), addr, len, flags);
 }
 
 int AddressSpace::munmap(std::uint64_t addr, std::uint64_t len) {
@@ -260,18 +373,20 @@ std::string AddressSpace::smaps() const {
     // Resident pages (the zero page is not a "normal" page: not counted)
     // and their proportional share: a page mapped n times counts 1/n,
     // summed with 12 fraction bits as Linux's PSS_SHIFT.
-    std::uint64_t rss = 0, pss = 0;
+    std::uint64_t rss = 0, pss = 0, anon = 0;
     {
       rcu::ReadGuard rcu;
       for (std::uint64_t a = v->vm_start; a < v->vm_end; a += mm::kPageSize) {
         mem::pte_t pte = m->pgtables.lookup(a);
         if (!mem::pte_present(pte) || mem::pte_pfn(pte) == m->phys->zero_pfn()) continue;
         ++rss;
-        const int mapcount = m->phys->frame(mem::pte_pfn(pte)).mapcount.load(std::memory_order_relaxed);
+        const mem::Frame& fr = m->phys->frame(mem::pte_pfn(pte));
+        // Anonymous: private pages (a private file mapping's copies too).
+        if (fr.mapping.load(std::memory_order_relaxed) & mem::kMappingAnon) ++anon;
+        const int mapcount = fr.mapcount.load(std::memory_order_relaxed);
         pss += (mm::kPageSize << 12) / static_cast<std::uint64_t>(mapcount > 1 ? mapcount : 1);
       }
     }
-    const std::uint64_t anon = v->vm_file == nullptr ? rss : 0;
     const std::uint64_t locked = (v->vm_flags & mm::VM_LOCKED) ? pss >> 12 : 0;  // bytes
     char buf[256];
     std::snprintf(buf, sizeof buf,

@@ -20,6 +20,7 @@
 // is pinned with a reference first.
 #include "fault/fault.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -199,7 +200,13 @@ unsigned do_wp_page(Vmf& f, mem::PteTable* table, pte_t orig) {
     if (zero) {
       mm->rss_anon.fetch_add(1, std::memory_order_relaxed);
     } else {
-      phys->frame(old).mapcount.fetch_sub(1, std::memory_order_relaxed);
+      mem::Frame& ofr = phys->frame(old);
+      if (!(ofr.mapping.load(std::memory_order_relaxed) & mem::kMappingAnon)) {
+        // A file page of a private mapping gives way to its copy.
+        mm->rss_shmem.fetch_sub(1, std::memory_order_relaxed);
+        mm->rss_anon.fetch_add(1, std::memory_order_relaxed);
+      }
+      ofr.mapcount.fetch_sub(1, std::memory_order_relaxed);
       phys->put(old);  // the old PTE's reference
     }
     installed = true;
@@ -213,27 +220,81 @@ unsigned do_wp_page(Vmf& f, mem::PteTable* table, pte_t orig) {
   return kFaultDone;
 }
 
-// Shared anonymous memory: the page comes from the shmem object's cache.
+// Linux do_fault_around() / filemap_map_pages(): after a read fault on a
+// file, map the pages around it that the file already caches, so that
+// touching them does not fault (fault_around_bytes, 64 KiB: the aligned
+// 16-page window around the address, clamped to the VMA and the PTE
+// table).  Only empty PTEs are filled, only with cached pages inside the
+// file's size, each under the PTE lock after the cache still holds it (as
+// a truncate drops pages from the cache before it unmaps under this lock,
+// it unmaps what we map here).  Shared mappings map them as the faulting
+// page is mapped; private ones read-only (a write copies).
+constexpr std::uint64_t kFaultAroundPages = 16;
+
+void do_fault_around(Vmf& f, mem::PteTable* table) {
+  MmStruct* mm = f.mm;
+  mem::PhysMem* phys = mm->phys;
+  const Vma* vma = f.vma;
+  const std::uint64_t pte_off = (f.addr >> mem::kPageShift) & (mem::kEntriesPerTable - 1);
+  const std::uint64_t vma_off = (f.addr - vma->vm_start) >> mem::kPageShift;
+  const std::uint64_t from = std::max(pte_off & ~(kFaultAroundPages - 1), pte_off - std::min(pte_off, vma_off));
+  const std::uint64_t to = std::min({from + kFaultAroundPages, std::uint64_t{mem::kEntriesPerTable},
+                                     pte_off + vma->pages() - vma_off});
+  const std::uint64_t table_base = f.addr & ~(mem::kPteTableSpan - 1);
+  const bool writable = (vma->vm_flags & mm::VM_SHARED) && (vma->vm_flags & mm::VM_WRITE);
+  mem::File* file = vma->vm_file;
+  SpinLock& ptl = mem::PageTables::pte_lock(table);
+  std::int64_t mapped = 0;
+  ptl.lock();
+  file->i_pages.lock();  // once for the window (inside the PTE lock, as always)
+  const std::uint64_t size_pages = file->size_pages();
+  for (std::uint64_t i = from; i < to; ++i) {
+    const std::uint64_t va = table_base + (i << mem::kPageShift);
+    std::atomic<pte_t>& slot = mem::PageTables::pte_slot(table, va);
+    if (i == pte_off || !mem::pte_none(slot.load(std::memory_order_relaxed))) continue;
+    const std::uint64_t index = mm::linear_page_index(vma, va);
+    if (index >= size_pages) break;
+    const pfn_t pfn = file->pages.find(index);
+    if (pfn == mem::kNoFrame) continue;
+    phys->get(pfn);  // the PTE's reference
+    // Release: as for every PTE install.
+    slot.store(mem::pte_mkyoung(mem::make_pte(pfn, writable)), std::memory_order_release);
+    phys->frame(pfn).mapcount.fetch_add(1, std::memory_order_relaxed);
+    ++mapped;
+  }
+  file->i_pages.unlock();
+  ptl.unlock();
+  if (mapped != 0) mm->rss_shmem.fetch_add(mapped, std::memory_order_relaxed);
+}
+
+// Pages of a file (shmem: shared anonymous memory, memfds): they come from
+// the file's page cache.
 //
 // The frame is taken from the cache without the PTE lock, so a hole punched
-// meanwhile (MADV_REMOVE: shmem_truncate_range, then a zap that finds no
-// PTE yet) would leave us mapping a frame the object no longer has: stale
-// data after MADV_REMOVE returned, and later writes lost.  Linux closes
-// this with the folio lock and the truncate-time unmap; here the PTE is
-// installed only if, under the PTE lock, the cache still holds that frame
-// (the truncation removes it first and zaps under this PTE lock after, so
-// either we see it gone, or its zap sees our PTE).  Otherwise: again.
-unsigned do_shared_fault(Vmf& f, mem::PteTable* table) {
+// or a truncate meanwhile (MADV_REMOVE, ftruncate: the cache drops the page,
+// then a zap that finds no PTE yet) would leave us mapping a frame the file
+// no longer has: stale data after the call returned, later writes lost,
+// or a page past EOF.  Linux closes this with the folio lock and the
+// truncate-time unmap; here the PTE is installed only if, under the PTE
+// lock, the cache still holds that frame (the truncation removes it first
+// and zaps under this PTE lock after, so either we see it gone, or its zap
+// sees our PTE).  Otherwise: again; a page the size no longer covers is
+// SIGBUS (shmem_get_page checks the size under the cache's lock).
+//
+// Shared mappings map the cache's frame (writable where the VMA is);
+// private ones map it read-only on a read fault (do_read_fault) and copy
+// it into an anonymous page on a write (do_cow_fault).
+unsigned do_read_fault(Vmf& f, mem::PteTable* table) {
   MmStruct* mm = f.mm;
   mem::PhysMem* phys = mm->phys;
   std::atomic<pte_t>& slot = mem::PageTables::pte_slot(table, f.addr);
   SpinLock& ptl = mem::PageTables::pte_lock(table);
   mem::File* file = f.vma->vm_file;
   const std::uint64_t index = mm::linear_page_index(f.vma, f.addr);
-  if (index >= file->size_pages) return kFaultSigbus;  // past the object's end (shmem_fault)
   pfn_t pfn;
   for (;;) {
     pfn = mem::shmem_get_page(file, index);
+    if (pfn == mem::kBeyondEof) return kFaultSigbus;  // past the file's end (shmem_fault)
     if (pfn == mem::kNoFrame) return kFaultOom;
     FAULT_HOOK(shared_page_taken);
     ptl.lock();
@@ -241,7 +302,8 @@ unsigned do_shared_fault(Vmf& f, mem::PteTable* table) {
     ptl.unlock();
     phys->put(pfn);  // truncated while we were not looking
   }
-  const bool writable = (f.vma->vm_flags & mm::VM_WRITE) != 0;
+  const bool shared = (f.vma->vm_flags & mm::VM_SHARED) != 0;
+  const bool writable = shared && (f.vma->vm_flags & mm::VM_WRITE) != 0;
   bool keep = false;
   pte_t cur = slot.load(std::memory_order_relaxed);
   if (mem::pte_none(cur)) {
@@ -254,7 +316,53 @@ unsigned do_shared_fault(Vmf& f, mem::PteTable* table) {
   }
   ptl.unlock();
   if (!keep) phys->put(pfn);
+  if (!f.write) do_fault_around(f, table);  // Linux faults around on read faults only
   return kFaultDone;
+}
+
+// A write to a private file mapping where no page is mapped: copy the
+// file's page into a new anonymous page (Linux do_cow_fault).
+unsigned do_cow_fault(Vmf& f, mem::PteTable* table) {
+  MmStruct* mm = f.mm;
+  mem::PhysMem* phys = mm->phys;
+  std::atomic<pte_t>& slot = mem::PageTables::pte_slot(table, f.addr);
+  SpinLock& ptl = mem::PageTables::pte_lock(table);
+  mem::File* file = f.vma->vm_file;
+  const std::uint64_t index = mm::linear_page_index(f.vma, f.addr);
+  if (unsigned r = vmf_anon_prepare(f)) return r;
+  for (;;) {
+    const pfn_t src = mem::shmem_get_page(file, index);
+    if (src == mem::kBeyondEof) return kFaultSigbus;
+    if (src == mem::kNoFrame) return kFaultOom;
+    const pfn_t fresh = alloc_page(mm, /*zeroed=*/false);
+    if (fresh == mem::kNoFrame) {
+      phys->put(src);
+      return kFaultOom;
+    }
+    std::memcpy(phys->addr(fresh), phys->addr(src), mem::kFrameSize);
+    FAULT_HOOK(shared_page_taken);
+    set_anon_rmap(mm, f, fresh);
+    bool installed = false, again = false;
+    ptl.lock();
+    if (mem::pte_none(slot.load(std::memory_order_relaxed))) {
+      // A copy of a page the cache no longer holds (truncated or punched
+      // meanwhile) must not appear after that call returned: again.
+      if (mem::shmem_page_cached(file, index, src)) {
+        slot.store(mem::pte_mkdirty(mem::pte_mkyoung(mem::make_pte(fresh, true))), std::memory_order_release);
+        mm->rss_anon.fetch_add(1, std::memory_order_relaxed);
+        installed = true;
+      } else {
+        again = true;
+      }
+    }
+    ptl.unlock();
+    phys->put(src);
+    if (!installed) {
+      phys->frame(fresh).mapcount.store(0, std::memory_order_relaxed);
+      phys->put(fresh);
+    }
+    if (!again) return kFaultDone;
+  }
 }
 
 // Would Linux take the huge-page (PMD) fault path here?  Private
@@ -296,10 +404,14 @@ unsigned handle_mm_fault(Vmf& f) {
   // is found by the re-check under the PTE lock (it is not pte_none), and
   // the retried access faults here.
   if (mem::pte_is_guard(orig)) return kFaultSigsegv;
-  if (!mem::pte_present(orig))
-    return f.vma->vm_file != nullptr ? do_shared_fault(f, table) : do_anonymous_page(f, table);
+  const bool file = f.vma->vm_file != nullptr;
+  const bool shared = (f.vma->vm_flags & mm::VM_SHARED) != 0;
+  if (!mem::pte_present(orig)) {
+    if (!file) return do_anonymous_page(f, table);
+    return f.write && !shared ? do_cow_fault(f, table) : do_read_fault(f, table);
+  }
   if (!mem::pte_user(orig) || (f.write && !mem::pte_write(orig))) {
-    if (f.vma->vm_file != nullptr) return do_shared_fault(f, table);
+    if (file && shared) return do_read_fault(f, table);
     if (f.write) return do_wp_page(f, table, orig);
     // A readable page whose PTE lost its access bit: bring it back.
     SpinLock& ptl = mem::PageTables::pte_lock(table);

@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: MIT
 #include "mem/file.h"
 
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <new>
 #include <vector>
 
@@ -8,28 +11,135 @@
 
 namespace vmspace::mem {
 
-File* shmem_zero_setup(PhysMem* phys, std::uint64_t pages) {
-  // Inode numbers only need to be distinct.
-  static std::atomic<std::uint64_t> next_ino{1};
+pfn_t PageCache::insert(std::uint64_t index, pfn_t pfn) {
+  std::unique_ptr<Chunk>& c = chunks_[index / kChunk];
+  if (c == nullptr) c = std::make_unique<Chunk>();
+  pfn_t& slot = c->e[index % kChunk];
+  if (slot == kNoFrame) {
+    slot = pfn;
+    ++c->used;
+  }
+  return slot;
+}
+
+void PageCache::erase_range(std::uint64_t first, std::uint64_t last, std::vector<pfn_t>& out) {
+  for (auto it = chunks_.begin(); it != chunks_.end();) {
+    const std::uint64_t base = it->first * kChunk;
+    Chunk& c = *it->second;
+    if (base + kChunk > first && base < last) {
+      const std::uint64_t lo = std::max(first, base) - base, hi = std::min(last - base, kChunk);
+      for (std::uint64_t i = lo; i < hi; ++i)
+        if (c.e[i] != kNoFrame) {
+          out.push_back(c.e[i]);
+          c.e[i] = kNoFrame;
+          --c.used;
+        }
+    }
+    it = c.used == 0 ? chunks_.erase(it) : std::next(it);
+  }
+}
+
+namespace {
+
+// Inode numbers only need to be distinct.
+std::atomic<std::uint64_t> next_ino{1};
+
+File* new_shmem_file(PhysMem* phys, std::string name, std::uint64_t bytes) {
   if (fail_nth::should_fail(fail_nth::Site::file)) return nullptr;  // injected (tests)
   try {
-    File* f = new File(next_ino.fetch_add(1, std::memory_order_relaxed), 0, 1, "/dev/zero (deleted)", true, phys);
-    f->size_pages = pages;
+    File* f = new File(next_ino.fetch_add(1, std::memory_order_relaxed), 0, 1, std::move(name), true, phys);
+    f->i_size.store(bytes, std::memory_order_relaxed);
     return f;
   } catch (const std::bad_alloc&) {
     return nullptr;
   }
 }
 
+}  // namespace
+
+File* shmem_zero_setup(PhysMem* phys, std::uint64_t pages) {
+  return new_shmem_file(phys, "/dev/zero (deleted)", pages * kFrameSize);
+}
+
+File* memfd_create(PhysMem* phys, const std::string& name) {
+  return new_shmem_file(phys, "/memfd:" + name + " (deleted)", 0);
+}
+
+std::uint64_t file_set_size(File* f, std::uint64_t bytes) {
+  f->i_pages.lock();
+  const std::uint64_t old = f->i_size.load(std::memory_order_relaxed);
+  f->i_size.store(bytes, std::memory_order_release);
+  f->i_pages.unlock();
+  return old;
+}
+
+void shmem_zero_tail(File* f, std::uint64_t index, std::uint64_t from) {
+  if (from >= kFrameSize) return;
+  f->i_pages.lock();
+  const pfn_t pfn = f->pages.find(index);
+  if (pfn != kNoFrame) f->phys->get(pfn);
+  f->i_pages.unlock();
+  if (pfn == kNoFrame) return;
+  // Mapped readers may race with this (as they race with any store).
+  std::memset(static_cast<unsigned char*>(f->phys->addr(pfn)) + from, 0, kFrameSize - from);
+  f->phys->put(pfn);
+}
+
+long shmem_write(File* f, const void* buf, std::uint64_t n, std::uint64_t off) {
+  const auto* src = static_cast<const unsigned char*>(buf);
+  std::uint64_t done = 0;
+  // Grow first, so that the pages written are inside the size.
+  f->i_pages.lock();
+  if (off + n > f->i_size.load(std::memory_order_relaxed)) f->i_size.store(off + n, std::memory_order_release);
+  f->i_pages.unlock();
+  while (done < n) {
+    const std::uint64_t pos = off + done, in = pos % kFrameSize;
+    const std::uint64_t chunk = std::min<std::uint64_t>(n - done, kFrameSize - in);
+    pfn_t pfn = shmem_get_page(f, pos / kFrameSize);
+    if (pfn == kBeyondEof) break;  // truncated meanwhile
+    if (pfn == kNoFrame) return done != 0 ? static_cast<long>(done) : -ENOMEM;
+    std::memcpy(static_cast<unsigned char*>(f->phys->addr(pfn)) + in, src + done, chunk);
+    f->phys->put(pfn);
+    done += chunk;
+  }
+  return static_cast<long>(done);
+}
+
+long shmem_read(File* f, void* buf, std::uint64_t n, std::uint64_t off) {
+  auto* dst = static_cast<unsigned char*>(buf);
+  const std::uint64_t size = f->i_size.load(std::memory_order_acquire);
+  if (off >= size) return 0;
+  n = std::min(n, size - off);
+  for (std::uint64_t done = 0; done < n;) {
+    const std::uint64_t pos = off + done, in = pos % kFrameSize;
+    const std::uint64_t chunk = std::min<std::uint64_t>(n - done, kFrameSize - in);
+    f->i_pages.lock();
+    const pfn_t pfn = f->pages.find(pos / kFrameSize);
+    if (pfn != kNoFrame) f->phys->get(pfn);
+    f->i_pages.unlock();
+    if (pfn == kNoFrame) {
+      std::memset(dst + done, 0, chunk);  // a hole reads as zeros
+    } else {
+      std::memcpy(dst + done, static_cast<unsigned char*>(f->phys->addr(pfn)) + in, chunk);
+      f->phys->put(pfn);
+    }
+    done += chunk;
+  }
+  return static_cast<long>(n);
+}
+
 File::~File() {
-  for (auto& [index, pfn] : pages) phys->put(pfn);
+  pages.for_each([&](pfn_t pfn) { phys->put(pfn); });
   if (acct) acct->fetch_sub(static_cast<std::int64_t>(acct_pages), std::memory_order_relaxed);
 }
 
 pfn_t shmem_get_page(File* f, std::uint64_t index) {
   f->i_pages.lock();
-  if (auto it = f->pages.find(index); it != f->pages.end()) {
-    pfn_t pfn = it->second;
+  if (index >= f->size_pages()) {
+    f->i_pages.unlock();
+    return kBeyondEof;
+  }
+  if (const pfn_t pfn = f->pages.find(index); pfn != kNoFrame) {
     f->phys->get(pfn);
     f->i_pages.unlock();
     return pfn;
@@ -42,18 +152,28 @@ pfn_t shmem_get_page(File* f, std::uint64_t index) {
   fr.mapping.store(reinterpret_cast<std::uintptr_t>(f), std::memory_order_relaxed);
   fr.index.store(index, std::memory_order_relaxed);
   f->i_pages.lock();
-  auto [it, inserted] = f->pages.emplace(index, fresh);
-  pfn_t pfn = it->second;
+  if (index >= f->size_pages()) {  // truncated while we allocated
+    f->i_pages.unlock();
+    f->phys->put(fresh);
+    return kBeyondEof;
+  }
+  pfn_t pfn;
+  try {
+    pfn = f->pages.insert(index, fresh);
+  } catch (const std::bad_alloc&) {
+    f->i_pages.unlock();
+    f->phys->put(fresh);
+    return kNoFrame;
+  }
   f->phys->get(pfn);  // the caller's reference (the cache keeps the first)
   f->i_pages.unlock();
-  if (!inserted) f->phys->put(fresh);  // lost a race: somebody else cached one
+  if (pfn != fresh) f->phys->put(fresh);  // lost a race: somebody else cached one
   return pfn;
 }
 
 bool shmem_page_cached(File* f, std::uint64_t index, pfn_t pfn) {
   f->i_pages.lock();
-  auto it = f->pages.find(index);
-  const bool cached = it != f->pages.end() && it->second == pfn;
+  const bool cached = f->pages.find(index) == pfn;
   f->i_pages.unlock();
   return cached;
 }
@@ -61,14 +181,7 @@ bool shmem_page_cached(File* f, std::uint64_t index, pfn_t pfn) {
 void shmem_truncate_range(File* f, std::uint64_t first, std::uint64_t last) {
   std::vector<pfn_t> dropped;
   f->i_pages.lock();
-  for (auto it = f->pages.begin(); it != f->pages.end();) {
-    if (it->first >= first && it->first < last) {
-      dropped.push_back(it->second);
-      it = f->pages.erase(it);
-    } else {
-      ++it;
-    }
-  }
+  f->pages.erase_range(first, last, dropped);
   f->i_pages.unlock();
   for (pfn_t p : dropped) f->phys->put(p);
 }

@@ -7,9 +7,11 @@
 // so every mapping of it (and every fault) sees the same frames.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -24,6 +26,44 @@ struct Vma;  // the mm layer's VMA; the file only keeps pointers (i_mmap)
 
 namespace vmspace::mem {
 
+// A file's page cache: page index -> frame, in chunks of 512 indices (one
+// hash lookup per 2 MiB of file; the entries of a chunk are contiguous, so
+// a walk over neighbouring pages, as fault-around does, touches a cache
+// line per 8 pages).  Not thread-safe: File::i_pages guards it.
+class PageCache {
+ public:
+  // The frame at `index`, or kNoFrame.
+  pfn_t find(std::uint64_t index) const {
+    const Chunk* c = chunk(index);
+    return c != nullptr ? c->e[index % kChunk] : kNoFrame;
+  }
+  // Insert `pfn` at `index` unless a frame is there: returns the frame
+  // now cached there (ours or the one found).  Throws std::bad_alloc.
+  pfn_t insert(std::uint64_t index, pfn_t pfn);
+  // Remove the frames at indices [first, last) into `out`.
+  void erase_range(std::uint64_t first, std::uint64_t last, std::vector<pfn_t>& out);
+  // Every cached frame (destruction).
+  template <class Fn>
+  void for_each(Fn&& fn) const {
+    for (const auto& [base, c] : chunks_)
+      for (pfn_t p : c->e)
+        if (p != kNoFrame) fn(p);
+  }
+
+ private:
+  static constexpr std::uint64_t kChunk = 512;
+  struct Chunk {
+    Chunk() { e.fill(kNoFrame); }
+    std::array<pfn_t, kChunk> e;
+    unsigned used = 0;
+  };
+  const Chunk* chunk(std::uint64_t index) const {
+    auto it = chunks_.find(index / kChunk);
+    return it != chunks_.end() ? it->second.get() : nullptr;
+  }
+  std::unordered_map<std::uint64_t, std::unique_ptr<Chunk>> chunks_;
+};
+
 struct File {
   File(std::uint64_t ino_, unsigned major, unsigned minor, std::string name_, bool shmem_, PhysMem* phys_)
       : ino(ino_), dev_major(major), dev_minor(minor), name(std::move(name_)), shmem(shmem_), phys(phys_) {}
@@ -37,10 +77,21 @@ struct File {
   const std::string name;  // as /proc/self/maps prints it
   const bool shmem;
   PhysMem* const phys;
-  // The object's size in pages (i_size): a fault at or past it is SIGBUS.
-  // A shmem object behind MAP_SHARED|MAP_ANONYMOUS has the size of the
-  // mmap that made it; a mapping grown by mremap extends past it.
-  std::uint64_t size_pages = 0;
+  // The object's size in bytes (i_size): a fault on a page wholly at or
+  // past it is SIGBUS.  A shmem object behind MAP_SHARED|MAP_ANONYMOUS has
+  // the size of the mmap that made it (a mapping grown by mremap extends
+  // past it); a memfd's changes with ftruncate.  Written under i_pages
+  // (file_set_size), so that a page is never added to the cache at or past
+  // the size once the size is smaller (shmem_get_page checks under the
+  // same lock); read without it where a stale size is re-checked later.
+  std::atomic<std::uint64_t> i_size{0};
+  // Serializes the size changes of ftruncate and of writes that extend
+  // the file (Linux's inode lock).  Taken before any other lock.
+  std::mutex size_lock;
+  std::uint64_t size_pages() const {
+    const std::uint64_t b = i_size.load(std::memory_order_acquire);
+    return (b >> 12) + ((b & 4095) != 0 ? 1 : 0);
+  }
 
   // References: one per VMA mapping the file.  get/put are atomic; the
   // last put frees the File (VMAs are freed after an RCU grace period, so
@@ -57,7 +108,7 @@ struct File {
   // by i_pages (class frame_lock: innermost; never allocate or free frames
   // while holding it, PhysMem's own lock is of the same class).
   SpinLock i_pages{LockClass::frame_lock};
-  std::unordered_map<std::uint64_t, pfn_t> pages;
+  PageCache pages;
 
   // The VMAs that map this file (Linux's address_space->i_mmap), for the
   // reverse map of file pages.  Write: linking and unlinking VMAs, and
@@ -73,11 +124,30 @@ struct File {
 // A new shmem object of `pages` pages for one MAP_SHARED|MAP_ANONYMOUS
 // mmap(); nullptr when out of memory.
 File* shmem_zero_setup(PhysMem* phys, std::uint64_t pages);
+// A new empty memfd (Linux memfd_create: a shmem file named
+// "/memfd:NAME (deleted)" in /proc/self/maps); nullptr when out of memory.
+File* memfd_create(PhysMem* phys, const std::string& name);
+
+// Set the size (under i_pages).  Returns the old size.  Truncating the
+// cache and unmapping are the caller's (mm::shmem_setattr).
+std::uint64_t file_set_size(File* f, std::uint64_t bytes);
+// Zero bytes [from, 4096) of cached page `index`, if cached (the partial
+// last page after a truncate).
+void shmem_zero_tail(File* f, std::uint64_t index, std::uint64_t from);
+// Copy bytes between `buf` and the file at `off` through the page cache
+// (pages are allocated as needed when writing; reading a page not cached
+// reads zeros).  `n` is clipped to the size when reading; writing extends
+// the size.  Returns the count or -ENOMEM.
+long shmem_write(File* f, const void* buf, std::uint64_t n, std::uint64_t off);
+long shmem_read(File* f, void* buf, std::uint64_t n, std::uint64_t off);
 
 // The frame caching page `index` of `f`, allocated zero-filled on first
 // use, with one extra reference for the caller.  kNoFrame when out of
 // memory (it never waits for frames a grace period would free: callers
-// hold mm locks).
+// hold mm locks), kBeyondEof when the page lies wholly past the size
+// (checked under i_pages: after a truncate has set a smaller size, no
+// page past it is ever added again).
+inline constexpr pfn_t kBeyondEof = kNoFrame - 1;
 pfn_t shmem_get_page(File* f, std::uint64_t index);
 // Does `f` still cache `pfn` as page `index`?  (A fault re-checks this
 // under the PTE lock before mapping a frame it took from the cache.)

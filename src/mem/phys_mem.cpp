@@ -402,7 +402,7 @@ pfn_t PhysMem::pop_pool() {
   return pfn;
 }
 
-void PhysMem::push_pool(const pfn_t* pfns, std::size_t n) {
+void PhysMem::push_pool(const pfn_t* pfns, std::size_t n, bool from_inflight) {
   if (n == 0) return;
   pool_lock_.lock(kPoolSub);
 #ifdef VMSPACE_DEBUG_CHECKS
@@ -411,6 +411,11 @@ void PhysMem::push_pool(const pfn_t* pfns, std::size_t n) {
   std::memcpy(pool_.data() + pool_n_, pfns, n * sizeof(pfn_t));
   pool_n_ += n;
   pool_count_.store(pool_n_, std::memory_order_relaxed);
+  // Frames of a batch leave inflight_ as they enter the stack, in one
+  // pool_lock_ section: free_frames() (which reads both under it) never
+  // counts them twice.  Release: for ~PhysMem, the callback's last touch
+  // of *this is this section (it takes pool_lock_, then acquires).
+  if (from_inflight) inflight_.fetch_sub(n, std::memory_order_release);
   pool_lock_.unlock();
 }
 
@@ -531,21 +536,17 @@ void PhysMem::batch_done(rcu::Head* h) {
   PhysMem* pm = head->owner;
   constexpr std::size_t kChunk = 64;
   pfn_t buf[kChunk];
-  std::size_t k = 0, total = 0;
+  std::size_t k = 0;
   for (pfn_t p = static_cast<pfn_t>(head - pm->frames_); p != kNoFrame;) {
     pfn_t next = pm->frames_[p].next_free;
     buf[k++] = p;
     if (k == kChunk) {
-      pm->push_pool(buf, k);
-      total += k;
+      pm->push_pool(buf, k, /*from_inflight=*/true);
       k = 0;
     }
     p = next;
   }
-  pm->push_pool(buf, k);
-  total += k;
-  // Release: the callback's last touch of *pm; ~PhysMem acquires it.
-  pm->inflight_.fetch_sub(total, std::memory_order_release);
+  pm->push_pool(buf, k, /*from_inflight=*/true);  // the last touch of *pm
 }
 
 void PhysMem::flush_deferred() {
@@ -575,9 +576,13 @@ void PhysMem::drain_deferred() {
 }
 
 std::uint64_t PhysMem::free_frames() const {
-  std::uint64_t sum = pool_count_.load(std::memory_order_relaxed) +
-                      inflight_.load(std::memory_order_relaxed);
+  // Registry mutex: no stealer or exiting thread moves frames between the
+  // caches and the rest meanwhile.  pool_lock_: the stack and inflight_
+  // change together (push_pool).
   std::lock_guard<std::mutex> g(g_registry_mu);
+  pool_lock_.lock(kPoolSub);
+  std::uint64_t sum = pool_n_ + inflight_.load(std::memory_order_relaxed);
+  pool_lock_.unlock();
   for (const Cache* c : caches_)
     sum += c->n.load(std::memory_order_relaxed) + c->pend_n.load(std::memory_order_relaxed);
   return sum;

@@ -203,7 +203,7 @@ class PhysMem {
   void submit(Batch b);
   void refill(Cache* c);
   pfn_t pop_pool();
-  void push_pool(const pfn_t* pfns, std::size_t n);
+  void push_pool(const pfn_t* pfns, std::size_t n, bool from_inflight = false);
   std::uint64_t sweep(pfn_t* take);
   static void batch_done(rcu::Head* h);
   friend struct ThreadCaches;
@@ -224,7 +224,9 @@ class PhysMem {
   std::vector<pfn_t> pool_;
   std::size_t pool_n_ = 0;
   std::atomic<std::uint64_t> pool_count_{0};
-  // Frames in batches handed to rcu::call() whose callback has not run.
+  // Frames in batches handed to rcu::call() not yet back on the stack
+  // (decremented under pool_lock_ as each chunk is pushed; incremented
+  // atomically when a batch is submitted).
   std::atomic<std::uint64_t> inflight_{0};
   // Caches threads hold for this instance; guarded by the global registry
   // mutex (phys_mem.cpp).

@@ -64,6 +64,7 @@
 #include <cerrno>
 
 #include "mm/memory.h"
+#include "mm/truncate.h"
 #include "mm/mm.h"
 #include "mm/mmap_lock.h"
 #include "mm/rmap.h"
@@ -260,10 +261,9 @@ int madvise_content(Vma* vma, Vma** prev, std::uint64_t start, std::uint64_t end
       if (f & VM_LOCKED) return -EINVAL;
       if (vma->vm_file == nullptr) return -EINVAL;
       if (!((f & VM_SHARED) && (f & VM_MAYWRITE))) return -EACCES;
-      // Punch a hole in the shmem object, then drop the mappings of it
-      // (guard markers stay).
-      mem::shmem_truncate_range(vma->vm_file, linear_page_index(vma, start), linear_page_index(vma, end));
-      zap_vma_range(vma, start, end, ZapMarkers::keep);
+      // Punch a hole in the shmem file: its pages leave the cache and
+      // every mapping of it (private copies and guard markers stay).
+      shmem_punch_hole(vma->vm_file, linear_page_index(vma, start), linear_page_index(vma, end));
       return 0;
     case MADV_COLD:
       if (f & (VM_LOCKED | VM_PFNMAP | VM_HUGETLB)) return -EINVAL;

@@ -21,8 +21,12 @@ void unmap_pte(Vma* vma, mem::pte_t old) {
   mem::PhysMem* phys = mm->phys;
   const mem::pfn_t pfn = mem::pte_pfn(old);
   if (pfn == phys->zero_pfn()) return;
-  phys->frame(pfn).mapcount.fetch_sub(1, std::memory_order_relaxed);
-  (vma->vm_file != nullptr ? mm->rss_shmem : mm->rss_anon).fetch_sub(1, std::memory_order_relaxed);
+  mem::Frame& fr = phys->frame(pfn);
+  fr.mapcount.fetch_sub(1, std::memory_order_relaxed);
+  // A file's page, or an anonymous one (private mappings of files have
+  // both: their copies on write).
+  const bool anon = (fr.mapping.load(std::memory_order_relaxed) & mem::kMappingAnon) != 0;
+  (anon ? mm->rss_anon : mm->rss_shmem).fetch_sub(1, std::memory_order_relaxed);
   phys->put(pfn);
 }
 
@@ -38,6 +42,17 @@ bool exclusive_anon(mem::PhysMem* phys, mem::pfn_t pfn) {
 void zap_vma_range(Vma* vma, std::uint64_t start, std::uint64_t end, ZapMarkers markers) {
   vma->vm_mm->pgtables.zap_range(
       start, end, [&](std::uint64_t, mem::pte_t old) { unmap_pte(vma, old); }, markers == ZapMarkers::drop);
+}
+
+void zap_file_pages(Vma* vma, std::uint64_t start, std::uint64_t end) {
+  mem::PhysMem* phys = vma->vm_mm->phys;
+  vma->vm_mm->pgtables.for_each_present(start, end, [&](std::uint64_t, std::atomic<mem::pte_t>& slot, mem::pte_t old) {
+    const mem::pfn_t pfn = mem::pte_pfn(old);
+    if (pfn == phys->zero_pfn() || (phys->frame(pfn).mapping.load(std::memory_order_relaxed) & mem::kMappingAnon))
+      return;  // a private copy: stays
+    slot.store(0, std::memory_order_release);
+    unmap_pte(vma, old);
+  });
 }
 
 bool install_guard_range(Vma* vma, std::uint64_t start, std::uint64_t end) {

@@ -46,6 +46,13 @@ enum class ZapMarkers { drop, keep };
 void zap_vma_range(Vma* vma, std::uint64_t start, std::uint64_t end,
                    ZapMarkers markers = ZapMarkers::drop);
 
+// Remove the PTEs of [start, end) inside `vma` that map a file's pages,
+// leaving private copies (anonymous pages) and markers: a hole punched
+// into the file (Linux unmap_mapping_range without even_cows).  Needs the
+// VMA's range stable (mmap_lock, a VMA lock, or i_mmap_rwsem read for a
+// VMA found in the file's i_mmap).
+void zap_file_pages(Vma* vma, std::uint64_t start, std::uint64_t end);
+
 // MADV_GUARD_INSTALL's page-table work: guard markers over [start, end),
 // discarding the pages mapped there.  Same locking as zap_vma_range.
 // False when a page table could not be allocated.

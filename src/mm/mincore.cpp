@@ -35,7 +35,7 @@ constexpr std::uint64_t kChunkPages = 4096;
 // Is page `index` of the shmem object cached (mincore_page)?
 bool shmem_page_resident(mem::File* file, std::uint64_t index) {
   file->i_pages.lock();
-  const bool found = file->pages.find(index) != file->pages.end();
+  const bool found = file->pages.find(index) != mem::kNoFrame;
   file->i_pages.unlock();
   return found;
 }

@@ -12,15 +12,20 @@
 
 #include "mm/mm_types.h"
 
+namespace vmspace::mem {
+struct File;
+}
+
 namespace vmspace::mm {
 
-// mmap(2).  `fd` is ignored for MAP_ANONYMOUS; file mappings are not
-// supported yet (-EBADF, as for a descriptor that is not open).
+// mmap(2).  `file` is ignored for MAP_ANONYMOUS; without it, nullptr
+// stands for a descriptor that is not open (-EBADF).  The caller keeps
+// its reference to `file`; the new VMA takes its own.
 // When the mapping must be populated (MAP_POPULATE, MAP_LOCKED), returns
 // with *populate = its length and the mmap_lock DOWNGRADED TO READ: the
 // caller populates [result, result + *populate) and then unlocks it.
 // Otherwise *populate = 0 and no lock is held.
-long vm_mmap(MmStruct* mm, std::uint64_t addr, std::uint64_t len, int prot, int flags, int fd,
+long vm_mmap(MmStruct* mm, std::uint64_t addr, std::uint64_t len, int prot, int flags, mem::File* file,
              std::uint64_t off, std::uint64_t* populate);
 // munmap(2)
 int vm_munmap(MmStruct* mm, std::uint64_t start, std::uint64_t len);
@@ -28,6 +33,8 @@ int vm_munmap(MmStruct* mm, std::uint64_t start, std::uint64_t len);
 int do_mprotect(MmStruct* mm, std::uint64_t start, std::uint64_t len, int prot);
 // madvise(2)
 int do_madvise(MmStruct* mm, std::uint64_t start, std::uint64_t len, int behavior);
+// msync(2)
+int do_msync(MmStruct* mm, std::uint64_t start, std::uint64_t len, int flags);
 // mincore(2): one byte per page of [start, start + len) into vec (1 =
 // resident).  vec == nullptr stands for an unwritable user buffer (-EFAULT
 // at the first copy, after the VMA lookup, as Linux does for NULL).

@@ -125,9 +125,10 @@ vm_flags_t calc_vm_flag_bits(int flags) {
   return f;
 }
 
-// Linux __mmap_region() for anonymous memory.  Requires mmap W.
+// Linux __mmap_region(): anonymous memory, or `file` (a reference the
+// caller keeps) at page offset pgoff.  Requires mmap W.
 long mmap_region(MmStruct* mm, std::uint64_t addr, std::uint64_t len, vm_flags_t vm_flags,
-                 std::uint64_t pgoff) {
+                 std::uint64_t pgoff, mem::File* file_in) {
   const std::uint64_t end = addr + len;
   const std::uint64_t pglen = len >> kPageShift;
   // MAP_FIXED over existing mappings: split the edges and collect what is
@@ -155,7 +156,7 @@ long mmap_region(MmStruct* mm, std::uint64_t addr, std::uint64_t len, vm_flags_t
   }
   // A shared anonymous mapping's shmem object charges its whole size
   // unless MAP_NORESERVE (shmem_acct_size), until the object goes away.
-  const bool shmem_acct = (vm_flags & VM_SHARED) && !(vm_flags & VM_NORESERVE);
+  const bool shmem_acct = file_in == nullptr && (vm_flags & VM_SHARED) && !(vm_flags & VM_NORESERVE);
   if (shmem_acct && !vm_enough_memory(mm, pglen)) {
     if (charged != 0) vm_unacct_memory(mm, charged);
     return -ENOMEM;
@@ -168,14 +169,14 @@ long mmap_region(MmStruct* mm, std::uint64_t addr, std::uint64_t len, vm_flags_t
   // Out of memory from here on: give the charges back (a shmem object
   // gives its own back when freed) and leave the old mappings (with their
   // edge splits) in place, as Linux's vms_abort_munmap_vmas does.
-  mem::File* file = nullptr;
+  mem::File* file = mem::get_file(file_in);  // our reference, until the VMA has its own
   auto nomem = [&]() -> long {
     if (charged != 0) vm_unacct_memory(mm, charged);
     if (shmem_acct && file == nullptr) vm_unacct_memory(mm, pglen);
     mem::fput(file);
     return -ENOMEM;
   };
-  if (vm_flags & VM_SHARED) {
+  if (file == nullptr && (vm_flags & VM_SHARED)) {
     file = mem::shmem_zero_setup(mm->phys, pglen);
     if (file == nullptr) return nomem();
     if (shmem_acct) {
@@ -183,8 +184,13 @@ long mmap_region(MmStruct* mm, std::uint64_t addr, std::uint64_t len, vm_flags_t
       file->acct_pages = pglen;
     }
   }
-  Vma* vma = file == nullptr ? vma_merge_new_range(mm, prev, next, addr, end, vm_flags, nullptr, pgoff)
-                             : nullptr;
+  // A new shmem object (shared anonymous memory) merges with nothing; a
+  // file's mapping may extend a neighbour mapping it at the adjoining
+  // offsets.
+  Vma* vma = file == nullptr || file_in != nullptr
+                 ? vma_merge_new_range(mm, prev, next, addr, end, vm_flags, file, pgoff)
+                 : nullptr;
+  if (vma != nullptr) mem::fput(file);  // the merged VMA has its own
   if (vma == nullptr) {
     vma = vm_area_alloc(mm, addr, end, vm_flags, pgoff);
     if (vma == nullptr) return nomem();
@@ -274,15 +280,25 @@ long get_unmapped_area(MmStruct* mm, std::uint64_t addr, std::uint64_t len, int 
 
 namespace {
 
-// Linux do_mmap() for anonymous memory.  Requires mmap W.
-long do_mmap(MmStruct* mm, std::uint64_t addr, std::uint64_t len, int prot, int flags,
-             std::uint64_t* populate) {
+// The MAP_* flags Linux's mmap of a file knows without asking the file
+// (LEGACY_MAP_MASK): MAP_SHARED drops the others, MAP_SHARED_VALIDATE
+// refuses them.
+constexpr int kLegacyMapMask = MAP_SHARED | MAP_PRIVATE | MAP_FIXED | MAP_ANONYMOUS | MAP_DENYWRITE |
+                               MAP_EXECUTABLE | 0x4000000 /* MAP_UNINITIALIZED */ | MAP_GROWSDOWN | MAP_LOCKED |
+                               MAP_NORESERVE | MAP_POPULATE | MAP_NONBLOCK | MAP_STACK | MAP_HUGETLB;
+
+// Linux do_mmap(): anonymous memory, or `file` (memfds are opened
+// read-write and executable) at byte offset `off`.  Requires mmap W.
+long do_mmap(MmStruct* mm, mem::File* file, std::uint64_t addr, std::uint64_t len, int prot, int flags,
+             std::uint64_t off, std::uint64_t* populate) {
   *populate = 0;
   if (len == 0) return -EINVAL;
   if (flags & MAP_FIXED_NOREPLACE) flags |= MAP_FIXED;
   if (!(flags & MAP_FIXED)) addr = round_hint_to_min(mm, addr);
   len = page_align(len);
   if (len == 0) return -ENOMEM;
+  const std::uint64_t file_pgoff = off >> kPageShift;
+  if (file_pgoff + (len >> kPageShift) < file_pgoff) return -EOVERFLOW;  // offset overflow (anonymous too)
   if (mm->map_count > mm->max_map_count) return -ENOMEM;
 
   vm_flags_t vm_flags = calc_vm_prot_bits(prot) | pkey_flags_for(mm, prot) | calc_vm_flag_bits(flags) |
@@ -298,6 +314,31 @@ long do_mmap(MmStruct* mm, std::uint64_t addr, std::uint64_t len, int prot, int 
   if (!mlock_future_ok(mm, vm_flags, len)) return -EAGAIN;
 
   std::uint64_t pgoff;
+  if (file != nullptr) {
+    // file_mmap_ok(): the mapping must end within MAX_LFS_FILESIZE.
+    constexpr std::uint64_t kMaxLfs = static_cast<std::uint64_t>(INT64_MAX);
+    if (len > kMaxLfs || file_pgoff > ((kMaxLfs - len) >> kPageShift)) return -EOVERFLOW;
+    switch (flags & MAP_TYPE) {
+      case MAP_SHARED:
+        flags &= kLegacyMapMask;
+        [[fallthrough]];
+      case MAP_SHARED_VALIDATE:
+        if (flags & ~kLegacyMapMask) return -EOPNOTSUPP;
+        vm_flags |= VM_SHARED | VM_MAYSHARE;
+        [[fallthrough]];
+      case MAP_PRIVATE:
+        if (vm_flags & VM_GROWSDOWN) return -EINVAL;
+        break;
+      default:
+        return -EINVAL;
+    }
+    pgoff = file_pgoff;
+    if ((flags & MAP_NORESERVE) && mm->cfg.overcommit != Overcommit::never) vm_flags |= VM_NORESERVE;
+    r = mmap_region(mm, addr, len, vm_flags, pgoff, file);
+    if (r >= 0 && ((vm_flags & VM_LOCKED) || (flags & (MAP_POPULATE | MAP_NONBLOCK)) == MAP_POPULATE))
+      *populate = len;
+    return r;
+  }
   switch (flags & MAP_TYPE) {
     case MAP_SHARED:
       if (vm_flags & VM_GROWSDOWN) return -EINVAL;
@@ -319,7 +360,7 @@ long do_mmap(MmStruct* mm, std::uint64_t addr, std::uint64_t len, int prot, int 
   }
   if ((flags & MAP_NORESERVE) && mm->cfg.overcommit != Overcommit::never) vm_flags |= VM_NORESERVE;
 
-  r = mmap_region(mm, addr, len, vm_flags, pgoff);
+  r = mmap_region(mm, addr, len, vm_flags, pgoff, nullptr);
   if (r >= 0 && ((vm_flags & VM_LOCKED) || (flags & (MAP_POPULATE | MAP_NONBLOCK)) == MAP_POPULATE))
     *populate = len;
   return r;
@@ -327,15 +368,15 @@ long do_mmap(MmStruct* mm, std::uint64_t addr, std::uint64_t len, int prot, int 
 
 }  // namespace
 
-long vm_mmap(MmStruct* mm, std::uint64_t addr, std::uint64_t len, int prot, int flags, int fd,
+long vm_mmap(MmStruct* mm, std::uint64_t addr, std::uint64_t len, int prot, int flags, mem::File* file,
              std::uint64_t off, std::uint64_t* populate) {
-  (void)fd;
   *populate = 0;
   if (!page_aligned(off)) return -EINVAL;
-  if (!(flags & MAP_ANONYMOUS)) return -EBADF;  // no file descriptors yet
-  if (flags & MAP_HUGETLB) return -EINVAL;      // hugetlbfs is not modelled
+  if (flags & MAP_ANONYMOUS) file = nullptr;  // the descriptor is ignored
+  else if (file == nullptr) return -EBADF;
+  if (flags & MAP_HUGETLB) return -EINVAL;  // hugetlbfs is not modelled
   mmap_write_lock(mm);
-  long r = do_mmap(mm, addr, len, prot, flags, populate);
+  long r = do_mmap(mm, file, addr, len, prot, flags, off, populate);
   mm_debug_validate(mm);
   if (r >= 0 && *populate != 0) {
     // MAP_POPULATE / MAP_LOCKED: the caller faults the pages in under the

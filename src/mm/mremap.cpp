@@ -164,6 +164,12 @@ long move_vma(MmStruct* mm, Vma* vma, Remap& r) {
     if (charged != 0) vm_unacct_memory(mm, charged);
     return -ENOMEM;
   }
+  // A source that never had a page moves with "pgoff = address", so the
+  // destination can merge with the source itself (a move next to where
+  // it was): the merged VMA is the source from now on (Linux copy_vma's
+  // *vmap), and the old one may be gone.  DONTUNMAP then unlocks all of
+  // it, as Linux does.
+  if (r.addr >= nv->vm_start && r.addr < nv->vm_end) vma = nv;
   const vm_flags_t flags = vma->vm_flags;
   const std::uint64_t moved = move_pages(mm, vma, r.addr, r.new_addr, r.old_len);
   if (moved < r.old_len) {

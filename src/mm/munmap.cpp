@@ -43,6 +43,10 @@ void vms_complete_munmap_vmas(MmStruct* mm, const std::vector<Vma*>& vmas, bool 
   // only after the VMAs are unreachable and the PTEs are zapped).
   const std::uint64_t start = vmas.front()->vm_start, end = vmas.back()->vm_end;
   for (Vma* v : vmas) zap_vma_range(v, v->vm_start, v->vm_end);
+  // Out of the file's reverse map (Linux unlink_file_vma, inside
+  // free_pgtables) before any page table goes: a truncate walks the
+  // tables of the VMAs it finds there under i_mmap_rwsem alone.
+  for (Vma* v : vmas) vma_unlink_file(v);
   if (free_tables) {
     auto prev = mm->mm_mt.find_prev(start);
     auto next = mm->mm_mt.find_vma(end);
@@ -50,7 +54,6 @@ void vms_complete_munmap_vmas(MmStruct* mm, const std::vector<Vma*>& vmas, bool 
   }
   for (Vma* v : vmas) {
     if (v->vm_flags & VM_LOCKED) mm->locked_vm -= v->pages();
-    vma_unlink_file(v);  // Linux unlink_file_vma(): out of the file's reverse map
     // Still write-locked; detached before the mmap_lock write side ends.
     vma_mark_detached(v);
     mm->map_count--;

@@ -6,6 +6,9 @@
 // holds belongs to a class listed ABOVE it.  Try-locks may be taken out of
 // order (they cannot deadlock) and are then treated as held.
 //
+//   File::size_lock        per file (Linux's inode lock); std::mutex, not
+//                          checked by lockdep: ftruncate and a pwrite that
+//                          extends the file, never with an mm lock held
 //   mmap_lock              RwSemaphore, one per AddressSpace
 //     vma_lock             per-VMA lock.  Write side (vma_start_write) only
 //                          with mmap_lock held for write; read side

@@ -31,15 +31,16 @@ inline constexpr std::array kEnabledOps = {
     OpKind::kMmap,   OpKind::kMunmap,  OpKind::kMprotect, OpKind::kMadvise,  OpKind::kMaps,
     OpKind::kWrite,  OpKind::kRead,    OpKind::kMremap,   OpKind::kMlock,    OpKind::kMunlock,
     OpKind::kMlock2, OpKind::kMlockall, OpKind::kMunlockall, OpKind::kMseal, OpKind::kMincore,
+    OpKind::kFile,   OpKind::kFtruncate,
 };
 
 // The op kinds the generator can emit but does not by default: the library
-// does not pass them yet (files: the files issue; fork/use: the fork issue).
+// does not pass them yet (fork/use: the fork issue).
 // Enable one by moving it to kEnabledOps (fork and use belong together:
 // `use` only has other spaces to switch to after a `fork`). Every OpKind is
 // in exactly one of the two lists.
 inline constexpr std::array kPendingOps = {
-    OpKind::kFile, OpKind::kFtruncate, OpKind::kFork, OpKind::kUse,
+    OpKind::kFork, OpKind::kUse,
 };
 
 // The madvise advice the generator emits, and the advice it can emit but

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <fstream>
 #include <string>
 
@@ -32,8 +33,13 @@ AddressSpaceOptions host_like_options(LockMode mode) {
 
 OpResult VmspaceExecutor::mmap(uint64_t addr, uint64_t len, unsigned prot, unsigned flags,
                                const std::string* file, uint64_t offset) {
-  if (file != nullptr) return OpResult::unsupported();  // file mappings: not yet
-  long r = as_.mmap(addr, len, static_cast<int>(prot), mmap_flags_to_linux(flags), -1, offset);
+  int fd = -1;
+  if (file != nullptr) {
+    auto it = files_.find(*file);
+    if (it == files_.end()) return OpResult::error(EBADF);  // (well-formed scripts declare it)
+    fd = it->second;
+  }
+  long r = as_.mmap(addr, len, static_cast<int>(prot), mmap_flags_to_linux(flags), fd, offset);
   if (r < 0) return OpResult::error(static_cast<int>(-r));
   return OpResult::address(static_cast<uint64_t>(r));
 }
@@ -74,9 +80,31 @@ OpResult VmspaceExecutor::fork(const std::string&) { return OpResult::unsupporte
 OpResult VmspaceExecutor::use(const std::string& name) {
   return name == kMainSpace ? OpResult::ok() : OpResult::unsupported();
 }
-// Not in the library yet: reported as such, never skipped.
-OpResult VmspaceExecutor::file(const std::string&, uint64_t) { return OpResult::unsupported(); }
-OpResult VmspaceExecutor::ftruncate(const std::string&, uint64_t) { return OpResult::unsupported(); }
+// A declared file: a memfd of the space, sized and filled with the
+// pattern (i * 7 + 13) & 0xff, as the kernel side does.
+OpResult VmspaceExecutor::file(const std::string& name, uint64_t size) {
+  const int fd = as_.memfd_create(name);
+  if (fd < 0) return OpResult::error(-fd);
+  files_[name] = fd;
+  if (size > static_cast<uint64_t>(INT64_MAX)) return OpResult::error(EFBIG);
+  if (int r = as_.ftruncate(fd, static_cast<int64_t>(size)); r < 0) return OpResult::error(-r);
+  static unsigned char chunk[64 * 1024];
+  for (size_t i = 0; i < sizeof chunk; ++i) chunk[i] = static_cast<unsigned char>((i * 7 + 13) & 0xff);
+  for (uint64_t done = 0; done < size;) {
+    const uint64_t n = std::min<uint64_t>(size - done, sizeof chunk);
+    const long w = as_.pwrite(fd, chunk, n, static_cast<int64_t>(done));
+    if (w < 0) return OpResult::error(static_cast<int>(-w));
+    done += static_cast<uint64_t>(w);
+  }
+  return OpResult::ok();
+}
+
+OpResult VmspaceExecutor::ftruncate(const std::string& name, uint64_t size) {
+  auto it = files_.find(name);
+  if (it == files_.end()) return OpResult::error(EBADF);
+  if (size > static_cast<uint64_t>(INT64_MAX)) return OpResult::error(EINVAL);
+  return from_int(as_.ftruncate(it->second, static_cast<int64_t>(size)));
+}
 namespace {
 OpResult fault_result(const AccessResult& r) {
   switch (r.fault) {

@@ -2,6 +2,9 @@
 // `vmspace replay` can print its lines next to the host kernel's.
 #pragma once
 
+#include <map>
+#include <string>
+
 #include "opscript/runner.h"
 #include "vmspace/address_space.h"
 
@@ -37,6 +40,7 @@ class VmspaceExecutor final : public Executor {
 
  private:
   AddressSpace& as_;
+  std::map<std::string, int> files_;  // declared file -> the space's descriptor
 };
 
 // AddressSpace options that make the library behave like the host kernel

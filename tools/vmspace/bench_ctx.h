@@ -3,7 +3,7 @@
 // (modes, results, notes), units and address-space helpers, progress and
 // number formatting.  One workload family per file: bench_fault.cpp
 // (fault, fault-scaling, fault-churn), bench_vma.cpp (lookup, mmap),
-// bench_mremap.cpp (mremap); the
+// bench_mremap.cpp (mremap), bench_file.cpp (file-fault); the
 // report (table, targets, JSON, SVG) is bench_report.cpp.
 #pragma once
 
@@ -33,7 +33,8 @@ constexpr int kRW = PROT_READ | PROT_WRITE;
 constexpr int kAnonFixed = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED;
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-const std::vector<std::string> kWorkloads = {"fault", "fault-scaling", "fault-churn", "lookup", "mmap", "mremap"};
+const std::vector<std::string> kWorkloads = {"fault", "fault-scaling", "fault-churn", "lookup",
+                                             "mmap",  "mremap",        "file-fault"};
 
 #if defined(NDEBUG)
 constexpr bool kRelease = true;
@@ -114,6 +115,7 @@ void run_fault_churn(Ctx& c);
 void run_lookup(Ctx& c);
 void run_mmap(Ctx& c);
 void run_mremap(Ctx& c);
+void run_file_fault(Ctx& c);
 
 // ---- the report ----
 std::vector<Target> targets(const Ctx& c);

@@ -59,6 +59,12 @@ std::string note_for(const Ctx& c, const Result& r) {
   }
   if (w == "mmap" && r.mode != "kernel") return ratio(r.value / c.get(w, "kernel", "pairs_per_s")) + " kernel";
   if (w == "mremap" && r.mode != "kernel") return ratio(r.value / c.get(w, "kernel", r.metric)) + " kernel";
+  if (w == "file-fault" && r.mode == "kernel" && r.metric == "ns_per_page")
+    return ratio(r.value / c.get(w, "floor", "ns_per_page")) + " floor";
+  if (w == "file-fault" && r.mode != "kernel" && r.mode != "floor" && r.metric == "ns_per_page")
+    return ratio(c.get(w, "kernel", "ns_per_page") / r.value) + " faster than kernel, " +
+           ratio(r.value / c.get(w, r.mode, "anon_ns_per_fault")) + " of anon, " +
+           ratio(r.value / c.get(w, "floor", "ns_per_page")) + " floor";
   return "";
 }
 
@@ -98,6 +104,11 @@ std::vector<Target> targets(const Ctx& c) {
   add("mremap: per_vma_refcount pages/s / kernel pages/s (grow-by-move, aligned)", ">=",
       c.get("mremap", rc, "aligned_pages_per_s") / c.get("mremap", "kernel", "aligned_pages_per_s"), 3.0,
       "mremap (with kernel) not run");
+  const double ff_rc = c.get("file-fault", rc, "ns_per_page");
+  add("file-fault: per_vma_refcount ns/page / its anonymous fault", "<=",
+      ff_rc / c.get("file-fault", rc, "anon_ns_per_fault"), 1.2, "file-fault not run");
+  add("file-fault: kernel ns/page / per_vma_refcount ns/page", ">=",
+      c.get("file-fault", "kernel", "ns_per_page") / ff_rc, 3.0, "file-fault (with kernel) not run");
   return t;
 }
 

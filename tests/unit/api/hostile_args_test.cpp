@@ -150,9 +150,12 @@ const std::vector<LayoutMap>& layout() {
 // ---------------------------------------------------------------------------
 // The table.
 
-enum class Op : uint8_t { mmap, munmap, mprotect, madvise, mincore, brk, mlock, munlock, mlock2, mlockall, mseal, mremap };
+enum class Op : uint8_t {
+  mmap, munmap, mprotect, madvise, mincore, brk, mlock, munlock, mlock2, mlockall, mseal, mremap, msync
+};
 constexpr const char* kOpNames[] = {"mmap",  "munmap",  "mprotect", "madvise",  "mincore", "brk",
-                                    "mlock", "munlock", "mlock2",   "mlockall", "mseal",   "mremap"};
+                                    "mlock", "munlock", "mlock2",   "mlockall", "mseal",   "mremap",
+                                    "msync"};
 
 // mincore's vector: a buffer of kVecBytes, or NULL.
 enum : int { kVecBuffer = 0, kVecNull = 1 };
@@ -258,6 +261,7 @@ std::string case_text(const Case& c) {
     case Op::munlock: s += ")"; break;
     case Op::mlock2:
     case Op::mseal: s += ", flags " + hex(c.xflags) + ")"; break;
+    case Op::msync: s += ", " + int_text(c.flags) + ")"; break;
     case Op::mlockall: s = "mlockall(" + hex(c.xflags) + ")"; break;
     case Op::mremap:
       s += " -> " + hex(c.new_len) + ", " + mremap_flags_text(c.flags) + ", " + addr_text(c.new_addr) + ")";
@@ -510,6 +514,22 @@ std::vector<Case> build_table() {
     c.xflags = f;
     add(c);
   }
+  // msync: every address and length with each valid flag combination;
+  // the others (unknown bits, MS_ASYNC|MS_SYNC, none) on the pairs.
+  for (uint64_t a : addresses())
+    for (uint64_t l : lengths(a, false))
+      for (int f : {MS_SYNC, MS_ASYNC, MS_INVALIDATE, MS_SYNC | MS_INVALIDATE, MS_ASYNC | MS_INVALIDATE}) {
+        Case c{Op::msync, a, l};
+        c.flags = f;
+        add(c);
+      }
+  for (int f : {0, MS_ASYNC | MS_SYNC, MS_ASYNC | MS_SYNC | MS_INVALIDATE, 8, 0x10, 0x100, INT_MIN, -1})
+    for (Pair q : sweep_pairs()) {
+      Case c{Op::msync, q.addr, q.len};
+      c.flags = f;
+      add(c);
+    }
+
   // mseal: every address and length; flags (any is -EINVAL) on the pairs.
   for (uint64_t a : addresses())
     for (uint64_t l : lengths(a, false)) add({Op::mseal, a, l});
@@ -734,6 +754,7 @@ std::optional<Range> reach(const Case& c) {
     }
     case Op::mlockall:  // the whole process: runs in a child of its own (mlockall_skip)
     case Op::mincore:  // reads only (see mincore_reads)
+    case Op::msync:    // reads only (see msync_walks)
     case Op::brk:      // outside the window; the child guards its own heap (brk_moves_me)
       return std::nullopt;
   }
@@ -770,6 +791,19 @@ std::optional<Range> mincore_reads(const Case& c) {
   if (c.op != Op::mincore || c.addr % P != 0 || c.len == 0) return std::nullopt;
   if (c.addr + c.len < c.addr || c.addr + c.len > kTaskSize) return std::nullopt;
   return Range{c.addr, c.addr + page_align(c.len)};
+}
+
+// The range msync walks if it passes its argument checks (flags,
+// alignment, no wrap, not empty), or nullopt.  It only reads the VMAs
+// there; the child skips a case whose range holds one of its own.
+std::optional<Range> msync_walks(const Case& c) {
+  if (c.op != Op::msync) return std::nullopt;
+  const unsigned f = static_cast<unsigned>(c.flags);
+  if ((f & ~unsigned{MS_ASYNC | MS_INVALIDATE | MS_SYNC}) || c.addr % P != 0) return std::nullopt;
+  if ((f & MS_ASYNC) && (f & MS_SYNC)) return std::nullopt;
+  const uint64_t end = c.addr + page_align(c.len);
+  if (end <= c.addr) return std::nullopt;
+  return Range{c.addr, end};
 }
 
 // brk's argument on a side whose heap starts at `start` and whose break is
@@ -983,6 +1017,7 @@ long raw_call(const Case& c) {
     case Op::mlock2: r = ::syscall(SYS_mlock2, c.addr, c.len, c.xflags); break;
     case Op::mlockall: r = ::syscall(SYS_mlockall, static_cast<long>(static_cast<int>(static_cast<uint32_t>(c.xflags)))); break;
     case Op::mseal: r = ::syscall(SYS_mseal, c.addr, c.len, c.xflags); break;
+    case Op::msync: r = ::syscall(SYS_msync, c.addr, c.len, c.flags); break;
     case Op::mremap:
       if (c.seal_len != 0 && ::syscall(SYS_mseal, W + c.seal_off, c.seal_len, 0) != 0) return kSealFailed;
       r = ::syscall(SYS_mremap, c.addr, c.len, c.new_len, static_cast<long>(c.flags), c.new_addr);
@@ -1066,6 +1101,9 @@ void run_in_grandchild(Child& ch, size_t i, const Case& c) {
         if (!f.empty()) why = "would read the child's own mapping " + f;
         else if ((run->end - run->start) / P > kVecBytes) why = "would fill more than the vector";
       }
+    } else if (std::optional<Range> w = msync_walks(c)) {
+      const std::string f = ch.foreign_in(w->start, w->end);
+      if (!f.empty()) why = "would walk the child's own mapping " + f;
     } else if (c.op == Op::brk) {
       const uint64_t cur = static_cast<uint64_t>(::syscall(SYS_brk, 0));
       why = ch.brk_moves_me(brk_value(c, start_brk, cur), start_brk, cur);
@@ -1261,6 +1299,7 @@ long api_call(AddressSpace& as, const Case& c, uint64_t start_brk, std::string* 
     case Op::mlock2: return as.mlock2(c.addr, c.len, static_cast<unsigned>(c.xflags));
     case Op::mlockall: return as.mlockall(static_cast<int>(static_cast<uint32_t>(c.xflags)));
     case Op::mseal: return as.mseal(c.addr, c.len, c.xflags);
+    case Op::msync: return as.msync(c.addr, c.len, c.flags);
     case Op::mremap:
       if (c.seal_len != 0 && as.mseal(W + c.seal_off, c.seal_len, 0) != 0) return kSealFailed;
       return as.mremap(c.addr, c.len, c.new_len, c.flags, c.new_addr);

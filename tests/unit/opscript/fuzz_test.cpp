@@ -5,6 +5,8 @@
 
 #include <map>
 #include <set>
+#include <string>
+#include <string_view>
 
 #include <gtest/gtest.h>
 
@@ -84,8 +86,8 @@ TEST(opscript_fuzz, ValidAndRoundTrips) {
         ASSERT_TRUE(advice_enabled(op.advice)) << op_text(op);
       }
       if (op.kind == OpKind::kMmap) {
-        EXPECT_FALSE(op.has_file) << op_text(op);
-        EXPECT_TRUE(op.flags & mmap_flag::kAnon) << op_text(op);
+        // A file mapping names a file and is not anonymous; others are.
+        EXPECT_NE(op.has_file, static_cast<bool>(op.flags & mmap_flag::kAnon)) << op_text(op);
         EXPECT_EQ(op.flags & (mmap_flag::kPopulate | mmap_flag::kLocked) & ~kExtraMmapFlags, 0u) << op_text(op);
       }
     }
@@ -202,8 +204,17 @@ TEST(opscript_fuzz, CoversVersion11Cases) {
         "mremap fixed move", "use main", "op in a forked space", "nested fork", "guard then mprotect",
         "guard then dontneed", "guard then mremap", "guard then read/write", "dontunmap then refault",
         "seal then mprotect/munmap", "seal then madvise", "mlock then mremap", "dontneed then mincore",
-        "populate over ---", "read in main after a child wrote", "mlock across a hole"})
+        "populate over ---", "read in main after a child wrote", "mlock across a hole"}) {
+#if defined(__SANITIZE_ADDRESS__)
+    // Under AddressSanitizer the generator never asks for MCL_CURRENT
+    // (fuzz.cpp: the kernel side cannot lock the sanitizer's shadow).
+    if (std::string_view(what).starts_with("mlockall current")) {
+      EXPECT_EQ(seen[what], 0) << what;
+      continue;
+    }
+#endif
     EXPECT_GT(seen[what], 0) << what;
+  }
 }
 
 // fork and use are generated only when enabled; use only after a fork.

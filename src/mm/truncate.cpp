@@ -1,0 +1,57 @@
+// SPDX-License-Identifier: MIT
+#include "mm/truncate.h"
+
+#include <algorithm>
+#include <cerrno>
+
+#include "mm/memory.h"
+
+namespace vmspace::mm {
+
+namespace {
+thread_local const TruncateHooks* tls_truncate_hooks = nullptr;
+}  // namespace
+
+void set_truncate_hooks(const TruncateHooks* hooks) { tls_truncate_hooks = hooks; }
+
+void unmap_mapping_pages(mem::File* file, std::uint64_t first, std::uint64_t last, bool even_cows) {
+  if (first >= last) return;
+  file->i_mmap_rwsem.lock_shared();
+#if defined(VMSPACE_DEBUG_CHECKS)
+  if (const TruncateHooks* h = tls_truncate_hooks; h != nullptr && h->i_mmap_locked != nullptr)
+    h->i_mmap_locked(file, h->arg);
+#endif
+  for (Vma* v : file->i_mmap) {
+    const std::uint64_t lo = std::max(first, v->vm_pgoff);
+    const std::uint64_t hi = std::min(last, v->vm_pgoff + v->pages());
+    if (lo >= hi) continue;
+    const std::uint64_t start = v->vm_start + ((lo - v->vm_pgoff) << kPageShift);
+    const std::uint64_t end = v->vm_start + ((hi - v->vm_pgoff) << kPageShift);
+    // Private copies live only in private mappings.
+    if (even_cows || (v->vm_flags & VM_SHARED))
+      zap_vma_range(v, start, end, ZapMarkers::keep);
+    else
+      zap_file_pages(v, start, end);
+  }
+  file->i_mmap_rwsem.unlock_shared();
+}
+
+int shmem_truncate(mem::File* file, std::uint64_t size) {
+  if (size > static_cast<std::uint64_t>(INT64_MAX)) return -EINVAL;
+  const std::uint64_t old = mem::file_set_size(file, size);
+  if (size >= old) return 0;
+  const std::uint64_t first = (size + kPageSize - 1) >> kPageShift;
+  mem::shmem_truncate_range(file, first, UINT64_MAX);
+  unmap_mapping_pages(file, first, UINT64_MAX, /*even_cows=*/true);
+  // The bytes past the size in the last page read as zeros from now on
+  // (and again if the file grows).
+  if (size % kPageSize != 0) mem::shmem_zero_tail(file, size >> kPageShift, size % kPageSize);
+  return 0;
+}
+
+void shmem_punch_hole(mem::File* file, std::uint64_t first, std::uint64_t last) {
+  mem::shmem_truncate_range(file, first, last);
+  unmap_mapping_pages(file, first, last, /*even_cows=*/false);
+}
+
+}  // namespace vmspace::mm
