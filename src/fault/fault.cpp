@@ -263,8 +263,10 @@ void do_fault_around(Vmf& f, mem::PteTable* table) {
     ++mapped;
   }
   file->i_pages.unlock();
-  ptl.unlock();
+  // Under the PTE lock, as every path counts: a zap after the unlock
+  // subtracts what was added.
   if (mapped != 0) mm->rss_shmem.fetch_add(mapped, std::memory_order_relaxed);
+  ptl.unlock();
 }
 
 // Pages of a file (shmem: shared anonymous memory, memfds): they come from

@@ -12,12 +12,15 @@
 namespace vmspace::mem {
 
 pfn_t PageCache::insert(std::uint64_t index, pfn_t pfn) {
-  std::unique_ptr<Chunk>& c = chunks_[index / kChunk];
-  if (c == nullptr) c = std::make_unique<Chunk>();
-  pfn_t& slot = c->e[index % kChunk];
+  auto it = chunks_.find(index / kChunk);
+  if (it == chunks_.end()) {
+    auto fresh = std::make_unique<Chunk>();  // may throw: nothing changed yet
+    it = chunks_.emplace(index / kChunk, std::move(fresh)).first;
+  }
+  pfn_t& slot = it->second->e[index % kChunk];
   if (slot == kNoFrame) {
     slot = pfn;
-    ++c->used;
+    ++it->second->used;
   }
   return slot;
 }
@@ -88,21 +91,22 @@ void shmem_zero_tail(File* f, std::uint64_t index, std::uint64_t from) {
 long shmem_write(File* f, const void* buf, std::uint64_t n, std::uint64_t off) {
   const auto* src = static_cast<const unsigned char*>(buf);
   std::uint64_t done = 0;
-  // Grow first, so that the pages written are inside the size.
-  f->i_pages.lock();
-  if (off + n > f->i_size.load(std::memory_order_relaxed)) f->i_size.store(off + n, std::memory_order_release);
-  f->i_pages.unlock();
   while (done < n) {
     const std::uint64_t pos = off + done, in = pos % kFrameSize;
     const std::uint64_t chunk = std::min<std::uint64_t>(n - done, kFrameSize - in);
-    pfn_t pfn = shmem_get_page(f, pos / kFrameSize);
-    if (pfn == kBeyondEof) break;  // truncated meanwhile
-    if (pfn == kNoFrame) return done != 0 ? static_cast<long>(done) : -ENOMEM;
+    // Past the size is fine: the caller holds size_lock, so no truncate
+    // runs, and the size grows below once the bytes are there.
+    pfn_t pfn = shmem_get_page(f, pos / kFrameSize, /*extending=*/true);
+    if (pfn == kNoFrame) break;
     std::memcpy(static_cast<unsigned char*>(f->phys->addr(pfn)) + in, src + done, chunk);
     f->phys->put(pfn);
     done += chunk;
+    // A reader (pread, a fault) sees the new size only after the bytes.
+    f->i_pages.lock();
+    if (pos + chunk > f->i_size.load(std::memory_order_relaxed)) f->i_size.store(pos + chunk, std::memory_order_release);
+    f->i_pages.unlock();
   }
-  return static_cast<long>(done);
+  return done != 0 || n == 0 ? static_cast<long>(done) : -ENOMEM;
 }
 
 long shmem_read(File* f, void* buf, std::uint64_t n, std::uint64_t off) {
@@ -133,9 +137,9 @@ File::~File() {
   if (acct) acct->fetch_sub(static_cast<std::int64_t>(acct_pages), std::memory_order_relaxed);
 }
 
-pfn_t shmem_get_page(File* f, std::uint64_t index) {
+pfn_t shmem_get_page(File* f, std::uint64_t index, bool extending) {
   f->i_pages.lock();
-  if (index >= f->size_pages()) {
+  if (!extending && index >= f->size_pages()) {
     f->i_pages.unlock();
     return kBeyondEof;
   }
@@ -152,7 +156,7 @@ pfn_t shmem_get_page(File* f, std::uint64_t index) {
   fr.mapping.store(reinterpret_cast<std::uintptr_t>(f), std::memory_order_relaxed);
   fr.index.store(index, std::memory_order_relaxed);
   f->i_pages.lock();
-  if (index >= f->size_pages()) {  // truncated while we allocated
+  if (!extending && index >= f->size_pages()) {  // truncated while we allocated
     f->i_pages.unlock();
     f->phys->put(fresh);
     return kBeyondEof;

@@ -119,6 +119,9 @@ struct File {
   // few VMAs (the pieces of one mapping).
   RwSemaphore i_mmap_rwsem{LockClass::i_mmap_rwsem};
   std::vector<mm::Vma*> i_mmap;
+  // Slots of i_mmap's capacity promised to links still to come
+  // (mm::file_rmap_reserve); under i_mmap_rwsem for write.
+  std::size_t i_mmap_reserved = 0;
 };
 
 // A new shmem object of `pages` pages for one MAP_SHARED|MAP_ANONYMOUS
@@ -137,7 +140,9 @@ void shmem_zero_tail(File* f, std::uint64_t index, std::uint64_t from);
 // Copy bytes between `buf` and the file at `off` through the page cache
 // (pages are allocated as needed when writing; reading a page not cached
 // reads zeros).  `n` is clipped to the size when reading; writing extends
-// the size.  Returns the count or -ENOMEM.
+// the size as far as it wrote (shmem_write needs size_lock held).
+// Returns the count (0 for n == 0, the size unchanged), or -ENOMEM when
+// not even the first byte could be written.
 long shmem_write(File* f, const void* buf, std::uint64_t n, std::uint64_t off);
 long shmem_read(File* f, void* buf, std::uint64_t n, std::uint64_t off);
 
@@ -147,8 +152,10 @@ long shmem_read(File* f, void* buf, std::uint64_t n, std::uint64_t off);
 // hold mm locks), kBeyondEof when the page lies wholly past the size
 // (checked under i_pages: after a truncate has set a smaller size, no
 // page past it is ever added again).
+// With `extending` (a write that will grow the file, size_lock held),
+// a page past the size is allocated too.
 inline constexpr pfn_t kBeyondEof = kNoFrame - 1;
-pfn_t shmem_get_page(File* f, std::uint64_t index);
+pfn_t shmem_get_page(File* f, std::uint64_t index, bool extending = false);
 // Does `f` still cache `pfn` as page `index`?  (A fault re-checks this
 // under the PTE lock before mapping a frame it took from the cache.)
 bool shmem_page_cached(File* f, std::uint64_t index, pfn_t pfn);

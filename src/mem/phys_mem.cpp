@@ -578,7 +578,10 @@ void PhysMem::drain_deferred() {
 std::uint64_t PhysMem::free_frames() const {
   // Registry mutex: no stealer or exiting thread moves frames between the
   // caches and the rest meanwhile.  pool_lock_: the stack and inflight_
-  // change together (push_pool).
+  // change together as a freed batch comes back (push_pool), so a batch
+  // returning from its grace period is never counted twice.  Owners'
+  // refills and batch submissions still move frames unlocked: exact only
+  // when no other thread allocates or frees (phys_mem.h).
   std::lock_guard<std::mutex> g(g_registry_mu);
   pool_lock_.lock(kPoolSub);
   std::uint64_t sum = pool_n_ + inflight_.load(std::memory_order_relaxed);

@@ -3,6 +3,8 @@
 #include "mm/rmap.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <new>
 
 #include "mm/memory.h"
@@ -163,7 +165,11 @@ bool file_rmap_reserve(mem::File* file, std::size_t n) {
   bool ok = true;
   file->i_mmap_rwsem.lock();
   try {
-    file->i_mmap.reserve(file->i_mmap.size() + n);
+    // Room for every slot reserved and not yet used, by any address space
+    // (a file can be mapped by several): a reservation holds until its
+    // push, even if another space links meanwhile.
+    file->i_mmap.reserve(file->i_mmap.size() + file->i_mmap_reserved + n);
+    file->i_mmap_reserved += n;
   } catch (const std::bad_alloc&) {
     ok = false;
   }
@@ -172,9 +178,17 @@ bool file_rmap_reserve(mem::File* file, std::size_t n) {
 }
 
 void __vma_link_file(Vma* vma) {
-  if (vma->vm_file == nullptr) return;
-  vma->vm_file->i_mmap_rwsem.assert_write_locked();
-  vma->vm_file->i_mmap.push_back(vma);  // the caller reserved room
+  mem::File* file = vma->vm_file;
+  if (file == nullptr) return;
+  file->i_mmap_rwsem.assert_write_locked();
+  // The caller reserved room (file_rmap_reserve): no allocation here.  A
+  // reservation a failed call never used stays counted: only spare room.
+  if (file->i_mmap_reserved == 0 || file->i_mmap.size() == file->i_mmap.capacity()) {
+    std::fprintf(stderr, "vmspace: linking a VMA into i_mmap without a reservation\n");
+    std::abort();
+  }
+  --file->i_mmap_reserved;
+  file->i_mmap.push_back(vma);
 }
 
 void __vma_unlink_file(Vma* vma) {

@@ -27,8 +27,10 @@ void unmap_mapping_pages(mem::File* file, std::uint64_t first, std::uint64_t las
     if (lo >= hi) continue;
     const std::uint64_t start = v->vm_start + ((lo - v->vm_pgoff) << kPageShift);
     const std::uint64_t end = v->vm_start + ((hi - v->vm_pgoff) << kPageShift);
-    // Private copies live only in private mappings.
-    if (even_cows || (v->vm_flags & VM_SHARED))
+    // Without even_cows only the file's own pages go (private copies
+    // stay); a shared mapping has nothing else, so vm_flags (which
+    // i_mmap_rwsem does not guard) need not be read.
+    if (even_cows)
       zap_vma_range(v, start, end, ZapMarkers::keep);
     else
       zap_file_pages(v, start, end);

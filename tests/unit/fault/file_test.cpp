@@ -189,6 +189,30 @@ TEST_P(FileMap, MmapOfAFileChecksItsArguments) {
   EXPECT_EQ(as.memfd_create(std::string(250, 'x')), -EINVAL);
 }
 
+// pwrite extends the file only as far as it wrote: a zero-length write
+// changes nothing (Linux returns 0 and leaves the size).
+TEST_P(FileMap, PwriteExtendsOnlyAsFarAsItWrote) {
+  AddressSpace as(opts());
+  const int fd = as.memfd_create("w");
+  ASSERT_GE(fd, 0);
+  const unsigned char v = 7;
+  EXPECT_EQ(as.pwrite(fd, &v, 0, 2 * kPage), 0);
+  ASSERT_EQ(as.mmap(kBase, 4 * kPage, kRW, MAP_SHARED | MAP_FIXED, fd, 0), static_cast<long>(kBase));
+  Fault f = Fault::none;
+  byte_at(as, kBase, &f);
+  EXPECT_EQ(f, Fault::sigbus) << "a zero-length pwrite grew the file";
+  EXPECT_EQ(as.pwrite(fd, &v, 1, kPage + 10), 1);  // two pages now, the second up to byte 10
+  EXPECT_EQ(byte_at(as, kBase + kPage + 10, &f), 7);
+  EXPECT_EQ(f, Fault::none);
+  EXPECT_EQ(byte_at(as, kBase, &f), 0);
+  byte_at(as, kBase + 2 * kPage, &f);
+  EXPECT_EQ(f, Fault::sigbus);
+  unsigned char buf[8] = {};
+  EXPECT_EQ(as.pread(fd, buf, sizeof buf, kPage + 8), 3) << "pread stops at the end";
+  EXPECT_EQ(as.pwrite(fd, &v, 1, -1), -EINVAL);
+  EXPECT_EQ(as.pread(fd + 3, buf, 1, 0), -EBADF);
+}
+
 // The races.  A fault takes the page from the cache; before it maps the
 // page (or its copy), ftruncate removes the page and returns.  The fault
 // must then find the page gone and report SIGBUS: mapping it would show
