@@ -367,10 +367,11 @@ unsigned do_cow_fault(Vmf& f, mem::PteTable* table) {
   }
 }
 
-// Would Linux take the huge-page (PMD) fault path here?  Private
-// anonymous VMA that THP applies to (the THP mode, MADV_HUGEPAGE /
-// MADV_NOHUGEPAGE), a whole aligned 2 MiB around the address inside the
-// VMA, and no page table below that PMD yet (pmd_none).
+// Would Linux take the huge-page (PMD) fault path here, given that no page
+// table lies below that PMD yet (pmd_none: the caller found none)?
+// Private anonymous VMA that THP applies to (the THP mode, MADV_HUGEPAGE /
+// MADV_NOHUGEPAGE), and a whole aligned 2 MiB around the address inside
+// the VMA.
 bool thp_fault_path(const Vmf& f) {
   const MmStruct* mm = f.mm;
   const Vma* vma = f.vma;
@@ -383,8 +384,7 @@ bool thp_fault_path(const Vmf& f) {
     case ThpMode::never: return false;
   }
   const std::uint64_t haddr = f.addr & ~(mem::kPteTableSpan - 1);
-  if (haddr < vma->vm_start || haddr + mem::kPteTableSpan > vma->vm_end) return false;
-  return mm->pgtables.pte_table(f.addr) == nullptr;
+  return haddr >= vma->vm_start && haddr + mem::kPteTableSpan <= vma->vm_end;
 }
 
 // Linux handle_mm_fault() for one page, under a VMA read lock or mmap R.
@@ -394,10 +394,15 @@ unsigned handle_mm_fault(Vmf& f) {
   // then maps the huge zero page (do_huge_pmd_anonymous_page).  vmspace
   // maps 4 KiB pages only; what Linux's choice changes for the VMA (its
   // anon_vma, hence later merges and VM_ACCOUNT) is reproduced here.
-  if (thp_fault_path(f))
-    if (unsigned r = vmf_anon_prepare(f)) return r;
-  mem::PteTable* table = mm->pgtables.pte_alloc(f.addr);
-  if (table == nullptr) return kFaultOom;
+  // One walk when the PTE table exists (nearly every fault); only a
+  // missing one (pmd_none) can mean the huge-page path, and is allocated.
+  mem::PteTable* table = mm->pgtables.pte_table(f.addr);
+  if (table == nullptr) {
+    if (thp_fault_path(f))
+      if (unsigned r = vmf_anon_prepare(f)) return r;
+    table = mm->pgtables.pte_alloc(f.addr);
+    if (table == nullptr) return kFaultOom;
+  }
   std::atomic<pte_t>& slot = mem::PageTables::pte_slot(table, f.addr);
   const pte_t orig = slot.load(std::memory_order_acquire);
   // A guard region (MADV_GUARD_INSTALL): SIGSEGV before anything else, a
