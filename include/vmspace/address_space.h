@@ -13,6 +13,7 @@
 #include <string>
 
 #include "vmspace/kernel_behavior.h"
+#include "vmspace/mman.h"  // the flag values newer than some libcs' <sys/mman.h>
 #include "vmspace/lock_mode.h"
 
 namespace vmspace {

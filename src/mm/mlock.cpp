@@ -18,21 +18,16 @@
 
 #include <cerrno>
 
+#include "vmspace/mman.h"
 #include "mm/mm.h"
 #include "mm/mmap_lock.h"
 #include "mm/vma.h"
 
-#ifndef MLOCK_ONFAULT
-#define MLOCK_ONFAULT 0x01
-#endif
 #ifndef MCL_CURRENT
 #define MCL_CURRENT 1
 #endif
 #ifndef MCL_FUTURE
 #define MCL_FUTURE 2
-#endif
-#ifndef MCL_ONFAULT
-#define MCL_ONFAULT 4
 #endif
 
 namespace vmspace::mm {

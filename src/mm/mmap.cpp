@@ -6,20 +6,11 @@
 
 #include <cerrno>
 
+#include "vmspace/mman.h"
 #include "mm/memory.h"
 #include "mm/mm.h"
 #include "mm/mmap_lock.h"
 #include "mm/vma.h"
-
-#ifndef MAP_FIXED_NOREPLACE
-#define MAP_FIXED_NOREPLACE 0x100000
-#endif
-#ifndef MAP_DROPPABLE
-#define MAP_DROPPABLE 0x08
-#endif
-#ifndef MAP_SYNC
-#define MAP_SYNC 0x80000
-#endif
 
 namespace vmspace::mm {
 
@@ -114,7 +105,6 @@ long arch_get_unmapped_area_32bit(MmStruct* mm, std::uint64_t addr, std::uint64_
   if (auto s = unmapped_area(mm, len, begin, end)) return static_cast<long>(*s);
   return -ENOMEM;
 }
-
 
 vm_flags_t calc_vm_flag_bits(int flags) {
   vm_flags_t f = 0;

@@ -25,15 +25,12 @@
 
 #include <cerrno>
 
+#include "vmspace/mman.h"
 #include "mm/memory.h"
 #include "mm/mm.h"
 #include "mm/mmap_lock.h"
 #include "mm/rmap.h"
 #include "mm/vma.h"
-
-#ifndef MREMAP_DONTUNMAP
-#define MREMAP_DONTUNMAP 4
-#endif
 
 namespace vmspace::mm {
 

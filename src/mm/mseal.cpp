@@ -15,16 +15,10 @@
 
 #include <cerrno>
 
+#include "vmspace/mman.h"
 #include "mm/mm.h"
 #include "mm/mmap_lock.h"
 #include "mm/vma.h"
-
-#ifndef MADV_DONTNEED_LOCKED
-#define MADV_DONTNEED_LOCKED 24
-#endif
-#ifndef MADV_GUARD_INSTALL
-#define MADV_GUARD_INSTALL 102
-#endif
 
 namespace vmspace::mm {
 

@@ -1,5 +1,6 @@
 // host_probe.cpp: see host_probe.h.
 #include "opscript/host_probe.h"
+#include "vmspace/mman.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -23,10 +24,6 @@
 
 #include "opscript/kernel_runner.h"
 #include "sync/rcu.h"
-
-#ifndef MAP_FIXED_NOREPLACE
-#define MAP_FIXED_NOREPLACE 0x100000
-#endif
 
 namespace vmspace::opscript {
 

@@ -1,4 +1,5 @@
 #include "opscript/kernel_runner.h"
+#include "vmspace/mman.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -28,9 +29,6 @@
 
 #ifndef SYS_mseal
 #define SYS_mseal 462  // x86-64 and the generic table alike; headers before Linux 6.10 lack it
-#endif
-#ifndef MLOCK_ONFAULT
-#define MLOCK_ONFAULT 1
 #endif
 
 namespace vmspace::opscript {

@@ -1,18 +1,12 @@
 // linux_abi.cpp
 #include "opscript/linux_abi.h"
+#include "vmspace/mman.h"
 
 #include <sys/mman.h>
 
 #include <algorithm>
 
 #include <vector>
-
-#ifndef MAP_FIXED_NOREPLACE
-#define MAP_FIXED_NOREPLACE 0x100000
-#endif
-#ifndef MCL_ONFAULT
-#define MCL_ONFAULT 4
-#endif
 
 namespace vmspace::opscript {
 

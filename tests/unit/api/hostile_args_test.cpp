@@ -59,6 +59,7 @@
 
 #include <gtest/gtest.h>
 
+#include "vmspace/mman.h"
 #include "opscript/host_probe.h"
 #include "opscript/kernel_runner.h"
 #include "opscript/result.h"
@@ -70,17 +71,8 @@
 #ifndef MAP_SHARED_VALIDATE
 #define MAP_SHARED_VALIDATE 0x03
 #endif
-#ifndef MAP_DROPPABLE
-#define MAP_DROPPABLE 0x08
-#endif
 #ifndef MAP_ABOVE4G
 #define MAP_ABOVE4G 0x80
-#endif
-#ifndef MAP_SYNC
-#define MAP_SYNC 0x80000
-#endif
-#ifndef MAP_FIXED_NOREPLACE
-#define MAP_FIXED_NOREPLACE 0x100000
 #endif
 #ifndef MAP_UNINITIALIZED
 #define MAP_UNINITIALIZED 0x4000000
@@ -91,17 +83,8 @@
 #ifndef PROT_SEM
 #define PROT_SEM 0x8
 #endif
-#ifndef MLOCK_ONFAULT
-#define MLOCK_ONFAULT 0x01
-#endif
-#ifndef MCL_ONFAULT
-#define MCL_ONFAULT 4
-#endif
 #ifndef SYS_mseal
 #define SYS_mseal 462
-#endif
-#ifndef MREMAP_DONTUNMAP
-#define MREMAP_DONTUNMAP 4
 #endif
 
 namespace vmspace::opscript {

@@ -45,6 +45,7 @@
 #include <string>
 #include <vector>
 
+#include "vmspace/mman.h"
 #include "mm/mm_types.h"
 #include "mm/mmap_lock.h"
 #include "opscript/host_probe.h"
@@ -59,27 +60,6 @@
 #endif
 #ifndef SYS_mlock2
 #define SYS_mlock2 325
-#endif
-#ifndef MLOCK_ONFAULT
-#define MLOCK_ONFAULT 1
-#endif
-#ifndef MCL_ONFAULT
-#define MCL_ONFAULT 4
-#endif
-#ifndef MAP_DROPPABLE
-#define MAP_DROPPABLE 0x08
-#endif
-#ifndef MAP_FIXED_NOREPLACE
-#define MAP_FIXED_NOREPLACE 0x100000
-#endif
-#ifndef MREMAP_DONTUNMAP
-#define MREMAP_DONTUNMAP 4
-#endif
-#ifndef MADV_DONTNEED_LOCKED
-#define MADV_DONTNEED_LOCKED 24
-#endif
-#ifndef MADV_GUARD_INSTALL
-#define MADV_GUARD_INSTALL 102
 #endif
 
 namespace vmspace::opscript {

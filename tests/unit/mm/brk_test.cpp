@@ -10,14 +10,11 @@
 
 #include <string>
 
+#include "vmspace/mman.h"
 #include "mm/mmap_lock.h"
 #include "mm/vma.h"
 #include "support/test_host.h"
 #include "vmspace/address_space.h"
-
-#ifndef MCL_ONFAULT
-#define MCL_ONFAULT 4
-#endif
 
 namespace vmspace {
 namespace {

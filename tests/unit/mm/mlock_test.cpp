@@ -22,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "vmspace/mman.h"
 #include "fault/fault.h"
 #include "mem/phys_mem.h"
 #include "mm/mm.h"
@@ -31,31 +32,6 @@
 #include "sync/fail_nth.h"
 #include "sync/rcu.h"
 #include "vmspace/address_space.h"
-
-#ifndef MLOCK_ONFAULT
-#define MLOCK_ONFAULT 1
-#endif
-#ifndef MCL_ONFAULT
-#define MCL_ONFAULT 4
-#endif
-#ifndef MAP_DROPPABLE
-#define MAP_DROPPABLE 0x08
-#endif
-#ifndef MAP_FIXED_NOREPLACE
-#define MAP_FIXED_NOREPLACE 0x100000
-#endif
-#ifndef MAP_SYNC
-#define MAP_SYNC 0x80000
-#endif
-#ifndef MREMAP_DONTUNMAP
-#define MREMAP_DONTUNMAP 4
-#endif
-#ifndef MADV_GUARD_INSTALL
-#define MADV_GUARD_INSTALL 102
-#endif
-#ifndef MADV_DONTNEED_LOCKED
-#define MADV_DONTNEED_LOCKED 24
-#endif
 
 namespace vmspace::mm {
 namespace {

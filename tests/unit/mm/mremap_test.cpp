@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "vmspace/mman.h"
 #include "mem/phys_mem.h"
 #include "mm/mm.h"
 #include "mm/mmap_lock.h"
@@ -21,10 +22,6 @@
 #include "mm/vma.h"
 #include "support/test_host.h"
 #include "vmspace/address_space.h"
-
-#ifndef MREMAP_DONTUNMAP
-#define MREMAP_DONTUNMAP 4
-#endif
 
 namespace vmspace::mm {
 namespace {
