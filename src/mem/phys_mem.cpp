@@ -319,6 +319,7 @@ inline void init_frame(Frame& f, [[maybe_unused]] pfn_t pfn) {
   f.mapcount.store(0, std::memory_order_relaxed);
   f.mapping.store(0, std::memory_order_relaxed);
   f.index.store(0, std::memory_order_relaxed);
+  f.flags.store(0, std::memory_order_relaxed);
 }
 }  // namespace
 

@@ -88,6 +88,14 @@ struct Frame {
   std::atomic<std::uintptr_t> mapping{0};
   // Page index within the anon_vma / file.  Same rules as `mapping`.
   std::atomic<std::uint64_t> index{0};
+  // Page flags (Linux's folio flags), changed with atomic bit operations
+  // (fetch_or / fetch_and), no lock; alloc() resets them to 0.
+  //   kPgDirty: a page-cache page whose contents differ from what the
+  //   file's backing holds (folio_test_dirty): set by pwrite and by write
+  //   faults on shared mappings, cleared by write-back (which first
+  //   write-protects every PTE mapping the page, so a later write faults
+  //   and sets it again).  smaps counts such a page as dirty.
+  std::atomic<std::uint32_t> flags{0};
 
   // ---- allocator-private; valid only while refcount == 0 ----
   // Next frame of a pending free batch (kNoFrame ends the list).  Written
@@ -101,6 +109,8 @@ struct Frame {
   rcu::Head rcu{};
   PhysMem* owner = nullptr;
 };
+
+inline constexpr std::uint32_t kPgDirty = 1u << 0;
 
 // Tag bit in Frame::mapping for anonymous frames (an AnonVma* is at least
 // 2-byte aligned).
