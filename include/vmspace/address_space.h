@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 
+#include "vmspace/file_backing.h"
 #include "vmspace/kernel_behavior.h"
 #include "vmspace/mman.h"  // the flag values newer than some libcs' <sys/mman.h>
 #include "vmspace/lock_mode.h"
@@ -147,9 +148,13 @@ class AddressSpace {
   // ignored), or with `fd` one of this space's files (memfd_create below)
   // at `offset` bytes (page aligned): MAP_SHARED mappings see and change
   // the file's pages; MAP_PRIVATE ones read them and copy a page on the
-  // first write to it.  A page wholly past the file's end faults SIGBUS;
-  // the bytes past the end in the last page read as zeros.  Without
-  // MAP_ANONYMOUS, a descriptor that is not open: -EBADF.
+  // first write to it.  A page wholly past the file's end faults SIGBUS
+  // (so does a page its backing fails to read); the bytes past the end in
+  // the last page read as zeros.  Without MAP_ANONYMOUS, a descriptor that
+  // is not open: -EBADF; one not open for reading, or MAP_SHARED with
+  // PROT_WRITE of one not open for writing: -EACCES (a MAP_SHARED mapping
+  // of a read-only descriptor can never be made writable: mprotect
+  // -EACCES).
   long mmap(std::uint64_t addr, std::uint64_t len, int prot, int flags, int fd = -1,
             std::uint64_t offset = 0);
 
@@ -157,9 +162,18 @@ class AddressSpace {
   // MS_SYNC, or an unaligned addr: -EINVAL; addr + len (rounded up to
   // pages) wrapping: -ENOMEM, but a length that rounds to 0 is 0; holes
   // are skipped and the call then returns -ENOMEM (MS_ASYNC alone stops at
-  // the first); MS_INVALIDATE on locked memory: -EBUSY.  Every file here
-  // is a shmem file, whose page cache is its storage: nothing is written
-  // anywhere, and MS_INVALIDATE keeps the pages.  0 on success.
+  // the first); MS_INVALIDATE on locked memory: -EBUSY.  MS_SYNC writes the
+  // dirty pages of MAP_SHARED file mappings in the range back to the
+  // file's backing and syncs it (FileBacking::sync); MS_ASYNC writes them
+  // back without the sync (vmspace has no flusher thread to leave them
+  // to).  Everything written to those pages before the call (through any
+  // mapping, or pwrite) is in the backing when it returns; a backing's
+  // error is returned (those pages stay dirty).  memfds and shared
+  // anonymous memory have no backing: nothing to write.  MS_INVALIDATE
+  // does nothing more, as in Linux: every mapping sees the one page cache.
+  // The mmap_lock is not held while writing.  Called inside an
+  // AccessScope, the pages are written but stay dirty (cleaning them
+  // needs a grace period, which a scope cannot wait for).  0 on success.
   int msync(std::uint64_t addr, std::uint64_t len, int flags);
 
   // ---- Files (Linux's memfds: shmem files) ---------------------------------
@@ -172,18 +186,42 @@ class AddressSpace {
   // and run concurrently with faults on the file's mappings.
   //
   // memfd_create(2): a new empty file opened for reading and writing
-  // ("/memfd:NAME (deleted)" in maps).  The descriptor, or -EINVAL for a
-  // name longer than 249 bytes, -EMFILE with 65536 files open, -ENOMEM.
+  // ("/memfd:NAME (deleted)" in maps), with no backing: its page cache is
+  // its storage.  The descriptor, or -EINVAL for a name longer than 249
+  // bytes, -EMFILE with 65536 files open, -ENOMEM.
   int memfd_create(const std::string& name);
+  // A file whose bytes come from `backing` (file_backing.h: what it must
+  // provide, when it is called), opened with `flags` O_RDONLY, O_WRONLY or
+  // O_RDWR (anything else: -EINVAL), shown in maps as `name` with the
+  // backing's device and inode numbers.  Its size is read from the backing
+  // now.  Pages are read from the backing on first use and stay cached;
+  // dirty ones are written back by msync, fsync, and once the file is
+  // neither open nor mapped anywhere.  The descriptor, or -EINVAL, the
+  // backing's size() error, -EMFILE, -ENOMEM.
+  int open_file(std::shared_ptr<FileBacking> backing, const std::string& name, int flags);
+  // open(2) of a host file: `path`, `flags` and `mode` go to the host's
+  // open() (O_CREAT, O_TRUNC, O_EXCL... work as there; O_CLOEXEC is
+  // added), and the file is opened here with a host_fd_backing of it, named
+  // by its resolved path.  The host's -errno (-ENOENT, -EACCES, -EISDIR),
+  // or open_file's errors (-EINVAL for what is not a regular file).
+  int open(const std::string& path, int flags, unsigned mode = 0600);
+  // fsync(2): write the file's dirty pages back and sync its backing.  0,
+  // -EBADF, or the backing's -errno (the pages that failed stay dirty).
+  // Nothing to do for a memfd.  Inside an AccessScope: as msync there.
+  int fsync(int fd);
   // ftruncate(2): set the size in bytes.  Shrinking unmaps the pages past
   // the new end from every mapping of the file (private copies of them
   // too, as Linux does) and zeroes the bytes past the end in the last
-  // page; growing adds zeros.  -EBADF, -EINVAL for a negative length.
+  // page; growing adds zeros.  A file with a backing is truncated there
+  // first.  -EINVAL for a negative length (checked first) or a descriptor
+  // not open for writing, -EBADF, or the backing's error.
   int ftruncate(int fd, std::int64_t length);
   // pwrite(2) / pread(2) through the page cache: the count, or -errno
-  // (-EBADF; -EINVAL for a negative offset; -ENOMEM when no frame is left
-  // and nothing was written).  pwrite extends the file; pread stops at its
-  // end.
+  // (-EINVAL for a negative offset, checked first; -EBADF, also for a
+  // descriptor not open for writing / reading; -ENOMEM when no frame is
+  // left and nothing was transferred; -EIO when the backing failed to read
+  // the first page).  pwrite extends the file and dirties the pages it
+  // writes (write-back, not write-through); pread stops at the end.
   long pwrite(int fd, const void* buf, std::uint64_t n, std::int64_t offset);
   long pread(int fd, void* buf, std::uint64_t n, std::int64_t offset);
   // close(2): 0, or -EBADF.
@@ -201,7 +239,8 @@ class AddressSpace {
   // memory: DONTNEED / DONTNEED_LOCKED discard (private memory reads back
   // zero-filled, shared memory keeps its data); FREE makes private pages
   // lazily freeable (their data stays, and a later PAGEOUT discards those
-  // not written since); REMOVE punches a hole into shared memory; COLD,
+  // not written since); REMOVE punches a hole into shared memory (and
+  // into a file's backing, which may refuse: -EOPNOTSUPP); COLD,
   // PAGEOUT, WILLNEED change nothing else (there is no swap).
   // POPULATE_READ / POPULATE_WRITE fault pages in (read: the zero page;
   // write: private copies), stopping at the first problem: a hole -ENOMEM,

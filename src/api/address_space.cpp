@@ -1,11 +1,14 @@
 // SPDX-License-Identifier: MIT
 #include "vmspace/address_space.h"
 
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cinttypes>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <vector>
@@ -15,6 +18,7 @@
 #include "mm/mm.h"
 #include "mm/mmap_lock.h"
 #include "mm/truncate.h"
+#include "mm/writeback.h"
 #include "mm/vma.h"
 
 namespace vmspace {
@@ -84,21 +88,29 @@ const char* fault_name(Fault f) {
   return "?";
 }
 
-// The space's open files: descriptor -> file (one reference each).
+// The space's open files: descriptor -> file (one reference each) and how
+// it was opened (mem::kFmodeRead/Write: Linux's struct file f_mode).
 struct AddressSpace::FileTable {
   static constexpr int kMaxFiles = 65536;  // RLIMIT_NOFILE's default hard limit
+  struct Entry {
+    mem::File* file = nullptr;
+    unsigned f_mode = 0;
+  };
   std::mutex lock;  // guards `open`; held only to look up, install, remove
-  std::vector<mem::File*> open;
+  std::vector<Entry> open;
 
-  // The file behind `fd` with a reference for the caller, or nullptr.
-  mem::File* get(int fd) {
+  // The file behind `fd` with a reference for the caller (and its mode in
+  // *f_mode), or nullptr.
+  mem::File* get(int fd, unsigned* f_mode = nullptr) {
     std::lock_guard<std::mutex> g(lock);
     if (fd < 0 || static_cast<std::size_t>(fd) >= open.size()) return nullptr;
-    return mem::get_file(open[static_cast<std::size_t>(fd)]);
+    const Entry& e = open[static_cast<std::size_t>(fd)];
+    if (f_mode != nullptr) *f_mode = e.f_mode;
+    return mem::get_file(e.file);
   }
-  int install(mem::File* f);
+  int install(mem::File* f, unsigned f_mode);
   ~FileTable() {
-    for (mem::File* f : open) mem::fput(f);
+    for (const Entry& e : open) mem::fput(e.file);
   }
 };
 
@@ -134,8 +146,9 @@ mem::PhysMem* AddressSpace::phys() const { return mm_->phys; }
 long AddressSpace::mmap(std::uint64_t addr, std::uint64_t len, int prot, int flags, int fd,
                         std::uint64_t offset) {
   std::uint64_t populate = 0;
-  FileRef file{(flags & MAP_ANONYMOUS) ? nullptr : files_->get(fd)};
-  long r = mm::vm_mmap(mm_.get(), addr, len, prot, flags, file.f, offset, &populate);
+  unsigned f_mode = 0;
+  FileRef file{(flags & MAP_ANONYMOUS) ? nullptr : files_->get(fd, &f_mode)};
+  long r = mm::vm_mmap(mm_.get(), addr, len, prot, flags, file.f, f_mode, offset, &populate);
   if (populate != 0) {
     // vm_mmap left the mmap_lock downgraded to read (seed 003).
     fault::populate_range_locked(mm_.get(), static_cast<std::uint64_t>(r),
@@ -145,23 +158,23 @@ long AddressSpace::mmap(std::uint64_t addr, std::uint64_t len, int prot, int fla
   return r;
 }
 
-// Install `f` (a reference the table takes over, or drops on failure) at
-// the lowest free descriptor.
-int AddressSpace::FileTable::install(mem::File* f) {
+// Install `f` (a reference the table takes over, or drops on failure),
+// opened with `f_mode`, at the lowest free descriptor.
+int AddressSpace::FileTable::install(mem::File* f, unsigned f_mode) {
   std::lock_guard<std::mutex> g(lock);
   std::size_t fd = 0;
-  while (fd < open.size() && open[fd] != nullptr) ++fd;
+  while (fd < open.size() && open[fd].file != nullptr) ++fd;
   if (fd >= static_cast<std::size_t>(kMaxFiles)) {
     mem::fput(f);
     return -EMFILE;
   }
   try {
-    if (fd == open.size()) open.push_back(nullptr);
+    if (fd == open.size()) open.emplace_back();
   } catch (const std::bad_alloc&) {
     mem::fput(f);
     return -ENOMEM;
   }
-  open[fd] = f;
+  open[fd] = Entry{f, f_mode};
   return static_cast<int>(fd);
 }
 
@@ -169,31 +182,85 @@ int AddressSpace::memfd_create(const std::string& name) {
   if (name.size() > 249) return -EINVAL;  // MFD_NAME_MAX_LEN
   mem::File* f = mem::memfd_create(mm_->phys, name);
   if (f == nullptr) return -ENOMEM;
-  return files_->install(f);
+  return files_->install(f, mem::kFmodeRead | mem::kFmodeWrite);
+}
+
+namespace {
+// O_RDONLY / O_WRONLY / O_RDWR as f_mode bits; 0 for the invalid 3.
+unsigned fmode_of(int flags) {
+  switch (flags & O_ACCMODE) {
+    case O_RDONLY: return mem::kFmodeRead;
+    case O_WRONLY: return mem::kFmodeWrite;
+    case O_RDWR: return mem::kFmodeRead | mem::kFmodeWrite;
+  }
+  return 0;
+}
+}  // namespace
+
+int AddressSpace::open_file(std::shared_ptr<FileBacking> backing, const std::string& name, int flags) {
+  if (backing == nullptr || (flags & ~O_ACCMODE) != 0 || fmode_of(flags) == 0) return -EINVAL;
+  int err = 0;
+  mem::File* f = mem::file_open_backed(mm_->phys, std::move(backing), name, &err);
+  if (f == nullptr) return err;
+  return files_->install(f, fmode_of(flags));
+}
+
+int AddressSpace::open(const std::string& path, int flags, unsigned mode) {
+  if (fmode_of(flags) == 0) return -EINVAL;
+  // The host opens it (O_CLOEXEC: the descriptor is ours, not a child's).
+  const int hfd = ::open(path.c_str(), flags | O_CLOEXEC, static_cast<mode_t>(mode));
+  if (hfd < 0) return -errno;
+  std::shared_ptr<FileBacking> backing;
+  try {
+    backing = host_fd_backing(hfd, /*own=*/true);
+  } catch (const std::bad_alloc&) {
+    ::close(hfd);
+    return -ENOMEM;
+  }
+  // /proc/self/maps shows the path the kernel resolved.
+  std::string name = path;
+  if (char* real = ::realpath(path.c_str(), nullptr); real != nullptr) {
+    name = real;
+    std::free(real);
+  }
+  int err = 0;
+  mem::File* f = mem::file_open_backed(mm_->phys, std::move(backing), std::move(name), &err);
+  if (f == nullptr) return err;
+  return files_->install(f, fmode_of(flags));
+}
+
+int AddressSpace::fsync(int fd) {
+  FileRef file{files_->get(fd)};
+  if (file.f == nullptr) return -EBADF;
+  return mm::vfs_fsync_range(file.f, 0, UINT64_MAX);
 }
 
 int AddressSpace::send_file(int fd, AddressSpace& to) {
-  mem::File* f = files_->get(fd);
+  unsigned f_mode = 0;
+  mem::File* f = files_->get(fd, &f_mode);
   if (f == nullptr) return -EBADF;
   if (to.mm_->phys != mm_->phys) {
     mem::fput(f);
     return -EXDEV;
   }
-  return to.files_->install(f);
+  return to.files_->install(f, f_mode);
 }
 
 int AddressSpace::ftruncate(int fd, std::int64_t length) {
-  FileRef file{files_->get(fd)};
+  if (length < 0) return -EINVAL;  // before the descriptor, as Linux
+  unsigned f_mode = 0;
+  FileRef file{files_->get(fd, &f_mode)};
   if (file.f == nullptr) return -EBADF;
-  if (length < 0) return -EINVAL;
+  if (!(f_mode & mem::kFmodeWrite)) return -EINVAL;
   std::lock_guard<std::mutex> g(file.f->size_lock);
   return mm::shmem_truncate(file.f, static_cast<std::uint64_t>(length));
 }
 
 long AddressSpace::pwrite(int fd, const void* buf, std::uint64_t n, std::int64_t offset) {
-  FileRef file{files_->get(fd)};
-  if (file.f == nullptr) return -EBADF;
-  if (offset < 0) return -EINVAL;
+  if (offset < 0) return -EINVAL;  // before the descriptor, as Linux
+  unsigned f_mode = 0;
+  FileRef file{files_->get(fd, &f_mode)};
+  if (file.f == nullptr || !(f_mode & mem::kFmodeWrite)) return -EBADF;
   const auto off = static_cast<std::uint64_t>(offset);
   if (n > static_cast<std::uint64_t>(INT64_MAX) - off) return -EFBIG;  // past MAX_LFS_FILESIZE
   std::lock_guard<std::mutex> g(file.f->size_lock);
@@ -201,9 +268,10 @@ long AddressSpace::pwrite(int fd, const void* buf, std::uint64_t n, std::int64_t
 }
 
 long AddressSpace::pread(int fd, void* buf, std::uint64_t n, std::int64_t offset) {
-  FileRef file{files_->get(fd)};
-  if (file.f == nullptr) return -EBADF;
-  if (offset < 0) return -EINVAL;
+  if (offset < 0) return -EINVAL;  // before the descriptor, as Linux
+  unsigned f_mode = 0;
+  FileRef file{files_->get(fd, &f_mode)};
+  if (file.f == nullptr || !(f_mode & mem::kFmodeRead)) return -EBADF;
   return mem::shmem_read(file.f, buf, n, static_cast<std::uint64_t>(offset));
 }
 
@@ -212,7 +280,7 @@ int AddressSpace::close(int fd) {
   {
     std::lock_guard<std::mutex> g(files_->lock);
     if (fd < 0 || static_cast<std::size_t>(fd) >= files_->open.size()) return -EBADF;
-    std::swap(f, files_->open[static_cast<std::size_t>(fd)]);
+    std::swap(f, files_->open[static_cast<std::size_t>(fd)].file);
   }
   if (f == nullptr) return -EBADF;
   mem::fput(f);

@@ -241,7 +241,9 @@ void do_fault_around(Vmf& f, mem::PteTable* table) {
   const std::uint64_t to = std::min({from + kFaultAroundPages, std::uint64_t{mem::kEntriesPerTable},
                                      pte_off + vma->pages() - vma_off});
   const std::uint64_t table_base = f.addr & ~(mem::kPteTableSpan - 1);
-  const bool writable = (vma->vm_flags & mm::VM_SHARED) && (vma->vm_flags & mm::VM_WRITE);
+  // Write-notify mappings map read-only: a write must fault to dirty.
+  const bool writable =
+      (vma->vm_flags & mm::VM_SHARED) && (vma->vm_flags & mm::VM_WRITE) && !mm::vma_wants_writenotify(vma);
   mem::File* file = vma->vm_file;
   SpinLock& ptl = mem::PageTables::pte_lock(table);
   std::int64_t mapped = 0;
@@ -296,7 +298,9 @@ unsigned do_read_fault(Vmf& f, mem::PteTable* table) {
   pfn_t pfn;
   for (;;) {
     pfn = mem::shmem_get_page(file, index);
-    if (pfn == mem::kBeyondEof) return kFaultSigbus;  // past the file's end (shmem_fault)
+    // Past the file's end (shmem_fault), or the backing failed to read
+    // (filemap_fault's VM_FAULT_SIGBUS).
+    if (pfn == mem::kBeyondEof || pfn == mem::kIoError) return kFaultSigbus;
     if (pfn == mem::kNoFrame) return kFaultOom;
     FAULT_HOOK(shared_page_taken);
     ptl.lock();
@@ -306,16 +310,26 @@ unsigned do_read_fault(Vmf& f, mem::PteTable* table) {
   }
   const bool shared = (f.vma->vm_flags & mm::VM_SHARED) != 0;
   const bool writable = shared && (f.vma->vm_flags & mm::VM_WRITE) != 0;
-  bool keep = false;
+  // A read fault under write-notify maps read-only (see do_fault_around).
+  const bool map_writable = writable && (f.write || !mm::vma_wants_writenotify(f.vma));
+  bool keep = false, dirtied = false;
   pte_t cur = slot.load(std::memory_order_relaxed);
   if (mem::pte_none(cur)) {
-    slot.store(mem::pte_mkyoung(mem::make_pte(pfn, writable)), std::memory_order_release);
+    const pte_t pte = mem::pte_mkyoung(mem::make_pte(pfn, map_writable));
+    slot.store(f.write && writable ? mem::pte_mkdirty(pte) : pte, std::memory_order_release);
     phys->frame(pfn).mapcount.fetch_add(1, std::memory_order_relaxed);
     mm->rss_shmem.fetch_add(1, std::memory_order_relaxed);
     keep = true;  // our reference now belongs to the PTE
+    dirtied = f.write && writable;
   } else if (f.write && writable && mem::pte_present(cur) && !mem::pte_write(cur) && mem::pte_pfn(cur) == pfn) {
     slot.store(mem::pte_mkdirty(mem::pte_mkwrite(cur)), std::memory_order_release);
+    dirtied = true;
   }
+  // Linux fault_dirty_shared_page(): the page is dirty, set after the PTE
+  // became writable and under the PTE lock: a write-back that cleared the
+  // bit before this write-protects the PTE after it (folio_mkclean takes
+  // this lock), so the next write faults here again (writeback.h).
+  if (dirtied) phys->frame(pfn).flags.fetch_or(mem::kPgDirty, std::memory_order_release);
   ptl.unlock();
   if (!keep) phys->put(pfn);
   if (!f.write) do_fault_around(f, table);  // Linux faults around on read faults only
@@ -334,7 +348,7 @@ unsigned do_cow_fault(Vmf& f, mem::PteTable* table) {
   if (unsigned r = vmf_anon_prepare(f)) return r;
   for (;;) {
     const pfn_t src = mem::shmem_get_page(file, index);
-    if (src == mem::kBeyondEof) return kFaultSigbus;
+    if (src == mem::kBeyondEof || src == mem::kIoError) return kFaultSigbus;
     if (src == mem::kNoFrame) return kFaultOom;
     const pfn_t fresh = alloc_page(mm, /*zeroed=*/false);
     if (fresh == mem::kNoFrame) {

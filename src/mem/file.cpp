@@ -60,6 +60,44 @@ File* new_shmem_file(PhysMem* phys, std::string name, std::uint64_t bytes) {
 
 }  // namespace
 
+File* file_open_backed(PhysMem* phys, std::shared_ptr<FileBacking> backing, std::string name, int* err) {
+  const std::int64_t size = backing->size();
+  if (size < 0) {
+    *err = static_cast<int>(size);
+    return nullptr;
+  }
+  const FileBacking::Identity id = backing->identity();
+  if (fail_nth::should_fail(fail_nth::Site::file)) {  // injected (tests)
+    *err = -ENOMEM;
+    return nullptr;
+  }
+  try {
+    const std::uint64_t ino = id.ino != 0 ? id.ino : next_ino.fetch_add(1, std::memory_order_relaxed);
+    File* f = new File(ino, id.dev_major, id.dev_minor, std::move(name), false, phys);
+    f->backing = std::move(backing);
+    f->i_size.store(static_cast<std::uint64_t>(size), std::memory_order_relaxed);
+    return f;
+  } catch (const std::bad_alloc&) {
+    *err = -ENOMEM;
+    return nullptr;
+  }
+}
+
+int file_write_page(File* f, std::uint64_t index, pfn_t pfn) {
+  std::lock_guard<std::mutex> io(f->wb_io);
+  f->i_pages.lock();
+  const bool cached = f->pages.find(index) == pfn;
+  const std::uint64_t size = f->i_size.load(std::memory_order_relaxed);
+  f->i_pages.unlock();
+  const std::uint64_t off = index * kFrameSize;
+  if (!cached || off >= size) return 0;
+  const auto len = static_cast<std::size_t>(std::min<std::uint64_t>(kFrameSize, size - off));
+  // Writers through mappings may race with this copy-out, as DMA races
+  // with CPU stores in Linux: a page written meanwhile is dirty again
+  // (write-back write-protected it first), so it goes out again.
+  return f->backing->write_page(index, f->phys->addr(pfn), len);
+}
+
 File* shmem_zero_setup(PhysMem* phys, std::uint64_t pages) {
   return new_shmem_file(phys, "/dev/zero (deleted)", pages * kFrameSize);
 }
@@ -98,7 +136,10 @@ long shmem_write(File* f, const void* buf, std::uint64_t n, std::uint64_t off) {
     // runs, and the size grows below once the bytes are there.
     pfn_t pfn = shmem_get_page(f, pos / kFrameSize, /*extending=*/true);
     if (pfn == kNoFrame) break;
+    if (pfn == kIoError) break;
     std::memcpy(static_cast<unsigned char*>(f->phys->addr(pfn)) + in, src + done, chunk);
+    // After the bytes: write-back clears the bit before it copies.
+    f->phys->frame(pfn).flags.fetch_or(kPgDirty, std::memory_order_release);
     f->phys->put(pfn);
     done += chunk;
     // A reader (pread, a fault) sees the new size only after the bytes.
@@ -106,7 +147,8 @@ long shmem_write(File* f, const void* buf, std::uint64_t n, std::uint64_t off) {
     if (pos + chunk > f->i_size.load(std::memory_order_relaxed)) f->i_size.store(pos + chunk, std::memory_order_release);
     f->i_pages.unlock();
   }
-  return done != 0 || n == 0 ? static_cast<long>(done) : -ENOMEM;
+  if (done != 0 || n == 0) return static_cast<long>(done);
+  return f->can_writeback() ? -EIO : -ENOMEM;
 }
 
 long shmem_read(File* f, void* buf, std::uint64_t n, std::uint64_t off) {
@@ -117,10 +159,21 @@ long shmem_read(File* f, void* buf, std::uint64_t n, std::uint64_t off) {
   for (std::uint64_t done = 0; done < n;) {
     const std::uint64_t pos = off + done, in = pos % kFrameSize;
     const std::uint64_t chunk = std::min<std::uint64_t>(n - done, kFrameSize - in);
-    f->i_pages.lock();
-    const pfn_t pfn = f->pages.find(pos / kFrameSize);
-    if (pfn != kNoFrame) f->phys->get(pfn);
-    f->i_pages.unlock();
+    pfn_t pfn;
+    if (f->can_writeback()) {
+      // Read through the cache: the page is read from the backing once.
+      pfn = shmem_get_page(f, pos / kFrameSize);
+      if (pfn == kBeyondEof) return static_cast<long>(done);  // truncated meanwhile
+      if (pfn == kNoFrame || pfn == kIoError) {
+        if (done != 0) return static_cast<long>(done);
+        return pfn == kNoFrame ? -ENOMEM : -EIO;
+      }
+    } else {
+      f->i_pages.lock();
+      pfn = f->pages.find(pos / kFrameSize);
+      if (pfn != kNoFrame) f->phys->get(pfn);
+      f->i_pages.unlock();
+    }
     if (pfn == kNoFrame) {
       std::memset(dst + done, 0, chunk);  // a hole reads as zeros
     } else {
@@ -133,6 +186,14 @@ long shmem_read(File* f, void* buf, std::uint64_t n, std::uint64_t off) {
 }
 
 File::~File() {
+  // Nothing maps the file any more (each mapping held a reference) and no
+  // descriptor names it: its dirty pages go to the backing now, as Linux
+  // writes an inode's pages back before evicting it.  Errors have nowhere
+  // to go (a program that cares calls fsync or msync first).
+  if (backing != nullptr)
+    pages.for_each_in(0, UINT64_MAX, [&](std::uint64_t index, pfn_t pfn) {
+      if (phys->frame(pfn).flags.load(std::memory_order_acquire) & kPgDirty) (void)file_write_page(this, index, pfn);
+    });
   pages.for_each([&](pfn_t pfn) { phys->put(pfn); });
   if (acct) acct->fetch_sub(static_cast<std::int64_t>(acct_pages), std::memory_order_relaxed);
 }
@@ -149,9 +210,16 @@ pfn_t shmem_get_page(File* f, std::uint64_t index, bool extending) {
     return pfn;
   }
   f->i_pages.unlock();
-  // Allocate outside i_pages (PhysMem's lock has the same class).
-  pfn_t fresh = f->phys->alloc_zeroed();
+  // Allocate (and read) outside i_pages (PhysMem's lock has the same
+  // class; a backing may block).  A page within the size is read from the
+  // backing; past it (a write extending the file) it starts as zeros.
+  const bool read = f->can_writeback() && index < f->size_pages();
+  pfn_t fresh = read ? f->phys->alloc() : f->phys->alloc_zeroed();
   if (fresh == kNoFrame) return kNoFrame;
+  if (read && f->backing->read_page(index, f->phys->addr(fresh)) != 0) {
+    f->phys->put(fresh);
+    return kIoError;
+  }
   Frame& fr = f->phys->frame(fresh);
   fr.mapping.store(reinterpret_cast<std::uintptr_t>(f), std::memory_order_relaxed);
   fr.index.store(index, std::memory_order_relaxed);

@@ -18,6 +18,7 @@
 
 #include "mem/phys_mem.h"
 #include "sync/rwsem.h"
+#include "vmspace/file_backing.h"
 #include "sync/spinlock.h"
 
 namespace vmspace::mm {
@@ -48,6 +49,17 @@ class PageCache {
     for (const auto& [base, c] : chunks_)
       for (pfn_t p : c->e)
         if (p != kNoFrame) fn(p);
+  }
+  // fn(index, pfn) for every cached frame at an index in [first, last),
+  // in no particular order.
+  template <class Fn>
+  void for_each_in(std::uint64_t first, std::uint64_t last, Fn&& fn) const {
+    for (const auto& [chunk_no, c] : chunks_) {
+      const std::uint64_t base = chunk_no * kChunk;
+      if (base >= last || base + kChunk <= first) continue;
+      for (std::uint64_t i = 0; i < kChunk; ++i)
+        if (c->e[i] != kNoFrame && base + i >= first && base + i < last) fn(base + i, c->e[i]);
+    }
   }
 
  private:
@@ -88,6 +100,25 @@ struct File {
   // Serializes the size changes of ftruncate and of writes that extend
   // the file (Linux's inode lock).  Taken before any other lock.
   std::mutex size_lock;
+
+  // Where the bytes come from and go to; nullptr for a shmem file (memfd,
+  // shared anonymous memory), whose page cache is its storage.  Set at
+  // creation, before the file is shared.  A file with a backing can write
+  // back (Linux's mapping_can_writeback): its pages carry kPgDirty, and
+  // its writable shared mappings map pages read-only until a write fault
+  // dirties them (vma_wants_writenotify), so write-back can clean them.
+  std::shared_ptr<FileBacking> backing;
+  bool can_writeback() const { return backing != nullptr; }
+  // Write-back (mm/writeback.cpp).  wb_claim: one write-back of the file
+  // at a time, from claiming its dirty pages to writing the last of them;
+  // held across an RCU grace period, so never by a thread inside a read
+  // section, and never with an mm lock held.  wb_io: around each page's
+  // write to the backing and around the backing's truncate / punch_hole,
+  // so a page is never written past a size or into a hole made after it
+  // was claimed; taken after size_lock and wb_claim, before any mm lock,
+  // held for nothing but that I/O (and i_pages inside).
+  std::mutex wb_claim;
+  std::mutex wb_io;
   std::uint64_t size_pages() const {
     const std::uint64_t b = i_size.load(std::memory_order_acquire);
     return (b >> 12) + ((b & 4095) != 0 ? 1 : 0);
@@ -130,6 +161,17 @@ File* shmem_zero_setup(PhysMem* phys, std::uint64_t pages);
 // A new empty memfd (Linux memfd_create: a shmem file named
 // "/memfd:NAME (deleted)" in /proc/self/maps); nullptr when out of memory.
 File* memfd_create(PhysMem* phys, const std::string& name);
+// A file whose bytes come from `backing`, named `name` in maps: its size is
+// read from the backing now.  nullptr with *err = -errno (the backing's
+// size() error, -ENOMEM).
+File* file_open_backed(PhysMem* phys, std::shared_ptr<FileBacking> backing, std::string name, int* err);
+
+// Write cached page `index` (frame `pfn`) of a file with a backing to it,
+// as far as the file's size reaches into it, under wb_io: 0 when written
+// or when the page is no longer cached there or lies past the size
+// (truncated or punched meanwhile), else the backing's -errno.  Does not
+// touch kPgDirty.
+int file_write_page(File* f, std::uint64_t index, pfn_t pfn);
 
 // Set the size (under i_pages).  Returns the old size.  Truncating the
 // cache and unmapping are the caller's (mm::shmem_setattr).
@@ -138,16 +180,19 @@ std::uint64_t file_set_size(File* f, std::uint64_t bytes);
 // last page after a truncate).
 void shmem_zero_tail(File* f, std::uint64_t index, std::uint64_t from);
 // Copy bytes between `buf` and the file at `off` through the page cache
-// (pages are allocated as needed when writing; reading a page not cached
-// reads zeros).  `n` is clipped to the size when reading; writing extends
+// (pages are allocated as needed when writing, read from the backing
+// first if the file has one; reading a page not cached reads zeros from a
+// shmem file, and caches the page of a file with a backing).  Written
+// pages become dirty (kPgDirty).  `n` is clipped to the size when reading; writing extends
 // the size as far as it wrote (shmem_write needs size_lock held).
-// Returns the count (0 for n == 0, the size unchanged), or -ENOMEM when
-// not even the first byte could be written.
+// Returns the count (0 for n == 0, the size unchanged), or -ENOMEM (-EIO:
+// the backing failed) when not even the first byte could be transferred.
 long shmem_write(File* f, const void* buf, std::uint64_t n, std::uint64_t off);
 long shmem_read(File* f, void* buf, std::uint64_t n, std::uint64_t off);
 
-// The frame caching page `index` of `f`, allocated zero-filled on first
-// use, with one extra reference for the caller.  kNoFrame when out of
+// The frame caching page `index` of `f`, allocated on first use (zero-
+// filled, or read from the backing when the file has one and the page
+// lies within its size), with one extra reference for the caller.  kNoFrame when out of
 // memory (it never waits for frames a grace period would free: callers
 // hold mm locks), kBeyondEof when the page lies wholly past the size
 // (checked under i_pages: after a truncate has set a smaller size, no
@@ -155,12 +200,18 @@ long shmem_read(File* f, void* buf, std::uint64_t n, std::uint64_t off);
 // With `extending` (a write that will grow the file, size_lock held),
 // a page past the size is allocated too.
 inline constexpr pfn_t kBeyondEof = kNoFrame - 1;
+// ... and kIoError when the page had to be read from the file's backing
+// and that failed (a fault raises SIGBUS; pread returns -EIO).
+inline constexpr pfn_t kIoError = kNoFrame - 2;
 pfn_t shmem_get_page(File* f, std::uint64_t index, bool extending = false);
 // Does `f` still cache `pfn` as page `index`?  (A fault re-checks this
 // under the PTE lock before mapping a frame it took from the cache.)
 bool shmem_page_cached(File* f, std::uint64_t index, pfn_t pfn);
 // Drop the cached pages in [first, last) (MADV_REMOVE punches a hole).
 void shmem_truncate_range(File* f, std::uint64_t first, std::uint64_t last);
+
+// How a descriptor was opened (Linux's FMODE_READ / FMODE_WRITE).
+inline constexpr unsigned kFmodeRead = 1, kFmodeWrite = 2;
 
 inline File* get_file(File* f) {
   if (f != nullptr) f->refs.fetch_add(1, std::memory_order_relaxed);

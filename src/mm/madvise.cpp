@@ -237,10 +237,10 @@ int madvise_content(Vma* vma, Vma** prev, std::uint64_t start, std::uint64_t end
       if (f & VM_LOCKED) return -EINVAL;
       if (vma->vm_file == nullptr) return -EINVAL;
       if (!((f & VM_SHARED) && (f & VM_MAYWRITE))) return -EACCES;
-      // Punch a hole in the shmem file: its pages leave the cache and
-      // every mapping of it (private copies and guard markers stay).
-      shmem_punch_hole(vma->vm_file, linear_page_index(vma, start), linear_page_index(vma, end));
-      return 0;
+      // Punch a hole in the file: its pages leave the cache (and the
+      // backing's range is deallocated, -EOPNOTSUPP where it cannot be)
+      // and every mapping of it (private copies and guard markers stay).
+      return shmem_punch_hole(vma->vm_file, linear_page_index(vma, start), linear_page_index(vma, end));
     case MADV_COLD:
       if (f & (VM_LOCKED | VM_PFNMAP | VM_HUGETLB)) return -EINVAL;
       return 0;  // deactivation: nothing to see without reclaim

@@ -89,12 +89,15 @@ void change_protection(Vma* vma, std::uint64_t start, std::uint64_t end) {
   MmStruct* mm = vma->vm_mm;
   const bool accessible = vma_data_accessible(vma);
   const bool shared_writable = (vma->vm_flags & VM_WRITE) && (vma->vm_flags & VM_SHARED);
+  const bool writenotify = vma_wants_writenotify(vma);
   const bool writable = (vma->vm_flags & VM_WRITE) != 0;
   mm->pgtables.for_each_present(start, end, [&](std::uint64_t, std::atomic<mem::pte_t>& slot, mem::pte_t old) {
     mem::pte_t pte = old;
     pte = accessible ? (pte | mem::kPteUser) : (pte & ~(mem::kPteUser | mem::kPteWrite));
     if (!writable) pte = mem::pte_wrprotect(pte);
-    if (accessible && shared_writable && mem::pte_pfn(pte) != mm->phys->zero_pfn()) pte = mem::pte_mkwrite(pte);
+    if (accessible && shared_writable && mem::pte_pfn(pte) != mm->phys->zero_pfn() &&
+        (!writenotify || mem::pte_dirty(pte)))
+      pte = mem::pte_mkwrite(pte);
     // Release: pairs with the acquire of lockless walkers.
     if (pte != old) slot.store(pte, std::memory_order_release);
   });

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 
+#include "mem/file.h"
 #include "mm/mm_types.h"
 
 namespace vmspace::mm {
@@ -71,9 +72,19 @@ void pageout_range(Vma* vma, std::uint64_t start, std::uint64_t end);
 // Bring the PTEs of [start, end) in line with vma->vm_flags (mprotect):
 // clear the write bit where writing is no longer allowed (private pages
 // are made writable again lazily, by the write-protect fault), clear or set
-// the access bit, and make shared pages writable where allowed.  Requires
+// the access bit, and make shared pages writable where allowed (with
+// write-notify only the dirty ones, Linux's can_change_pte_writable).  Requires
 // mmap W and the VMA write-locked.
 void change_protection(Vma* vma, std::uint64_t start, std::uint64_t end);
+
+// Linux vma_wants_writenotify(): a writable shared mapping of a file whose
+// dirty pages are written back maps pages read-only until a write fault
+// marks them dirty (kPgDirty), so that write-back can clean them and see
+// the next write.  (shmem files do not: their PTEs are writable at once.)
+inline bool vma_wants_writenotify(const Vma* vma) {
+  return (vma->vm_flags & (VM_SHARED | VM_WRITE)) == (VM_SHARED | VM_WRITE) && vma->vm_file != nullptr &&
+         vma->vm_file->can_writeback();
+}
 
 // The page index of `addr` in `vma` (Linux linear_page_index).
 inline std::uint64_t linear_page_index(const Vma* vma, std::uint64_t addr) {

@@ -25,8 +25,9 @@ namespace vmspace::mm {
 // with *populate = its length and the mmap_lock DOWNGRADED TO READ: the
 // caller populates [result, result + *populate) and then unlocks it.
 // Otherwise *populate = 0 and no lock is held.
+// `f_mode` is how the descriptor was opened (mem::kFmodeRead/Write).
 long vm_mmap(MmStruct* mm, std::uint64_t addr, std::uint64_t len, int prot, int flags, mem::File* file,
-             std::uint64_t off, std::uint64_t* populate);
+             unsigned f_mode, std::uint64_t off, std::uint64_t* populate);
 // munmap(2)
 int vm_munmap(MmStruct* mm, std::uint64_t start, std::uint64_t len);
 // mprotect(2)

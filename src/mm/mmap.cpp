@@ -277,10 +277,11 @@ constexpr int kLegacyMapMask = MAP_SHARED | MAP_PRIVATE | MAP_FIXED | MAP_ANONYM
                                MAP_EXECUTABLE | 0x4000000 /* MAP_UNINITIALIZED */ | MAP_GROWSDOWN | MAP_LOCKED |
                                MAP_NORESERVE | MAP_POPULATE | MAP_NONBLOCK | MAP_STACK | MAP_HUGETLB;
 
-// Linux do_mmap(): anonymous memory, or `file` (memfds are opened
-// read-write and executable) at byte offset `off`.  Requires mmap W.
-long do_mmap(MmStruct* mm, mem::File* file, std::uint64_t addr, std::uint64_t len, int prot, int flags,
-             std::uint64_t off, std::uint64_t* populate) {
+// Linux do_mmap(): anonymous memory, or `file` opened with `f_mode`
+// (mem::kFmodeRead/Write; no file here is on a noexec mount) at byte
+// offset `off`.  Requires mmap W.
+long do_mmap(MmStruct* mm, mem::File* file, unsigned f_mode, std::uint64_t addr, std::uint64_t len, int prot,
+             int flags, std::uint64_t off, std::uint64_t* populate) {
   *populate = 0;
   if (len == 0) return -EINVAL;
   if (flags & MAP_FIXED_NOREPLACE) flags |= MAP_FIXED;
@@ -314,9 +315,14 @@ long do_mmap(MmStruct* mm, mem::File* file, std::uint64_t addr, std::uint64_t le
         [[fallthrough]];
       case MAP_SHARED_VALIDATE:
         if (flags & ~kLegacyMapMask) return -EOPNOTSUPP;
+        if ((prot & PROT_WRITE) && !(f_mode & mem::kFmodeWrite)) return -EACCES;
         vm_flags |= VM_SHARED | VM_MAYSHARE;
+        // A read-only descriptor: never writable, and (no VM_SHARED) its
+        // pages fault as a private mapping's would; maps still says 's'.
+        if (!(f_mode & mem::kFmodeWrite)) vm_flags &= ~(VM_MAYWRITE | VM_SHARED);
         [[fallthrough]];
       case MAP_PRIVATE:
+        if (!(f_mode & mem::kFmodeRead)) return -EACCES;
         if (vm_flags & VM_GROWSDOWN) return -EINVAL;
         break;
       default:
@@ -359,14 +365,14 @@ long do_mmap(MmStruct* mm, mem::File* file, std::uint64_t addr, std::uint64_t le
 }  // namespace
 
 long vm_mmap(MmStruct* mm, std::uint64_t addr, std::uint64_t len, int prot, int flags, mem::File* file,
-             std::uint64_t off, std::uint64_t* populate) {
+             unsigned f_mode, std::uint64_t off, std::uint64_t* populate) {
   *populate = 0;
   if (!page_aligned(off)) return -EINVAL;
   if (flags & MAP_ANONYMOUS) file = nullptr;  // the descriptor is ignored
   else if (file == nullptr) return -EBADF;
   if (flags & MAP_HUGETLB) return -EINVAL;  // hugetlbfs is not modelled
   mmap_write_lock(mm);
-  long r = do_mmap(mm, file, addr, len, prot, flags, off, populate);
+  long r = do_mmap(mm, file, f_mode, addr, len, prot, flags, off, populate);
   mm_debug_validate(mm);
   if (r >= 0 && *populate != 0) {
     // MAP_POPULATE / MAP_LOCKED: the caller faults the pages in under the

@@ -1,11 +1,14 @@
 // SPDX-License-Identifier: MIT
 // msync.cpp - msync(2), as Linux 6.18's mm/msync.c decides each case.
 //
-// Every file vmspace has is a shmem file (memfd or shared anonymous
-// memory): its page cache is its storage, so there is nothing to write
-// back (Linux's shmem fsync is a no-op too) and MS_INVALIDATE leaves the
-// pages as they are.  What remains is the walk and its errors, which
-// programs see: holes, locked memory with MS_INVALIDATE, flags.
+// MS_SYNC on a shared mapping of a file with a backing writes the dirty
+// pages of the range back and syncs the backing (vfs_fsync_range), with
+// the mmap_lock dropped meanwhile, as Linux does.  MS_ASYNC writes them
+// back without the sync: Linux only leaves them to its flusher threads,
+// which vmspace does not have.  A shmem file (memfd, shared anonymous
+// memory) has nothing to write: its page cache is its storage.
+// MS_INVALIDATE changes nothing but the -EBUSY check, as in Linux: every
+// mapping of a file sees the one page cache.
 #include <sys/mman.h>
 
 #include <algorithm>
@@ -14,6 +17,7 @@
 #include "mm/mm.h"
 #include "mm/mmap_lock.h"
 #include "mm/vma.h"
+#include "mm/writeback.h"
 
 namespace vmspace::mm {
 
@@ -43,9 +47,22 @@ int do_msync(MmStruct* mm, std::uint64_t start, std::uint64_t len, int flags) {
       error = -EBUSY;
       break;
     }
-    // MS_SYNC on a shared file mapping would write [start, min(end,
-    // vm_end)) back here (vfs_fsync_range): a shmem file has nothing to
-    // write.
+    mem::File* file = vma->vm_file;
+    if ((flags & (MS_SYNC | MS_ASYNC)) && file != nullptr && file->can_writeback() &&
+        (vma->vm_flags & VM_SHARED)) {
+      // The file pages [start, min(end, vm_end)) map.
+      const std::uint64_t first = vma->vm_pgoff + ((start - vma->vm_start) >> kPageShift);
+      const std::uint64_t last = first + ((std::min(end, vma->vm_end) - start) >> kPageShift);
+      start = vma->vm_end;
+      mem::get_file(file);
+      mmap_read_unlock(mm);
+      error = (flags & MS_SYNC) ? vfs_fsync_range(file, first, last) : filemap_write_range(file, first, last);
+      mem::fput(file);
+      if (error != 0 || start >= end) return error != 0 ? error : unmapped_error;
+      mmap_read_lock(mm);
+      vma = find_vma(mm, start);
+      continue;
+    }
     start = vma->vm_end;
     if (start >= end) {
       error = 0;

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <mutex>
 
 #include "mm/memory.h"
 
@@ -40,7 +41,15 @@ void unmap_mapping_pages(mem::File* file, std::uint64_t first, std::uint64_t las
 
 int shmem_truncate(mem::File* file, std::uint64_t size) {
   if (size > static_cast<std::uint64_t>(INT64_MAX)) return -EINVAL;
-  const std::uint64_t old = mem::file_set_size(file, size);
+  std::uint64_t old;
+  if (file->can_writeback()) {
+    // Under wb_io: no write-back writes past the new size after this.
+    std::lock_guard<std::mutex> io(file->wb_io);
+    if (const int r = file->backing->truncate(size); r != 0) return r;
+    old = mem::file_set_size(file, size);
+  } else {
+    old = mem::file_set_size(file, size);
+  }
   if (size >= old) return 0;
   const std::uint64_t first = (size + kPageSize - 1) >> kPageShift;
   mem::shmem_truncate_range(file, first, UINT64_MAX);
@@ -51,9 +60,19 @@ int shmem_truncate(mem::File* file, std::uint64_t size) {
   return 0;
 }
 
-void shmem_punch_hole(mem::File* file, std::uint64_t first, std::uint64_t last) {
-  mem::shmem_truncate_range(file, first, last);
+int shmem_punch_hole(mem::File* file, std::uint64_t first, std::uint64_t last) {
+  if (first >= last) return 0;
+  if (file->can_writeback()) {
+    // Under wb_io: a page written back after this would fill the hole
+    // again; once out of the cache it is not written (file_write_page).
+    std::lock_guard<std::mutex> io(file->wb_io);
+    if (const int r = file->backing->punch_hole(first << kPageShift, (last - first) << kPageShift); r != 0) return r;
+    mem::shmem_truncate_range(file, first, last);
+  } else {
+    mem::shmem_truncate_range(file, first, last);
+  }
   unmap_mapping_pages(file, first, last, /*even_cows=*/false);
+  return 0;
 }
 
 }  // namespace vmspace::mm

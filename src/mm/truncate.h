@@ -29,17 +29,20 @@ namespace vmspace::mm {
 // (truncate), else only the file's own pages (a hole punch).
 void unmap_mapping_pages(mem::File* file, std::uint64_t first, std::uint64_t last, bool even_cows);
 
-// ftruncate(2) on a shmem file: the new size in bytes.  Shrinking drops
+// ftruncate(2): the new size in bytes.  A file with a backing has it
+// truncated first (its error, -EFBIG, -EIO..., changes nothing here).  Shrinking drops
 // the pages past it from the cache and from every mapping (private copies
 // included, as Linux does), and zeroes the tail of the partial last page;
 // growing only moves the size (the new range reads as zeros).  Returns 0,
-// or -EINVAL for a size above MAX_LFS_FILESIZE (a negative loff_t).
+// -EINVAL for a size above MAX_LFS_FILESIZE (a negative loff_t), or the
+// backing's error.  Caller holds size_lock.
 int shmem_truncate(mem::File* file, std::uint64_t size);
 
 // MADV_REMOVE / fallocate(PUNCH_HOLE) on whole pages [first, last) of a
-// shmem file: the pages leave the cache and every shared mapping;
-// private copies stay.
-void shmem_punch_hole(mem::File* file, std::uint64_t first, std::uint64_t last);
+// file: the backing (if any) deallocates the range, then the pages leave
+// the cache and every shared mapping; private copies stay.  0, or the
+// backing's error (-EOPNOTSUPP), with nothing changed.
+int shmem_punch_hole(mem::File* file, std::uint64_t first, std::uint64_t last);
 
 // ---- test hooks (deterministic tests; not called in release builds) ----
 struct TruncateHooks {

@@ -9,6 +9,10 @@
 //   File::size_lock        per file (Linux's inode lock); std::mutex, not
 //                          checked by lockdep: ftruncate and a pwrite that
 //                          extends the file, never with an mm lock held
+//   File::wb_claim         per file, std::mutex: one write-back (msync,
+//                          fsync) of the file at a time, held across an RCU
+//                          grace period, so never inside a read section;
+//                          never with an mm lock held (msync drops it)
 //   mmap_lock              RwSemaphore, one per AddressSpace
 //     vma_lock             per-VMA lock.  Write side (vma_start_write) only
 //                          with mmap_lock held for write; read side
@@ -18,6 +22,10 @@
 //         anon_vma_rwsem   the root anon_vma's
 //           page_table_lock  per AddressSpace, upper page-table levels
 //             pte_lock       per PTE table (split page-table locks)
+//               File::wb_io  per file, std::mutex: a page's write to the
+//                            backing, the backing's truncate / punch_hole
+//                            (MADV_REMOVE: under mmap_lock; write-back,
+//                            ftruncate: under no mm lock)
 //               frame_lock   frame allocator / page-cache internals
 //
 // Same-class nesting (two locks of one class at once) is a deadlock unless
