@@ -133,11 +133,16 @@ AddressSpace::AddressSpace(const AddressSpaceOptions& opts)
 }
 
 AddressSpace::~AddressSpace() {
+  mem::PhysMem* const phys = mm_->phys;
   mm_.reset();  // returns every mapped frame
   files_.reset();  // and every file's cached pages, once no VMA maps them
   // VMAs removed earlier are freed by RCU callbacks, and freeing a shared
   // anonymous VMA can free its shmem pages: let them all run before an
-  // owned pool goes away.
+  // owned pool goes away.  Files with a backing that were let go are freed
+  // by the flusher thread (after write-back), and return their frames
+  // through RCU again.
+  rcu::barrier();
+  mem::flush_released_files(phys);
   rcu::barrier();
 }
 
@@ -186,19 +191,21 @@ int AddressSpace::memfd_create(const std::string& name) {
 }
 
 namespace {
-// O_RDONLY / O_WRONLY / O_RDWR as f_mode bits; 0 for the invalid 3.
+// O_RDONLY / O_WRONLY / O_RDWR as f_mode bits (3, Linux's "neither": none),
+// and O_APPEND.
 unsigned fmode_of(int flags) {
+  unsigned m = 0;
   switch (flags & O_ACCMODE) {
-    case O_RDONLY: return mem::kFmodeRead;
-    case O_WRONLY: return mem::kFmodeWrite;
-    case O_RDWR: return mem::kFmodeRead | mem::kFmodeWrite;
+    case O_RDONLY: m = mem::kFmodeRead; break;
+    case O_WRONLY: m = mem::kFmodeWrite; break;
+    case O_RDWR: m = mem::kFmodeRead | mem::kFmodeWrite; break;
   }
-  return 0;
+  return (flags & O_APPEND) ? m | mem::kFmodeAppend : m;
 }
 }  // namespace
 
 int AddressSpace::open_file(std::shared_ptr<FileBacking> backing, const std::string& name, int flags) {
-  if (backing == nullptr || (flags & ~O_ACCMODE) != 0 || fmode_of(flags) == 0) return -EINVAL;
+  if (backing == nullptr || (flags & ~(O_ACCMODE | O_APPEND)) != 0) return -EINVAL;
   int err = 0;
   mem::File* f = mem::file_open_backed(mm_->phys, std::move(backing), name, &err);
   if (f == nullptr) return err;
@@ -206,9 +213,18 @@ int AddressSpace::open_file(std::shared_ptr<FileBacking> backing, const std::str
 }
 
 int AddressSpace::open(const std::string& path, int flags, unsigned mode) {
-  if (fmode_of(flags) == 0) return -EINVAL;
-  // The host opens it (O_CLOEXEC: the descriptor is ours, not a child's).
-  const int hfd = ::open(path.c_str(), flags | O_CLOEXEC, static_cast<mode_t>(mode));
+  // The host descriptor serves every descriptor of the file here (one page
+  // cache), and write-back reads pages before writing parts of them: open
+  // it read-write where the host allows, else as asked.  Without O_APPEND
+  // (write-back writes at offsets; appending is this table's business) or
+  // O_DIRECT (pages are written in part); O_CLOEXEC: it is ours, not a
+  // child's.
+  const int host_flags = (flags & ~(O_ACCMODE | O_APPEND | O_DIRECT)) | O_CLOEXEC;
+  const int asked = flags & O_ACCMODE;
+  int hfd = ::open(path.c_str(), host_flags | O_RDWR, static_cast<mode_t>(mode));
+  if (hfd < 0 && asked != O_RDWR && asked != O_ACCMODE &&
+      (errno == EACCES || errno == EROFS || errno == EPERM || errno == EISDIR || errno == ETXTBSY))
+    hfd = ::open(path.c_str(), host_flags | asked, static_cast<mode_t>(mode));
   if (hfd < 0) return -errno;
   std::shared_ptr<FileBacking> backing;
   try {
@@ -256,14 +272,28 @@ int AddressSpace::ftruncate(int fd, std::int64_t length) {
   return mm::shmem_truncate(file.f, static_cast<std::uint64_t>(length));
 }
 
+namespace {
+// Linux's rw_verify_area(): a count that is negative as ssize_t, or that
+// takes the offset past INT64_MAX, is -EINVAL; then at most MAX_RW_COUNT
+// bytes move per call.
+constexpr std::uint64_t kMaxRwCount = 0x7ffff000;
+bool rw_count_ok(std::uint64_t n, std::uint64_t off) {
+  return n <= static_cast<std::uint64_t>(INT64_MAX) && off + n <= static_cast<std::uint64_t>(INT64_MAX);
+}
+}  // namespace
+
 long AddressSpace::pwrite(int fd, const void* buf, std::uint64_t n, std::int64_t offset) {
   if (offset < 0) return -EINVAL;  // before the descriptor, as Linux
   unsigned f_mode = 0;
   FileRef file{files_->get(fd, &f_mode)};
   if (file.f == nullptr || !(f_mode & mem::kFmodeWrite)) return -EBADF;
-  const auto off = static_cast<std::uint64_t>(offset);
-  if (n > static_cast<std::uint64_t>(INT64_MAX) - off) return -EFBIG;  // past MAX_LFS_FILESIZE
+  auto off = static_cast<std::uint64_t>(offset);
+  if (!rw_count_ok(n, off)) return -EINVAL;
+  n = std::min(n, kMaxRwCount);
   std::lock_guard<std::mutex> g(file.f->size_lock);
+  // O_APPEND: at the end, whatever the offset (Linux's pwrite does so).
+  if (f_mode & mem::kFmodeAppend) off = file.f->i_size.load(std::memory_order_relaxed);
+  if (n > static_cast<std::uint64_t>(INT64_MAX) - off) return -EFBIG;  // past MAX_LFS_FILESIZE
   return mem::shmem_write(file.f, buf, n, off);
 }
 
@@ -272,6 +302,8 @@ long AddressSpace::pread(int fd, void* buf, std::uint64_t n, std::int64_t offset
   unsigned f_mode = 0;
   FileRef file{files_->get(fd, &f_mode)};
   if (file.f == nullptr || !(f_mode & mem::kFmodeRead)) return -EBADF;
+  if (!rw_count_ok(n, static_cast<std::uint64_t>(offset))) return -EINVAL;
+  n = std::min(n, kMaxRwCount);
   return mem::shmem_read(file.f, buf, n, static_cast<std::uint64_t>(offset));
 }
 

@@ -250,13 +250,19 @@ void do_fault_around(Vmf& f, mem::PteTable* table) {
   ptl.lock();
   file->i_pages.lock();  // once for the window (inside the PTE lock, as always)
   const std::uint64_t size_pages = file->size_pages();
+  const pfn_t* chunk = nullptr;  // the cache's entries around `index`
+  std::uint64_t chunk_no = UINT64_MAX;
   for (std::uint64_t i = from; i < to; ++i) {
     const std::uint64_t va = table_base + (i << mem::kPageShift);
     std::atomic<pte_t>& slot = mem::PageTables::pte_slot(table, va);
     if (i == pte_off || !mem::pte_none(slot.load(std::memory_order_relaxed))) continue;
     const std::uint64_t index = mm::linear_page_index(vma, va);
     if (index >= size_pages) break;
-    const pfn_t pfn = file->pages.find(index);
+    if (index / mem::PageCache::kChunk != chunk_no) {
+      chunk_no = index / mem::PageCache::kChunk;
+      chunk = file->pages.chunk_entries(index);
+    }
+    const pfn_t pfn = chunk != nullptr ? chunk[index % mem::PageCache::kChunk] : mem::kNoFrame;
     if (pfn == mem::kNoFrame) continue;
     phys->get(pfn);  // the PTE's reference
     // Release: as for every PTE install.
@@ -312,24 +318,28 @@ unsigned do_read_fault(Vmf& f, mem::PteTable* table) {
   const bool writable = shared && (f.vma->vm_flags & mm::VM_WRITE) != 0;
   // A read fault under write-notify maps read-only (see do_fault_around).
   const bool map_writable = writable && (f.write || !mm::vma_wants_writenotify(f.vma));
-  bool keep = false, dirtied = false;
+  bool keep = false;
   pte_t cur = slot.load(std::memory_order_relaxed);
-  if (mem::pte_none(cur)) {
+  const bool fresh = mem::pte_none(cur);
+  const bool upgrade =
+      !fresh && f.write && writable && mem::pte_present(cur) && !mem::pte_write(cur) && mem::pte_pfn(cur) == pfn;
+  // A write makes the page dirty (Linux's page_mkwrite / folio_mark_dirty)
+  // BEFORE its PTE becomes writable, under the PTE lock: a store through
+  // that PTE followed by an msync must find the page dirty; and a
+  // write-back that clears the bit after this write-protects the PTE after
+  // we publish it (mapping_mkclean takes this lock), so the next write
+  // faults here again (writeback.h).
+  if ((fresh || upgrade) && f.write && writable) phys->frame(pfn).flags.fetch_or(mem::kPgDirty, std::memory_order_release);
+  if (fresh) {
     const pte_t pte = mem::pte_mkyoung(mem::make_pte(pfn, map_writable));
     slot.store(f.write && writable ? mem::pte_mkdirty(pte) : pte, std::memory_order_release);
     phys->frame(pfn).mapcount.fetch_add(1, std::memory_order_relaxed);
     mm->rss_shmem.fetch_add(1, std::memory_order_relaxed);
     keep = true;  // our reference now belongs to the PTE
-    dirtied = f.write && writable;
-  } else if (f.write && writable && mem::pte_present(cur) && !mem::pte_write(cur) && mem::pte_pfn(cur) == pfn) {
+  } else if (upgrade) {
     slot.store(mem::pte_mkdirty(mem::pte_mkwrite(cur)), std::memory_order_release);
-    dirtied = true;
   }
-  // Linux fault_dirty_shared_page(): the page is dirty, set after the PTE
-  // became writable and under the PTE lock: a write-back that cleared the
-  // bit before this write-protects the PTE after it (folio_mkclean takes
-  // this lock), so the next write faults here again (writeback.h).
-  if (dirtied) phys->frame(pfn).flags.fetch_or(mem::kPgDirty, std::memory_order_release);
+  if ((fresh || upgrade) && f.write && writable) FAULT_HOOK(shared_write_mapped);
   ptl.unlock();
   if (!keep) phys->put(pfn);
   if (!f.write) do_fault_around(f, table);  // Linux faults around on read faults only

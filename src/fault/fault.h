@@ -53,6 +53,9 @@ struct FaultHooks {
   void (*stack_write_locked)(void* arg) = nullptr;
   // populate_range_locked: mmap R (or W) held, before each page.
   void (*populate_page)(void* arg) = nullptr;
+  // do_read_fault: a write to a shared mapping has just made its PTE
+  // writable; the PTE lock is still held.
+  void (*shared_write_mapped)(void* arg) = nullptr;
   void* arg = nullptr;
 };
 void set_fault_hooks(const FaultHooks* hooks);

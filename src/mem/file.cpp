@@ -3,6 +3,12 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <thread>
 #include <cstring>
 #include <new>
 #include <vector>
@@ -60,26 +66,143 @@ File* new_shmem_file(PhysMem* phys, std::string name, std::uint64_t bytes) {
 
 }  // namespace
 
+namespace {
+
+// The inode table: backed files by (pool, device, inode) or (pool,
+// backing object).  Its lock is a leaf, taken without any other.
+struct InodeKey {
+  PhysMem* phys;
+  unsigned major, minor;
+  std::uint64_t ino;
+  const void* backing;
+  auto operator<=>(const InodeKey&) const = default;
+};
+std::mutex inode_table_lock;
+std::map<InodeKey, File*> inode_table;  // guarded by inode_table_lock
+
+InodeKey key_of(const File* f) {
+  return f->hash_backing != nullptr ? InodeKey{f->phys, 0, 0, 0, f->hash_backing}
+                                    : InodeKey{f->phys, f->dev_major, f->dev_minor, f->ino, nullptr};
+}
+
+// The flusher: frees released files with a backing (write-back may block).
+// One thread, started on first use, never joined (it sleeps when idle).
+struct Flusher {
+  std::mutex lock;
+  std::condition_variable work, idle;
+  std::deque<File*> queue;   // guarded by lock
+  PhysMem* busy = nullptr;   // guarded by lock: the pool of the file being freed
+  bool started = false;      // guarded by lock
+
+  void push(File* f) {
+    std::lock_guard<std::mutex> g(lock);
+    queue.push_back(f);
+    if (!started) {
+      std::thread(&Flusher::run, this).detach();
+      started = true;
+    }
+    work.notify_one();
+  }
+  void run() {
+    std::unique_lock<std::mutex> g(lock);
+    for (;;) {
+      work.wait(g, [&] { return !queue.empty(); });
+      File* f = queue.front();
+      queue.pop_front();
+      busy = f->phys;
+      g.unlock();
+      delete f;  // ~File writes back, leaves the inode table, frees frames
+      g.lock();
+      busy = nullptr;
+      idle.notify_all();
+    }
+  }
+  // Until no file of `phys` waits or is being freed (other pools' files
+  // may: they do not hold this one up).
+  void drain(PhysMem* phys) {
+    std::unique_lock<std::mutex> g(lock);
+    idle.wait(g, [&] {
+      return busy != phys && std::none_of(queue.begin(), queue.end(), [&](File* f) { return f->phys == phys; });
+    });
+  }
+};
+Flusher& flusher() {
+  static Flusher* f = new Flusher;  // never destroyed: its thread may outlive main
+  return *f;
+}
+
+}  // namespace
+
+void file_release(File* f) {
+  if (f->can_writeback())
+    flusher().push(f);
+  else
+    delete f;
+}
+
+void flush_released_files(PhysMem* phys) { flusher().drain(phys); }
+
 File* file_open_backed(PhysMem* phys, std::shared_ptr<FileBacking> backing, std::string name, int* err) {
-  const std::int64_t size = backing->size();
-  if (size < 0) {
-    *err = static_cast<int>(size);
-    return nullptr;
-  }
   const FileBacking::Identity id = backing->identity();
-  if (fail_nth::should_fail(fail_nth::Site::file)) {  // injected (tests)
-    *err = -ENOMEM;
-    return nullptr;
-  }
-  try {
-    const std::uint64_t ino = id.ino != 0 ? id.ino : next_ino.fetch_add(1, std::memory_order_relaxed);
-    File* f = new File(ino, id.dev_major, id.dev_minor, std::move(name), false, phys);
-    f->backing = std::move(backing);
+  const void* by_backing = id.ino != 0 ? nullptr : backing.get();
+  const InodeKey key = by_backing != nullptr ? InodeKey{phys, 0, 0, 0, by_backing}
+                                             : InodeKey{phys, id.dev_major, id.dev_minor, id.ino, nullptr};
+  // The table's file with a new reference: `found` (it is open), or a
+  // file being released (nullptr: wait for it to leave the table, as Linux
+  // waits for an inode being freed: its write-back must end first).
+  auto grab = [](File* f) -> File* {
+    long r = f->refs.load(std::memory_order_relaxed);
+    while (r > 0 && !f->refs.compare_exchange_weak(r, r + 1, std::memory_order_relaxed)) {
+    }
+    return r > 0 ? f : nullptr;
+  };
+  for (;;) {
+    bool absent = false;
+    {
+      std::lock_guard<std::mutex> g(inode_table_lock);
+      auto it = inode_table.find(key);
+      if (it == inode_table.end())
+        absent = true;
+      else if (File* f = grab(it->second))
+        return f;  // open already: share its page cache
+    }
+    if (!absent) {
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+      continue;
+    }
+    const std::int64_t size = backing->size();
+    if (size < 0) {
+      *err = static_cast<int>(size);
+      return nullptr;
+    }
+    if (fail_nth::should_fail(fail_nth::Site::file)) {  // injected (tests)
+      *err = -ENOMEM;
+      return nullptr;
+    }
+    File* f;
+    try {
+      const std::uint64_t ino = id.ino != 0 ? id.ino : next_ino.fetch_add(1, std::memory_order_relaxed);
+      f = new File(ino, id.dev_major, id.dev_minor, name, false, phys);
+    } catch (const std::bad_alloc&) {
+      *err = -ENOMEM;
+      return nullptr;
+    }
+    f->backing = backing;
     f->i_size.store(static_cast<std::uint64_t>(size), std::memory_order_relaxed);
-    return f;
-  } catch (const std::bad_alloc&) {
-    *err = -ENOMEM;
-    return nullptr;
+    f->hash_backing = by_backing;
+    File* other = nullptr;
+    {
+      std::lock_guard<std::mutex> g(inode_table_lock);
+      auto [it, fresh] = inode_table.try_emplace(key, f);
+      if (fresh) {
+        f->hashed = true;
+        return f;
+      }
+      other = grab(it->second);  // opened meanwhile by another thread
+    }
+    delete f;  // never shared, never hashed
+    if (other != nullptr) return other;
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
   }
 }
 
@@ -108,6 +231,7 @@ File* memfd_create(PhysMem* phys, const std::string& name) {
 
 std::uint64_t file_set_size(File* f, std::uint64_t bytes) {
   f->i_pages.lock();
+  ++f->invalidate_seq;
   const std::uint64_t old = f->i_size.load(std::memory_order_relaxed);
   f->i_size.store(bytes, std::memory_order_release);
   f->i_pages.unlock();
@@ -186,6 +310,8 @@ long shmem_read(File* f, void* buf, std::uint64_t n, std::uint64_t off) {
 }
 
 File::~File() {
+  // (Below: write back, then leave the inode table, so that a new open of
+  // the file waits until its bytes are in the backing.)
   // Nothing maps the file any more (each mapping held a reference) and no
   // descriptor names it: its dirty pages go to the backing now, as Linux
   // writes an inode's pages back before evicting it.  Errors have nowhere
@@ -194,6 +320,11 @@ File::~File() {
     pages.for_each_in(0, UINT64_MAX, [&](std::uint64_t index, pfn_t pfn) {
       if (phys->frame(pfn).flags.load(std::memory_order_acquire) & kPgDirty) (void)file_write_page(this, index, pfn);
     });
+  if (hashed) {
+    std::lock_guard<std::mutex> g(inode_table_lock);
+    auto it = inode_table.find(key_of(this));
+    if (it != inode_table.end() && it->second == this) inode_table.erase(it);
+  }
   pages.for_each([&](pfn_t pfn) { phys->put(pfn); });
   if (acct) acct->fetch_sub(static_cast<std::int64_t>(acct_pages), std::memory_order_relaxed);
 }
@@ -209,6 +340,7 @@ pfn_t shmem_get_page(File* f, std::uint64_t index, bool extending) {
     f->i_pages.unlock();
     return pfn;
   }
+  const std::uint64_t seq = f->invalidate_seq;
   f->i_pages.unlock();
   // Allocate (and read) outside i_pages (PhysMem's lock has the same
   // class; a backing may block).  A page within the size is read from the
@@ -228,6 +360,13 @@ pfn_t shmem_get_page(File* f, std::uint64_t index, bool extending) {
     f->i_pages.unlock();
     f->phys->put(fresh);
     return kBeyondEof;
+  }
+  if (read && f->invalidate_seq != seq) {
+    // A truncate or hole punch ran while we read: the bytes we hold may be
+    // what it removed (Linux's invalidate_lock keeps such reads out).
+    f->i_pages.unlock();
+    f->phys->put(fresh);
+    return shmem_get_page(f, index, extending);
   }
   pfn_t pfn;
   try {
@@ -253,6 +392,7 @@ bool shmem_page_cached(File* f, std::uint64_t index, pfn_t pfn) {
 void shmem_truncate_range(File* f, std::uint64_t first, std::uint64_t last) {
   std::vector<pfn_t> dropped;
   f->i_pages.lock();
+  ++f->invalidate_seq;
   f->pages.erase_range(first, last, dropped);
   f->i_pages.unlock();
   for (pfn_t p : dropped) f->phys->put(p);

@@ -38,6 +38,14 @@ class PageCache {
     const Chunk* c = chunk(index);
     return c != nullptr ? c->e[index % kChunk] : kNoFrame;
   }
+  // The entries of the chunk holding `index` (entry index % kChunk is
+  // `index`'s), or nullptr when it caches nothing: for walks over
+  // neighbouring indices (fault-around), one hash lookup per chunk.
+  static constexpr std::uint64_t kChunk = 512;
+  const pfn_t* chunk_entries(std::uint64_t index) const {
+    const Chunk* c = chunk(index);
+    return c != nullptr ? c->e.data() : nullptr;
+  }
   // Insert `pfn` at `index` unless a frame is there: returns the frame
   // now cached there (ours or the one found).  Throws std::bad_alloc.
   pfn_t insert(std::uint64_t index, pfn_t pfn);
@@ -63,7 +71,6 @@ class PageCache {
   }
 
  private:
-  static constexpr std::uint64_t kChunk = 512;
   struct Chunk {
     Chunk() { e.fill(kNoFrame); }
     std::array<pfn_t, kChunk> e;
@@ -124,10 +131,18 @@ struct File {
     return (b >> 12) + ((b & 4095) != 0 ? 1 : 0);
   }
 
-  // References: one per VMA mapping the file.  get/put are atomic; the
-  // last put frees the File (VMAs are freed after an RCU grace period, so
-  // no reader can still reach it).
+  // References: one per VMA mapping the file, per descriptor naming it,
+  // and per call using it.  get/put are atomic; the last put frees the
+  // File (VMAs are freed after an RCU grace period, so no reader can still
+  // reach it), a file with a backing on the flusher thread, after writing
+  // its dirty pages back (file_release).
   std::atomic<long> refs{1};
+  // A file with a backing is in the inode table (one File per backed file
+  // and pool, however often it is opened: one page cache), keyed by the
+  // backing's identity, or by the backing object when that has no inode
+  // number.  Set at creation.
+  bool hashed = false;
+  const void* hash_backing = nullptr;
 
   // Commit charge of a shmem object (shmem_acct_size): `acct_pages` pages
   // charged to the counter `acct` points to, given back when the object is
@@ -140,6 +155,11 @@ struct File {
   // while holding it, PhysMem's own lock is of the same class).
   SpinLock i_pages{LockClass::frame_lock};
   PageCache pages;
+  // Bumped under i_pages by every size change and every removal from the
+  // cache (truncate, hole punch): a page read from the backing while it
+  // moved is not inserted (its bytes may be what was removed); the read
+  // starts again.
+  std::uint64_t invalidate_seq = 0;
 
   // The VMAs that map this file (Linux's address_space->i_mmap), for the
   // reverse map of file pages.  Write: linking and unlinking VMAs, and
@@ -161,9 +181,13 @@ File* shmem_zero_setup(PhysMem* phys, std::uint64_t pages);
 // A new empty memfd (Linux memfd_create: a shmem file named
 // "/memfd:NAME (deleted)" in /proc/self/maps); nullptr when out of memory.
 File* memfd_create(PhysMem* phys, const std::string& name);
-// A file whose bytes come from `backing`, named `name` in maps: its size is
-// read from the backing now.  nullptr with *err = -errno (the backing's
-// size() error, -ENOMEM).
+// The file whose bytes come from `backing`, named `name` in maps, with a
+// new reference: the one already open in this pool if the inode table has
+// it (same device and inode, or, without an inode number, the same
+// backing object; `backing` and `name` are then dropped), else a new one
+// whose size is read from the backing now.  A file being freed is waited
+// for (its write-back must end before its bytes are read again).  nullptr
+// with *err = -errno (the backing's size() error, -ENOMEM).
 File* file_open_backed(PhysMem* phys, std::shared_ptr<FileBacking> backing, std::string name, int* err);
 
 // Write cached page `index` (frame `pfn`) of a file with a backing to it,
@@ -196,7 +220,8 @@ long shmem_read(File* f, void* buf, std::uint64_t n, std::uint64_t off);
 // memory (it never waits for frames a grace period would free: callers
 // hold mm locks), kBeyondEof when the page lies wholly past the size
 // (checked under i_pages: after a truncate has set a smaller size, no
-// page past it is ever added again).
+// page past it is added while it stays smaller; a page read from the
+// backing across a truncate or hole punch is read again).
 // With `extending` (a write that will grow the file, size_lock held),
 // a page past the size is allocated too.
 inline constexpr pfn_t kBeyondEof = kNoFrame - 1;
@@ -211,16 +236,26 @@ bool shmem_page_cached(File* f, std::uint64_t index, pfn_t pfn);
 void shmem_truncate_range(File* f, std::uint64_t first, std::uint64_t last);
 
 // How a descriptor was opened (Linux's FMODE_READ / FMODE_WRITE).
-inline constexpr unsigned kFmodeRead = 1, kFmodeWrite = 2;
+// (kFmodeAppend: O_APPEND, pwrite writes at the end.)
+inline constexpr unsigned kFmodeRead = 1, kFmodeWrite = 2, kFmodeAppend = 4;
 
 inline File* get_file(File* f) {
   if (f != nullptr) f->refs.fetch_add(1, std::memory_order_relaxed);
   return f;
 }
 
+// The last reference is gone: free `f` (a file with a backing on the
+// flusher thread, which writes its dirty pages back first and takes it out
+// of the inode table, so that this never blocks: callers include RCU
+// callbacks).
+void file_release(File* f);
+// Wait until every file of pool `phys` released so far is written back and
+// freed (before a pool goes away: ~AddressSpace).
+void flush_released_files(PhysMem* phys);
+
 inline void fput(File* f) {
   // acq_rel: the last put sees every other holder's accesses.
-  if (f != nullptr && f->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete f;
+  if (f != nullptr && f->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) file_release(f);
 }
 
 }  // namespace vmspace::mem

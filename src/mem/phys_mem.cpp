@@ -110,6 +110,7 @@
 #include <memory>
 #include <mutex>
 #include <new>
+#include <stdexcept>
 
 namespace vmspace::mem {
 
@@ -227,6 +228,7 @@ PhysMem::PhysMem(const PhysMemOptions& o)
   // Choose (and register) the stealers' membarrier command now, so no
   // out-of-memory path pays for it and a kernel without it fails early.
   if (membarrier_cmd() < 0) die("membarrier() is unavailable", 0);
+  if (capacity_ + 1 >= std::uint64_t{0xffffffff}) throw std::length_error("PhysMem: more than 2^32 - 2 frames");
   map_bytes_ = static_cast<std::size_t>(capacity_ + 1) * kFrameSize;
   void* p = ::mmap(nullptr, map_bytes_, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -453,7 +455,7 @@ void PhysMem::put(pfn_t pfn) {
     if (__builtin_expect(!c->steal.load(std::memory_order_acquire), 1)) {  // O3
       std::uint32_t n = c->pend_n.load(std::memory_order_relaxed) + 1;
       if (__builtin_expect(n < cache_size_, 1)) {
-        f.next_free = c->pend_head;
+        f.set_next_free(c->pend_head);
         c->pend_head = pfn;
         c->pend_n.store(n, std::memory_order_relaxed);
         c->busy.store(false, std::memory_order_release);      // O5
@@ -470,12 +472,12 @@ void PhysMem::put_slow(pfn_t pfn) {
   Cache* c = cache();
   if (c == nullptr) {
     // No cache: a batch of one.
-    f.next_free = kNoFrame;
+    f.set_next_free(kNoFrame);
     submit(Batch{pfn, 1});
     return;
   }
   c->lock.lock();
-  f.next_free = c->pend_head;
+  f.set_next_free(c->pend_head);
   c->pend_head = pfn;
   std::uint32_t n = c->pend_n.load(std::memory_order_relaxed) + 1;
   c->pend_n.store(n, std::memory_order_relaxed);
@@ -539,7 +541,7 @@ void PhysMem::batch_done(rcu::Head* h) {
   pfn_t buf[kChunk];
   std::size_t k = 0;
   for (pfn_t p = static_cast<pfn_t>(head - pm->frames_); p != kNoFrame;) {
-    pfn_t next = pm->frames_[p].next_free;
+    pfn_t next = pm->frames_[p].next_free();
     buf[k++] = p;
     if (k == kChunk) {
       pm->push_pool(buf, k, /*from_inflight=*/true);

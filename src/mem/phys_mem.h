@@ -94,7 +94,7 @@ struct Frame {
   //   file's backing holds (folio_test_dirty): set by pwrite and by write
   //   faults on shared mappings, cleared by write-back (which first
   //   write-protects every PTE mapping the page, so a later write faults
-  //   and sets it again).  smaps counts such a page as dirty.
+  //   and sets it again).  kPgWriteback: below.
   std::atomic<std::uint32_t> flags{0};
 
   // ---- allocator-private; valid only while refcount == 0 ----
@@ -102,8 +102,14 @@ struct Frame {
   // by the thread that frees the frame (under its cache's fast-path
   // handshake or lock, see phys_mem.cpp); read by the RCU callback after
   // the happens-before edge of the rcu::call() that submitted the batch,
-  // from whichever thread submitted it.
-  pfn_t next_free = kNoFrame;
+  // from whichever thread submitted it.  Stored in 32 bits (a pool has
+  // fewer than 2^32 - 1 frames), which keeps a Frame in one cache line.
+  void set_next_free(pfn_t p) { next_free_ = p == kNoFrame ? kNoNext : static_cast<std::uint32_t>(p); }
+  pfn_t next_free() const { return next_free_ == kNoNext ? kNoFrame : pfn_t{next_free_}; }
+  // (Public, so that Frame stays standard-layout for offsetof(rcu); use
+  // the two accessors above.)
+  static constexpr std::uint32_t kNoNext = ~std::uint32_t{0};
+  std::uint32_t next_free_ = kNoNext;
   // On the first frame of a submitted batch: the RCU callback head and the
   // owning allocator.
   rcu::Head rcu{};
@@ -111,13 +117,21 @@ struct Frame {
 };
 
 inline constexpr std::uint32_t kPgDirty = 1u << 0;
+// kPgWriteback: claimed by a write-back (its kPgDirty cleared) and not
+// written yet (Linux's PG_writeback); a write-back that cannot wait for
+// that one (inside a read section) writes such pages too.
+inline constexpr std::uint32_t kPgWriteback = 1u << 1;
+
+static_assert(sizeof(Frame) == 64, "a frame's metadata is one cache line");
 
 // Tag bit in Frame::mapping for anonymous frames (an AnonVma* is at least
 // 2-byte aligned).
 inline constexpr std::uintptr_t kMappingAnon = 1;
 
 struct PhysMemOptions {
-  std::uint64_t capacity_bytes = 256ull << 20;  // frames available (rounded down to frames)
+  // Frames available (rounded down to frames); at most 2^32 - 2 frames
+  // (16 TiB): more throws std::length_error.
+  std::uint64_t capacity_bytes = 256ull << 20;
   bool pretouch = true;  // touch every host page at construction
   unsigned per_thread_cache = 64;  // frames cached per thread (also the put batch size); 0 acts as 1
 };

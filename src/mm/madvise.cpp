@@ -237,10 +237,23 @@ int madvise_content(Vma* vma, Vma** prev, std::uint64_t start, std::uint64_t end
       if (f & VM_LOCKED) return -EINVAL;
       if (vma->vm_file == nullptr) return -EINVAL;
       if (!((f & VM_SHARED) && (f & VM_MAYWRITE))) return -EACCES;
+    {
       // Punch a hole in the file: its pages leave the cache (and the
       // backing's range is deallocated, -EOPNOTSUPP where it cannot be)
       // and every mapping of it (private copies and guard markers stay).
-      return shmem_punch_hole(vma->vm_file, linear_page_index(vma, start), linear_page_index(vma, end));
+      // As Linux's madvise_remove: with the mmap_lock dropped (the backing
+      // may block; the punch needs only i_mmap_rwsem), so the walk looks
+      // the next VMA up again (*prev = nullptr).
+      *prev = nullptr;
+      MmStruct* mm = vma->vm_mm;
+      mem::File* file = mem::get_file(vma->vm_file);
+      const std::uint64_t first = linear_page_index(vma, start), last = linear_page_index(vma, end);
+      mmap_read_unlock(mm);
+      const int r = shmem_punch_hole(file, first, last);
+      mem::fput(file);
+      mmap_read_lock(mm);
+      return r;
+    }
     case MADV_COLD:
       if (f & (VM_LOCKED | VM_PFNMAP | VM_HUGETLB)) return -EINVAL;
       return 0;  // deactivation: nothing to see without reclaim

@@ -62,7 +62,10 @@ int filemap_write_range(mem::File* file, std::uint64_t first, std::uint64_t last
     file->i_pages.lock();
     file->pages.for_each_in(first, last, [&](std::uint64_t index, mem::pfn_t pfn) {
       ++cached;
-      if (full || !(phys->frame(pfn).flags.load(std::memory_order_acquire) & mem::kPgDirty)) return;
+      // Inside a read section also the pages another write-back claimed
+      // (cleaned, not written yet): they may hold writes older than us.
+      const std::uint32_t want = in_read_section ? (mem::kPgDirty | mem::kPgWriteback) : mem::kPgDirty;
+      if (full || !(phys->frame(pfn).flags.load(std::memory_order_acquire) & want)) return;
       if (dirty.size() == dirty.capacity()) {
         full = true;
         return;
@@ -82,6 +85,7 @@ int filemap_write_range(mem::File* file, std::uint64_t first, std::uint64_t last
     // 1. clear, 2. write-protect, 3. let old translations finish.
     std::uint64_t lo = UINT64_MAX, hi = 0;
     for (const auto& [index, pfn] : dirty) {
+      phys->frame(pfn).flags.fetch_or(mem::kPgWriteback, std::memory_order_acq_rel);
       phys->frame(pfn).flags.fetch_and(~mem::kPgDirty, std::memory_order_acq_rel);
       lo = std::min(lo, index);
       hi = std::max(hi, index + 1);
@@ -93,6 +97,7 @@ int filemap_write_range(mem::File* file, std::uint64_t first, std::uint64_t last
   int error = 0;
   for (const auto& [index, pfn] : dirty) {
     const int r = mem::file_write_page(file, index, pfn);
+    if (!in_read_section) phys->frame(pfn).flags.fetch_and(~mem::kPgWriteback, std::memory_order_release);
     if (r < 0) {
       phys->frame(pfn).flags.fetch_or(mem::kPgDirty, std::memory_order_release);
       if (error == 0) error = r;

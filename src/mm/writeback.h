@@ -5,23 +5,26 @@
 // A page of a file with a backing is dirty (kPgDirty) once pwrite or a
 // write fault on a shared mapping changed it.  Writable shared mappings
 // of such a file map pages read-only until a write faults
-// (vma_wants_writenotify), and that fault sets kPgDirty after it made the
-// PTE writable, under the PTE lock.  Write-back of a page:
-//   1. clears kPgDirty;
+// (vma_wants_writenotify), and that fault sets kPgDirty before it makes
+// the PTE writable, under the PTE lock (a store through that PTE always
+// finds the page dirty).  Write-back of a page, one write-back of a file
+// at a time (wb_claim):
+//   1. sets kPgWriteback and clears kPgDirty;
 //   2. write-protects and cleans every PTE mapping it (folio_mkclean:
 //      under i_mmap_rwsem for read, each PTE table's lock), so the next
 //      write faults and sets kPgDirty again;
 //   3. waits for an RCU grace period: writes that went through a
 //      translation made before step 2 (AddressSpace::write, AccessScope
 //      pointers) have finished, as Linux's TLB flush ends them;
-//   4. copies the page to the backing (under wb_io).
+//   4. copies the page to the backing (under wb_io), clears kPgWriteback.
 // Whatever is written after step 2 dirties the page again, so a later
 // write-back writes it: nothing written before a write-back began is left
 // only in memory once it ends.
 //
 // A thread inside an RCU read section (an AccessScope) cannot wait for a
-// grace period: its write-back copies the dirty pages but clears nothing
-// (they stay dirty, and a later write-back writes them again).
+// grace period, nor for another write-back that waits for one: its
+// write-back copies the pages that are dirty or under write-back, and
+// clears nothing (they stay dirty; a later write-back writes them again).
 #pragma once
 
 #include <cstdint>

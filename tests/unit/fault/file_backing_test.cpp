@@ -21,6 +21,8 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -28,7 +30,12 @@
 #include <thread>
 #include <vector>
 
+#include "fault/fault.h"
+#include "mem/page_table.h"
+#include "mem/phys_mem.h"
+#include "mm/mm_types.h"
 #include "support/test_host.h"
+#include "sync/rcu.h"
 #include "vmspace/address_space.h"
 #include "vmspace/file_backing.h"
 
@@ -113,6 +120,55 @@ std::string host_maps_line(const std::string& path, std::uint64_t len, int prot,
   ::munmap(p, len);
   return line;
 }
+
+struct Gate {
+  std::mutex m;
+  std::condition_variable cv;
+  bool open = false;
+  void release() {
+    std::lock_guard<std::mutex> g(m);
+    open = true;
+    cv.notify_all();
+  }
+  void wait() {
+    std::unique_lock<std::mutex> g(m);
+    cv.wait(g, [&] { return open; });
+  }
+  bool wait_for(std::chrono::milliseconds t) {
+    std::unique_lock<std::mutex> g(m);
+    return cv.wait_for(g, t, [&] { return open; });
+  }
+};
+
+// read_page(block_index) reads the bytes, then stalls until released (a
+// host pread that returned and whose thread was then preempted);
+// write_page stalls while `block_writes` is set.
+class SlowBacking final : public FileBacking {
+ public:
+  explicit SlowBacking(std::uint64_t pages) : mem(pattern(pages)) {}
+  std::int64_t size() override { return mem.size(); }
+  int read_page(std::uint64_t index, void* buf) override {
+    const int r = mem.read_page(index, buf);
+    if (index == block_index && !blocked_once.exchange(true)) {
+      in_read.store(true);
+      read_gate.wait();
+    }
+    return r;
+  }
+  int write_page(std::uint64_t index, const void* buf, std::size_t len) override {
+    if (block_writes.load()) {
+      in_write.store(true);
+      write_gate.wait();
+    }
+    return mem.write_page(index, buf, len);
+  }
+  int truncate(std::uint64_t bytes) override { return mem.truncate(bytes); }
+  int punch_hole(std::uint64_t off, std::uint64_t len) override { return mem.punch_hole(off, len); }
+  MemoryBacking mem;
+  std::uint64_t block_index = ~0ull;
+  std::atomic<bool> blocked_once{false}, in_read{false}, block_writes{false}, in_write{false};
+  Gate read_gate, write_gate;
+};
 
 class FileBackingTest : public ::testing::TestWithParam<LockMode> {
  protected:
@@ -223,6 +279,8 @@ TEST_P(FileBackingTest, AccessModesMatchTheHost) {
       {O_RDONLY, PROT_READ | PROT_EXEC, MAP_SHARED}, {O_WRONLY, PROT_READ, MAP_SHARED},
       {O_WRONLY, PROT_READ, MAP_PRIVATE}, {O_RDWR, kRW, MAP_SHARED},    {O_RDWR, PROT_READ, MAP_SHARED},
       {O_RDONLY, PROT_NONE, MAP_SHARED},  {O_WRONLY, PROT_NONE, MAP_PRIVATE},
+      {O_ACCMODE, PROT_READ, MAP_SHARED}, {O_ACCMODE, PROT_NONE, MAP_PRIVATE},
+      {O_RDWR | O_APPEND, kRW, MAP_SHARED},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE("oflags " + std::to_string(c.oflags) + " prot " + std::to_string(c.prot) + " flags " +
@@ -237,8 +295,8 @@ TEST_P(FileBackingTest, AccessModesMatchTheHost) {
       host_mprotect = ::mprotect(hp, 2 * kPage, kRW) == 0 ? 0 : -errno;
       ::munmap(hp, 2 * kPage);
     }
-    char b = 0;
-    host_pwrite = ::pwrite(hfd, &b, 0, 0) >= 0 ? 0 : -errno;
+    char b = 0x20;  // the byte already at offset 6: the file stays as it is
+    host_pwrite = ::pwrite(hfd, &b, 1, 6) >= 0 ? 0 : -errno;
     host_pread = ::pread(hfd, &b, 1, 0) >= 0 ? 0 : -errno;
     host_ftruncate = ::ftruncate(hfd, 2 * kPage) == 0 ? 0 : -errno;
     ::close(hfd);
@@ -252,17 +310,25 @@ TEST_P(FileBackingTest, AccessModesMatchTheHost) {
       EXPECT_EQ(as.mprotect(kBase, 2 * kPage, kRW), host_mprotect);
       EXPECT_NE(as.maps().find((c.mflags & MAP_SHARED) ? "s 00000000" : "p 00000000"), std::string::npos);
     }
-    EXPECT_EQ(as.pwrite(fd, &b, 0, 0) >= 0 ? 0 : as.pwrite(fd, &b, 0, 0), host_pwrite);
-    EXPECT_EQ(as.pread(fd, &b, 1, 0) >= 0 ? 0 : as.pread(fd, &b, 1, 0), host_pread);
+    if (!(c.oflags & O_APPEND)) {
+      const long w = as.pwrite(fd, &b, 1, 6);
+      EXPECT_EQ(w >= 0 ? 0 : w, host_pwrite);
+    }
+    const long rd = as.pread(fd, &b, 1, 0);
+    EXPECT_EQ(rd >= 0 ? 0 : rd, host_pread);
     EXPECT_EQ(as.ftruncate(fd, 2 * kPage), host_ftruncate);
+    EXPECT_EQ(as.fsync(fd), 0);
   }
+  EXPECT_EQ(tmp.contents(), pattern(2));
   // Bad arguments.
   AddressSpace as(opts());
-  EXPECT_EQ(as.open(tmp.path, O_ACCMODE), -EINVAL);
+  char b0 = 0;
+  ASSERT_EQ(as.memfd_create("m"), 0);
   EXPECT_EQ(as.open("/nonexistent/vmspace", O_RDONLY), -ENOENT);
   EXPECT_EQ(as.open("/tmp", O_RDONLY), -EINVAL);  // not a regular file
   EXPECT_EQ(as.open_file(nullptr, "x", O_RDONLY), -EINVAL);
-  EXPECT_EQ(as.open_file(std::make_shared<MemoryBacking>(), "x", O_RDONLY | O_APPEND), -EINVAL);
+  EXPECT_EQ(as.open_file(std::make_shared<MemoryBacking>(), "x", O_RDONLY | O_CREAT), -EINVAL);
+  EXPECT_EQ(as.pwrite(0, &b0, 1, INT64_MAX), -EINVAL);  // offset + count past INT64_MAX (rw_verify_area)
   EXPECT_EQ(as.fsync(42), -EBADF);
 }
 
@@ -435,6 +501,219 @@ TEST_P(FileBackingTest, ConcurrentWritersAndWriteBack) {
   std::vector<unsigned char> now(kPages * kPage);
   ASSERT_TRUE(as.read(kBase, now.data(), now.size()).ok());
   EXPECT_EQ(mem->contents(), now);
+}
+
+// O_APPEND: pwrite appends whatever the offset (as Linux's); write-back
+// still writes pages where they belong.
+TEST_P(FileBackingTest, AppendDescriptor) {
+  TempFile tmp(pattern(2));
+  AddressSpace as(opts());
+  const int fd = as.open(tmp.path, O_RDWR | O_APPEND);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(as.mmap(kBase, 2 * kPage, kRW, MAP_SHARED | MAP_FIXED, fd, 0), static_cast<long>(kBase));
+  put_byte(as, kBase, 'Z');
+  ASSERT_EQ(as.msync(kBase, 2 * kPage, MS_SYNC), 0);
+  ASSERT_EQ(as.pwrite(fd, "ab", 2, 0), 2);
+  ASSERT_EQ(as.fsync(fd), 0);
+  auto expect = pattern(2);
+  expect[0] = 'Z';
+  expect.push_back('a');
+  expect.push_back('b');
+  EXPECT_EQ(tmp.contents(), expect);
+}
+
+// A write-only descriptor writes (the host descriptor can still read the
+// rest of a page it writes back), as on the host.
+TEST_P(FileBackingTest, WriteOnlyDescriptorWrites) {
+  TempFile tmp(pattern(2));
+  AddressSpace as(opts());
+  const int wfd = as.open(tmp.path, O_WRONLY);
+  ASSERT_GE(wfd, 0);
+  EXPECT_EQ(as.pwrite(wfd, "y", 1, 6), 1);
+  ASSERT_EQ(as.fsync(wfd), 0);
+  auto expect = pattern(2);
+  expect[6] = 'y';
+  EXPECT_EQ(tmp.contents(), expect);
+}
+
+// Every open of one host file in a pool shares one page cache: what one
+// descriptor (or space) writes, the other reads at once, and write-back
+// of one never undoes the other's bytes.
+TEST_P(FileBackingTest, OpensOfOneFileShareThePageCache) {
+  TempFile tmp(pattern(2));
+  AddressSpace as(opts());
+  const int a = as.open(tmp.path, O_RDWR), b = as.open(tmp.path, O_RDWR);
+  ASSERT_GE(a, 0);
+  ASSERT_GE(b, 0);
+  unsigned char c = 0;
+  ASSERT_EQ(as.pread(b, &c, 1, 0), 1);
+  ASSERT_EQ(as.pwrite(a, "A", 1, 0), 1);
+  ASSERT_EQ(as.pread(b, &c, 1, 0), 1);
+  EXPECT_EQ(c, 'A');
+  ASSERT_EQ(as.pwrite(b, "B", 1, 1), 1);
+  ASSERT_EQ(as.fsync(a), 0);
+  ASSERT_EQ(as.fsync(b), 0);
+  EXPECT_EQ(tmp.contents()[0], 'A');
+  EXPECT_EQ(tmp.contents()[1], 'B');
+  // A second space on the same pool: its MAP_SHARED mapping is the same
+  // pages.
+  AddressSpaceOptions o2 = opts();
+  o2.phys = as.phys();
+  AddressSpace other(o2);
+  const int d = other.open(tmp.path, O_RDWR);
+  ASSERT_EQ(as.mmap(kBase, 2 * kPage, kRW, MAP_SHARED | MAP_FIXED, a, 0), static_cast<long>(kBase));
+  ASSERT_EQ(other.mmap(kBase, 2 * kPage, kRW, MAP_SHARED | MAP_FIXED, d, 0), static_cast<long>(kBase));
+  put_byte(as, kBase + kPage + 3, 'S');
+  EXPECT_EQ(byte_at(other, kBase + kPage + 3), 'S');
+  ASSERT_EQ(other.msync(kBase, 2 * kPage, MS_SYNC), 0);
+  EXPECT_EQ(tmp.contents()[kPage + 3], 'S');
+  EXPECT_EQ(other.munmap(kBase, 2 * kPage), 0);
+  EXPECT_EQ(other.close(d), 0);
+}
+
+// A page read from the backing before a hole punch / truncate removed its
+// bytes must not enter the cache after it (stale bytes in the hole).
+TEST_P(FileBackingTest, ReadAcrossAPunchIsReadAgain) {
+  auto b = std::make_shared<SlowBacking>(4);
+  b->block_index = 2;
+  AddressSpace as(opts());
+  const int fd = as.open_file(b, "f", O_RDWR);
+  ASSERT_EQ(as.mmap(kBase, 4 * kPage, kRW, MAP_SHARED | MAP_FIXED, fd, 0), static_cast<long>(kBase));
+  std::thread reader([&] {
+    unsigned char c;
+    EXPECT_EQ(as.pread(fd, &c, 1, 2 * kPage), 1);
+  });
+  while (!b->in_read) std::this_thread::yield();
+  ASSERT_EQ(as.madvise(kBase + 2 * kPage, kPage, MADV_REMOVE), 0);
+  b->read_gate.release();
+  reader.join();
+  EXPECT_EQ(byte_at(as, kBase + 2 * kPage), 0);
+  put_byte(as, kBase + 2 * kPage + 100, 'x');
+  ASSERT_EQ(as.fsync(fd), 0);
+  EXPECT_EQ(b->mem.contents()[2 * kPage], 0);
+  EXPECT_EQ(b->mem.contents()[2 * kPage + 100], 'x');
+}
+
+TEST_P(FileBackingTest, ReadAcrossATruncateIsReadAgain) {
+  auto b = std::make_shared<SlowBacking>(4);
+  b->block_index = 3;
+  AddressSpace as(opts());
+  const int fd = as.open_file(b, "f", O_RDWR);
+  std::thread reader([&] {
+    unsigned char c;
+    as.pread(fd, &c, 1, 3 * kPage);
+  });
+  while (!b->in_read) std::this_thread::yield();
+  ASSERT_EQ(as.ftruncate(fd, 0), 0);
+  ASSERT_EQ(as.ftruncate(fd, 4 * kPage), 0);
+  b->read_gate.release();
+  reader.join();
+  unsigned char c = 0xee;
+  ASSERT_EQ(as.pread(fd, &c, 1, 3 * kPage), 1);
+  EXPECT_EQ(c, 0);
+}
+
+// fsync inside a scope while another write-back has claimed the page
+// (cleaned it, waits for a grace period): the page is written anyway.
+TEST_P(FileBackingTest, FsyncInsideAScopeWritesPagesUnderWriteBack) {
+  auto mem = std::make_shared<MemoryBacking>(pattern(1));
+  AddressSpace as(opts());
+  const int fd = as.open_file(mem, "f", O_RDWR);
+  ASSERT_EQ(as.mmap(kBase, kPage, kRW, MAP_SHARED | MAP_FIXED, fd, 0), static_cast<long>(kBase));
+  put_byte(as, kBase, 'a');
+  mem::pfn_t pfn;
+  {
+    rcu::ReadGuard g;
+    pfn = mem::pte_pfn(as.mm()->pgtables.lookup(kBase));
+  }
+  std::atomic<int> stage{0};
+  int inner = -1;
+  unsigned char seen = 0;
+  std::thread emu([&] {
+    AddressSpace::AccessScope scope(as);  // holds up the other write-back's grace period
+    stage = 1;
+    while (as.phys()->frame(pfn).flags.load() & mem::kPgDirty) std::this_thread::yield();
+    inner = as.fsync(fd);
+    seen = mem->contents()[0];
+  });
+  while (stage < 1) std::this_thread::yield();
+  std::thread wb([&] { EXPECT_EQ(as.msync(kBase, kPage, MS_SYNC), 0); });
+  emu.join();
+  wb.join();
+  EXPECT_EQ(inner, 0);
+  EXPECT_EQ(seen, 'a');
+}
+
+// A store through a PTE that a write fault has just made writable, then
+// msync: the page must already be dirty.  The hook runs in the faulting
+// thread with the PTE lock held, right after the PTE became writable: it
+// stores through it and lets another thread msync, waiting a while for
+// that msync to end (it cannot while the lock is held if it found the page
+// dirty; without the fix it found it clean and returned at once).
+TEST_P(FileBackingTest, PageIsDirtyBeforeItsPteIsWritable) {
+#if !defined(VMSPACE_DEBUG_CHECKS)
+  GTEST_SKIP() << "fault hooks are compiled out of release builds";
+#endif
+  auto mem = std::make_shared<MemoryBacking>(pattern(1));
+  AddressSpace as(opts());
+  const int fd = as.open_file(mem, "f", O_RDWR);
+  ASSERT_EQ(as.mmap(kBase, kPage, kRW, MAP_SHARED | MAP_FIXED, fd, 0), static_cast<long>(kBase));
+  (void)byte_at(as, kBase);  // read-only PTE (write-notify)
+  struct Ctx {
+    AddressSpace* as;
+    Gate go, done;
+    int msync_result = 1;
+  } ctx{&as, {}, {}};
+  std::thread syncer([&] {
+    ctx.go.wait();
+    ctx.msync_result = as.msync(kBase, kPage, MS_SYNC);
+    ctx.done.release();
+  });
+  fault::FaultHooks hooks;
+  hooks.arg = &ctx;
+  hooks.shared_write_mapped = [](void* arg) {
+    auto* c = static_cast<Ctx*>(arg);
+    {
+      AddressSpace::AccessScope scope(*c->as);
+      auto* p = static_cast<unsigned char*>(scope.translate(kBase + 1, true));
+      if (p != nullptr) *p = 'W';
+    }
+    c->go.release();
+    c->done.wait_for(std::chrono::milliseconds(200));
+  };
+  fault::set_fault_hooks(&hooks);
+  EXPECT_EQ(as.fault_in(kBase, true), Fault::none);
+  fault::set_fault_hooks(nullptr);
+  syncer.join();
+  EXPECT_EQ(ctx.msync_result, 0);
+  EXPECT_EQ(mem->contents()[1], 'W');
+}
+
+// The last reference to a file with a backing goes on an RCU callback
+// (munmap): its write-back runs on the flusher thread, so a slow backing
+// holds up no other RCU work (here: destroying an unrelated space).
+TEST_P(FileBackingTest, ReleasedFilesAreWrittenBackOffTheRcuThread) {
+  auto b = std::make_shared<SlowBacking>(1);
+  auto space = std::make_unique<AddressSpace>(opts());
+  const int fd = space->open_file(b, "f", O_RDWR);
+  ASSERT_EQ(space->mmap(kBase, kPage, kRW, MAP_SHARED | MAP_FIXED, fd, 0), static_cast<long>(kBase));
+  put_byte(*space, kBase, 'Z');
+  b->block_writes = true;
+  ASSERT_EQ(space->close(fd), 0);
+  ASSERT_EQ(space->munmap(kBase, kPage), 0);
+  for (int i = 0; i < 400 && !b->in_write; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ASSERT_TRUE(b->in_write);
+  std::atomic<bool> done{false};
+  std::thread other([&] {
+    { AddressSpace unrelated(opts()); }
+    done = true;
+  });
+  for (int i = 0; i < 400 && !done; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EXPECT_TRUE(done);
+  b->write_gate.release();
+  other.join();
+  space.reset();  // waits for the flusher
+  EXPECT_EQ(b->mem.contents()[0], 'Z');
 }
 
 INSTANTIATE_TEST_SUITE_P(AllModes, FileBackingTest, ::testing::ValuesIn(kAllLockModes),
