@@ -307,14 +307,22 @@ unsigned do_read_fault(Vmf& f, mem::PteTable* table) {
   const bool shared = (f.vma->vm_flags & mm::VM_SHARED) != 0;
   const bool writable = shared && (f.vma->vm_flags & mm::VM_WRITE) != 0;
   bool keep = false;
+  // A write fault on a shared mapping dirties the PTE and the page (Linux
+  // do_shared_fault / wp_page_shared: fault_dirty_shared_page); a read
+  // maps it clean, writable where the VMA is (the MMU dirties the PTE on
+  // the first write through it).
+  const bool dirty = f.write && writable;
   pte_t cur = slot.load(std::memory_order_relaxed);
   if (mem::pte_none(cur)) {
-    slot.store(mem::pte_mkyoung(mem::make_pte(pfn, writable)), std::memory_order_release);
+    const pte_t pte = mem::pte_mkyoung(mem::make_pte(pfn, writable));
+    slot.store(dirty ? mem::pte_mkdirty(pte) : pte, std::memory_order_release);
     phys->frame(pfn).mapcount.fetch_add(1, std::memory_order_relaxed);
     mm->rss_shmem.fetch_add(1, std::memory_order_relaxed);
     keep = true;  // our reference now belongs to the PTE
-  } else if (f.write && writable && mem::pte_present(cur) && !mem::pte_write(cur) && mem::pte_pfn(cur) == pfn) {
+    if (dirty) phys->frame(pfn).flags.fetch_or(mem::kPgDirty, std::memory_order_relaxed);
+  } else if (dirty && mem::pte_present(cur) && !mem::pte_write(cur) && mem::pte_pfn(cur) == pfn) {
     slot.store(mem::pte_mkdirty(mem::pte_mkwrite(cur)), std::memory_order_release);
+    phys->frame(pfn).flags.fetch_or(mem::kPgDirty, std::memory_order_relaxed);
   }
   ptl.unlock();
   if (!keep) phys->put(pfn);
@@ -588,7 +596,13 @@ int faultin_page_locked(MmStruct* mm, Vma* vma, std::uint64_t addr, bool write) 
     {
       rcu::ReadGuard rcu;
       const pte_t pte = mm->pgtables.lookup(addr);
-      if (mem::pte_present(pte) && mem::pte_user(pte) && (!write || mem::pte_write(pte))) return 0;
+      if (mem::pte_present(pte) && mem::pte_user(pte) && (!write || mem::pte_write(pte))) {
+        // GUP's FOLL_WRITE|FOLL_TOUCH on a writable clean PTE dirties the
+        // page, not the PTE (Linux follow_page_pte: folio_mark_dirty).
+        if (write && !mem::pte_dirty(pte) && mem::pte_pfn(pte) != mm->phys->zero_pfn())
+          mm->phys->frame(mem::pte_pfn(pte)).flags.fetch_or(mem::kPgDirty, std::memory_order_relaxed);
+        return 0;
+      }
     }
     Vmf f{mm, vma, addr, write, /*vma_locked=*/false};
     const unsigned r = handle_mm_fault(f);

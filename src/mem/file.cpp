@@ -85,6 +85,7 @@ void shmem_zero_tail(File* f, std::uint64_t index, std::uint64_t from) {
   if (pfn == kNoFrame) return;
   // Mapped readers may race with this (as they race with any store).
   std::memset(static_cast<unsigned char*>(f->phys->addr(pfn)) + from, 0, kFrameSize - from);
+  f->phys->frame(pfn).flags.fetch_or(kPgDirty, std::memory_order_relaxed);  // as shmem_undo_range
   f->phys->put(pfn);
 }
 
@@ -99,6 +100,7 @@ long shmem_write(File* f, const void* buf, std::uint64_t n, std::uint64_t off) {
     pfn_t pfn = shmem_get_page(f, pos / kFrameSize, /*extending=*/true);
     if (pfn == kNoFrame) break;
     std::memcpy(static_cast<unsigned char*>(f->phys->addr(pfn)) + in, src + done, chunk);
+    f->phys->frame(pfn).flags.fetch_or(kPgDirty, std::memory_order_relaxed);  // shmem_write_end
     f->phys->put(pfn);
     done += chunk;
     // A reader (pread, a fault) sees the new size only after the bytes.
