@@ -385,11 +385,35 @@ class AddressSpace {
   };
 
   // Per-mapping figures, /proc/self/smaps style: for each VMA its maps
-  // line, then Size, Rss, Anonymous and Locked (the proportional share of
-  // resident pages in a VM_LOCKED VMA, zero page excluded, as Linux), each
-  // "%8 kB", and the VmFlags line with Linux 6.18's two-letter names in
-  // bit order (a space after each).  A subset of Linux's lines, in its
-  // order.
+  // line, then these lines of Linux 6.18's, in its order and format (the
+  // name in 16 columns, "%8 kB"):
+  //   Size, Rss          the VMA's size; its resident pages (the shared
+  //                      zero page is not counted, here or below);
+  //   Pss, Pss_Dirty     the proportional set size: a page mapped by n
+  //                      PTEs (in any space sharing the physical memory)
+  //                      counts 1/n, summed with 12 fraction bits and
+  //                      rounded down to kB; Pss_Dirty of dirty pages only;
+  //   Shared_Clean, Shared_Dirty, Private_Clean, Private_Dirty
+  //                      resident pages by sharing and state: shared =
+  //                      mapped by two PTEs or more (a private file
+  //                      mapping's page that the file also caches is
+  //                      private); dirty = written through this PTE (a
+  //                      write fault, or a write through a writable clean
+  //                      PTE, which the soft MMU marks dirty as hardware
+  //                      does) or, for a file's page, written since it was
+  //                      cached by pwrite, a write fault, a write through
+  //                      a PTE since unmapped, or a truncation zeroing its
+  //                      tail.  MADV_FREE makes pages clean;
+  //   Anonymous          private pages (a private file mapping's copies too);
+  //   LazyFree           MADV_FREE'd pages not written since (Linux counts
+  //                      them once its per-CPU batch has drained, which
+  //                      can lag by up to 31 pages; vmspace at once);
+  //   Locked             the Pss of a VM_LOCKED VMA;
+  // and the VmFlags line with Linux 6.18's two-letter names in bit order
+  // (a space after each).  Linux's other lines are left out: those vmspace
+  // has nothing for (page sizes, KSM, huge pages, swap, protection keys)
+  // and Referenced, which depends on access-bit aging (MADV_COLD, reclaim,
+  // reads) that vmspace does not model.
   std::string smaps() const;
   std::uint64_t rss_pages() const;
 

@@ -69,8 +69,16 @@ Fault to_fault(fault::FaultResult r) {
 
 // The host address of va if its PTE allows the access now.  Inside an RCU
 // read-side section: the frame is not reused before the section ends.
+// A write sets the PTE's dirty bit first, as the MMU does on the first
+// write through a clean entry (page_table.h rule I: a lockless
+// compare-exchange; PTE-lock holders replace such entries atomically, so
+// the bit is never lost).  When the entry changed meanwhile, its new value
+// is checked instead.
 void* usable(const mm::MmStruct* mm, std::uint64_t va, bool write) {
-  mem::pte_t pte = mm->pgtables.lookup(va);
+  std::atomic<mem::pte_t>* slot = mm->pgtables.lookup_slot(va);
+  if (slot == nullptr) return nullptr;
+  mem::pte_t pte = slot->load(std::memory_order_acquire);
+  if (write && !mem::pte_dirty(pte)) pte = mem::pte_mkdirty_hw(*slot, pte);
   if (!mem::pte_present(pte) || !mem::pte_user(pte) || (write && !mem::pte_write(pte))) return nullptr;
   return static_cast<char*>(mm->phys->addr(mem::pte_pfn(pte))) + (va & (mm::kPageSize - 1));
 }
@@ -457,6 +465,65 @@ constexpr const char* kVmFlagNames[64] = {
 static_assert(mm::VM_LOCKED == std::uint64_t{1} << 13 && mm::VM_LOCKONFAULT == std::uint64_t{1} << 19 &&
               mm::VM_DROPPABLE == std::uint64_t{1} << 40 && mm::VM_SEALED == std::uint64_t{1} << 42);
 
+// What smaps shows of a VMA's resident pages: the part of Linux's struct
+// mem_size_stats (fs/proc/task_mmu.c) vmspace has.  Sizes in bytes; the
+// proportional sizes in bytes << kPssShift (Linux's PSS_SHIFT: a page
+// mapped three times adds a third of a page, kept with 12 fraction bits,
+// and the sums are rounded down only when shown).
+constexpr unsigned kPssShift = 12;
+struct MemSizeStats {
+  std::uint64_t resident = 0, anonymous = 0, lazyfree = 0;
+  std::uint64_t shared_clean = 0, shared_dirty = 0, private_clean = 0, private_dirty = 0;
+  std::uint64_t pss = 0, pss_dirty = 0, pss_locked = 0;
+};
+
+// Linux smaps_account() + smaps_page_accumulate() for one present PTE
+// mapping a normal page (not the zero page), under its PTE lock.  The
+// page's references (Frame::refcount: the PTEs', the page cache's, pins)
+// say whether it can be shared at all: one reference means this PTE's
+// alone, private.  Otherwise its mapcount (PTEs mapping it, in any space)
+// decides: two or more, shared, and this mapping's share is 1/mapcount;
+// else private.  Dirty: the PTE's dirty bit or the page's (kPgDirty: a
+// page-cache page written by pwrite, a write fault, or through a PTE that
+// is gone).  LazyFree: anonymous pages given up with MADV_FREE (the PTE's
+// kPteLazyFree, which stands for the folio's cleared swap-backed flag:
+// MADV_FREE marks only pages this PTE alone maps) and still clean.
+void smaps_account(MemSizeStats& mss, const mem::Frame& fr, mem::pte_t pte, bool locked) {
+  constexpr std::uint64_t size = mm::kPageSize;
+  const bool anon = (fr.mapping.load(std::memory_order_relaxed) & mem::kMappingAnon) != 0;
+  const bool dirty = mem::pte_dirty(pte) || (fr.flags.load(std::memory_order_relaxed) & mem::kPgDirty) != 0;
+  if (anon) {
+    mss.anonymous += size;
+    if (mem::pte_lazyfree(pte) && !dirty) mss.lazyfree += size;
+  }
+  mss.resident += size;
+  std::uint64_t pss = size << kPssShift;
+  bool exclusive = true;
+  if (fr.refcount.load(std::memory_order_relaxed) != 1) {
+    const std::int32_t mapcount = fr.mapcount.load(std::memory_order_relaxed);
+    if (mapcount >= 2) {
+      pss /= static_cast<std::uint64_t>(mapcount);
+      exclusive = false;
+    }
+  }
+  mss.pss += pss;
+  if (locked) mss.pss_locked += pss;
+  if (dirty) {
+    mss.pss_dirty += pss;
+    (exclusive ? mss.private_dirty : mss.shared_dirty) += size;
+  } else {
+    (exclusive ? mss.private_clean : mss.shared_clean) += size;
+  }
+}
+
+// One "Name:   value kB" line: the name left-aligned in 16 columns, the
+// value in kB right-aligned in 8 (Linux's SEQ_PUT_DEC).
+void show_kb(std::string& out, const char* name, std::uint64_t bytes) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%-16s%8" PRIu64 " kB\n", name, bytes >> 10);
+  out += buf;
+}
+
 }  // namespace
 
 std::string AddressSpace::smaps() const {
@@ -470,30 +537,25 @@ std::string AddressSpace::smaps() const {
     std::size_t nl = maps.find('\n', line_start);
     out.append(maps, line_start, nl + 1 - line_start);
     line_start = nl + 1;
-    // Resident pages (the zero page is not a "normal" page: not counted)
-    // and their proportional share: a page mapped n times counts 1/n,
-    // summed with 12 fraction bits as Linux's PSS_SHIFT.
-    std::uint64_t rss = 0, pss = 0, anon = 0;
-    {
-      rcu::ReadGuard rcu;
-      for (std::uint64_t a = v->vm_start; a < v->vm_end; a += mm::kPageSize) {
-        mem::pte_t pte = m->pgtables.lookup(a);
-        if (!mem::pte_present(pte) || mem::pte_pfn(pte) == m->phys->zero_pfn()) continue;
-        ++rss;
-        const mem::Frame& fr = m->phys->frame(mem::pte_pfn(pte));
-        // Anonymous: private pages (a private file mapping's copies too).
-        if (fr.mapping.load(std::memory_order_relaxed) & mem::kMappingAnon) ++anon;
-        const int mapcount = fr.mapcount.load(std::memory_order_relaxed);
-        pss += (mm::kPageSize << 12) / static_cast<std::uint64_t>(mapcount > 1 ? mapcount : 1);
-      }
-    }
-    const std::uint64_t locked = (v->vm_flags & mm::VM_LOCKED) ? pss >> 12 : 0;  // bytes
-    char buf[256];
-    std::snprintf(buf, sizeof buf,
-                  "Size:           %8" PRIu64 " kB\nRss:            %8" PRIu64 " kB\nAnonymous:      %8" PRIu64
-                  " kB\nLocked:         %8" PRIu64 " kB\n",
-                  (v->vm_end - v->vm_start) >> 10, rss * 4, anon * 4, locked >> 10);
-    out += buf;
+    // Every present PTE under its lock, as Linux's walk (smaps_pte_range):
+    // the zero page is not a normal page and is not counted.
+    MemSizeStats mss;
+    const bool locked = (v->vm_flags & mm::VM_LOCKED) != 0;
+    m->pgtables.for_each_present(v->vm_start, v->vm_end, [&](std::uint64_t, std::atomic<mem::pte_t>&, mem::pte_t pte) {
+      const mem::pfn_t pfn = mem::pte_pfn(pte);
+      if (pfn != m->phys->zero_pfn()) smaps_account(mss, m->phys->frame(pfn), pte, locked);
+    });
+    show_kb(out, "Size:", v->vm_end - v->vm_start);
+    show_kb(out, "Rss:", mss.resident);
+    show_kb(out, "Pss:", mss.pss >> kPssShift);
+    show_kb(out, "Pss_Dirty:", mss.pss_dirty >> kPssShift);
+    show_kb(out, "Shared_Clean:", mss.shared_clean);
+    show_kb(out, "Shared_Dirty:", mss.shared_dirty);
+    show_kb(out, "Private_Clean:", mss.private_clean);
+    show_kb(out, "Private_Dirty:", mss.private_dirty);
+    show_kb(out, "Anonymous:", mss.anonymous);
+    show_kb(out, "LazyFree:", mss.lazyfree);
+    show_kb(out, "Locked:", mss.pss_locked >> kPssShift);
     out += "VmFlags: ";
     for (unsigned bit = 0; bit < 64; ++bit) {
       if (kVmFlagNames[bit][0] == '\0' || !(v->vm_flags & (std::uint64_t{1} << bit))) continue;

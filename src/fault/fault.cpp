@@ -319,6 +319,10 @@ unsigned do_read_fault(Vmf& f, mem::PteTable* table) {
   // A read fault under write-notify maps read-only (see do_fault_around).
   const bool map_writable = writable && (f.write || !mm::vma_wants_writenotify(f.vma));
   bool keep = false;
+  // A write fault on a shared mapping dirties the PTE and the page (Linux
+  // do_shared_fault / wp_page_shared: fault_dirty_shared_page); a read
+  // maps it clean, writable where the VMA is unless under write-notify
+  // (the MMU dirties the PTE on the first write through it).
   pte_t cur = slot.load(std::memory_order_relaxed);
   const bool fresh = mem::pte_none(cur);
   const bool upgrade =
@@ -612,7 +616,13 @@ int faultin_page_locked(MmStruct* mm, Vma* vma, std::uint64_t addr, bool write) 
     {
       rcu::ReadGuard rcu;
       const pte_t pte = mm->pgtables.lookup(addr);
-      if (mem::pte_present(pte) && mem::pte_user(pte) && (!write || mem::pte_write(pte))) return 0;
+      if (mem::pte_present(pte) && mem::pte_user(pte) && (!write || mem::pte_write(pte))) {
+        // GUP's FOLL_WRITE|FOLL_TOUCH on a writable clean PTE dirties the
+        // page, not the PTE (Linux follow_page_pte: folio_mark_dirty).
+        if (write && !mem::pte_dirty(pte) && mem::pte_pfn(pte) != mm->phys->zero_pfn())
+          mm->phys->frame(mem::pte_pfn(pte)).flags.fetch_or(mem::kPgDirty, std::memory_order_relaxed);
+        return 0;
+      }
     }
     Vmf f{mm, vma, addr, write, /*vma_locked=*/false};
     const unsigned r = handle_mm_fault(f);

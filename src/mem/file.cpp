@@ -247,6 +247,7 @@ void shmem_zero_tail(File* f, std::uint64_t index, std::uint64_t from) {
   if (pfn == kNoFrame) return;
   // Mapped readers may race with this (as they race with any store).
   std::memset(static_cast<unsigned char*>(f->phys->addr(pfn)) + from, 0, kFrameSize - from);
+  f->phys->frame(pfn).flags.fetch_or(kPgDirty, std::memory_order_relaxed);  // as shmem_undo_range
   f->phys->put(pfn);
 }
 

@@ -8,8 +8,16 @@
 // page_table_lock, after re-checking the slot is still empty) and
 // free_pgtables() (clears, under page_table_lock).  Writers of leaf entries:
 // callers of pte_slot() and for_each_present()/zap_range(), always under the
-// table's pte_lock.  Every entry is one std::atomic<uint64_t>, so no access
-// is a data race and no reader sees a torn value (guarantee C).
+// table's pte_lock; the one exception is the hardware dirty bit (rule I),
+// which lockless writers set with a compare-exchange on a writable clean
+// entry, and which lock holders therefore replace with an exchange
+// (ptep_get_and_set: zap, guard markers, the old entry of a move) or a
+// compare-exchange (ptep_modify): by the single modification order of the
+// entry, either the writer's compare-exchange comes first and the lock
+// holder's exchange returns the dirty bit, or the lock holder's store comes
+// first and the writer's compare-exchange fails and re-checks.  Every entry
+// is one std::atomic<uint64_t>, so no access is a data race and no reader
+// sees a torn value (guarantee C).
 //
 // Publication (B, D): a new table is constructed (all entries zero, lock
 // initialized) by the allocating thread, then published with a release store
@@ -122,21 +130,26 @@ PageTables::PageTables(SpinLock& page_table_lock)
 
 PageTables::~PageTables() { delete_subtree(pgd_); }
 
-pte_t PageTables::lookup(std::uint64_t va) const {
+std::atomic<pte_t>* PageTables::lookup_slot(std::uint64_t va) const {
 #ifdef VMSPACE_DEBUG_CHECKS
   if (!rcu::in_read_section()) {
     std::fprintf(stderr, "vmspace: PageTables::lookup outside an RCU read section\n");
     std::abort();
   }
 #endif
-  if (va >= kVaLimit) return 0;
+  if (va >= kVaLimit) return nullptr;
   std::uint64_t e = pgd_->e[pgd_index(va)].load(std::memory_order_acquire);
-  if ((e & kPtePresent) == 0) return 0;
+  if ((e & kPtePresent) == 0) return nullptr;
   e = to_upper(e)->e[pud_index(va)].load(std::memory_order_acquire);
-  if ((e & kPtePresent) == 0) return 0;
+  if ((e & kPtePresent) == 0) return nullptr;
   e = to_upper(e)->e[pmd_index(va)].load(std::memory_order_acquire);
-  if ((e & kPtePresent) == 0) return 0;
-  return to_pte(e)->e[pte_index(va)].load(std::memory_order_acquire);
+  if ((e & kPtePresent) == 0) return nullptr;
+  return &to_pte(e)->e[pte_index(va)];
+}
+
+pte_t PageTables::lookup(std::uint64_t va) const {
+  const std::atomic<pte_t>* slot = lookup_slot(va);
+  return slot != nullptr ? slot->load(std::memory_order_acquire) : 0;
 }
 
 PteTable* PageTables::pte_table(std::uint64_t va) const {
@@ -266,8 +279,11 @@ std::uint64_t PageTables::move_range(std::uint64_t old_addr, std::uint64_t new_a
         if (p == 0) continue;
         // The new PTE first, then clear the old one: a lockless reader of
         // the new address never finds a PTE missing that the move made.
-        dt->e[pte_index(t_to + off)].store(p, std::memory_order_release);
-        s.store(0, std::memory_order_release);
+        // A writer may set the dirty bit on the old one in between (rule
+        // I): carry it over (the new one may have it already).
+        std::atomic<pte_t>& d = dt->e[pte_index(t_to + off)];
+        d.store(p, std::memory_order_release);
+        if (pte_dirty(ptep_get_and_clear(s, p)) && !pte_dirty(p)) d.fetch_or(kPteDirty, std::memory_order_release);
       }
       if (dt != st) dt->lock.unlock();
       st->lock.unlock();
@@ -309,9 +325,9 @@ std::uint64_t PageTables::zap_range(std::uint64_t start, std::uint64_t end,
       if (drop_markers) slot.store(0, std::memory_order_release);
       return;
     }
-    slot.store(0, std::memory_order_release);
+    const pte_t last = ptep_get_and_clear(slot, old);  // with a dirty bit set meanwhile (rule I)
     ++n;
-    if (on_unmap) on_unmap(va, old);
+    if (on_unmap) on_unmap(va, last);
   });
   return n;
 }
@@ -332,8 +348,8 @@ bool PageTables::install_guard_markers(std::uint64_t start, std::uint64_t end,
       const pte_t old = slot.load(std::memory_order_relaxed);
       if (pte_is_guard(old)) continue;
       // Release: a walker that sees the marker sees nothing older.
-      slot.store(kPteMarkerGuard, std::memory_order_release);
-      if (pte_present(old) && on_unmap) on_unmap(va, old);
+      const pte_t last = ptep_get_and_set(slot, old, kPteMarkerGuard);
+      if (pte_present(old) && on_unmap) on_unmap(va, last);
     }
     t->lock.unlock();
   }

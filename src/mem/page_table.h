@@ -49,6 +49,19 @@
 //   (H) lookup() may return a PTE marker (kPteMarkerGuard): it is not
 //       present and names no frame; a walker treats it as "no page" and
 //       lets the fault path decide (it faults SEGV_MAPERR).
+//   (I) The one lockless change: the hardware dirty bit.  A walker about
+//       to write through a PTE that is present, user-accessible, writable
+//       and clean (pte_hw_dirtyable) sets kPteDirty on it with a
+//       compare-exchange, without the pte_lock, as an x86 MMU does on the
+//       first write through a clean TLB entry (pte_mkdirty_hw).  Nothing
+//       else about any entry changes without the lock.  So a pte_lock
+//       holder that replaces such an entry must do it with one atomic
+//       read-modify-write (ptep_get_and_set, ptep_modify; Linux's
+//       ptep_get_and_clear and ptep_modify_prot_start/commit), or a dirty
+//       bit set between its load and its store would be lost: the page
+//       would read as clean (smaps; a later write-back would skip it).
+//       Every other entry (not present, a marker, not user-accessible,
+//       read-only, dirty already) may be stored plainly.
 #pragma once
 
 #include <atomic>
@@ -130,10 +143,63 @@ constexpr pte_t pte_mkold(pte_t p) { return p & ~kPteAccessed; }
 constexpr pte_t pte_modify_pfn(pte_t p, pfn_t pfn) {
   return (p & kPteFlagsMask) | ((pfn << kPtePfnShift) & kPtePfnMask);
 }
+// May a lockless writer still set kPteDirty on this entry (rule I)?
+constexpr bool pte_hw_dirtyable(pte_t p) {
+  return (p & (kPtePresent | kPteUser | kPteWrite | kPteDirty)) == (kPtePresent | kPteUser | kPteWrite);
+}
+
+// ---- replacing an entry under its pte_lock (rule I) ----
+// `old` is the value the lock holder loaded under the lock.  Store `pte`
+// (release: pairs with the walkers' acquire) and return the value it
+// replaced: `old`, or `old` with the dirty bit a lockless writer set after
+// it was loaded.  Costs one atomic exchange only where that can happen.
+inline pte_t ptep_get_and_set(std::atomic<pte_t>& slot, pte_t old, pte_t pte) {
+  if (!pte_hw_dirtyable(old)) {
+    slot.store(pte, std::memory_order_release);
+    return old;
+  }
+  return slot.exchange(pte, std::memory_order_release);
+}
+inline pte_t ptep_get_and_clear(std::atomic<pte_t>& slot, pte_t old) { return ptep_get_and_set(slot, old, 0); }
+// Store fn(current value) unless that is the current value; the result of
+// fn for a value that gained the dirty bit meanwhile is stored instead, so
+// fn decides what happens to that bit (change_protection keeps it).
+// Returns the value replaced (or left).
+template <class Fn>
+inline pte_t ptep_modify(std::atomic<pte_t>& slot, pte_t old, Fn&& fn) {
+  pte_t pte = fn(old);
+  if (pte == old) return old;  // nothing stored, nothing to lose
+  if (!pte_hw_dirtyable(old)) {
+    slot.store(pte, std::memory_order_release);
+    return old;
+  }
+  // Only the dirty bit can appear meanwhile (rule I): a failure reloads
+  // `old` with it, fn is applied again, and the next try stores that.
+  while (!slot.compare_exchange_weak(old, pte, std::memory_order_release, std::memory_order_relaxed)) pte = fn(old);
+  return old;
+}
+
+// ---- the hardware dirty bit (rule I), for lockless walkers ----
+// Before writing through `slot` (from lookup_slot(), inside the walker's
+// read section), whose value `pte` the walker loaded with acquire and found
+// clean (the caller's test, the whole cost when the bit is set already):
+// set the dirty bit if the entry allows the write.  Returns the PTE to use
+// (dirty), or the entry as it is when it does not allow the write (the
+// caller checks it and faults).  A failed compare-exchange means a
+// pte_lock holder replaced the entry; its new value is checked instead,
+// loaded with acquire as any walker's load (it may name a new frame).
+inline pte_t pte_mkdirty_hw(std::atomic<pte_t>& slot, pte_t pte) {
+  while (pte_hw_dirtyable(pte)) {
+    if (slot.compare_exchange_weak(pte, pte_mkdirty(pte), std::memory_order_acquire, std::memory_order_acquire))
+      return pte_mkdirty(pte);
+  }
+  return pte;
+}
 
 // A last-level table: 512 leaf entries, its own split lock, and the RCU head
 // used to free it.  Entries: modified only under `lock` (atomic stores with
-// release); read anywhere with acquire loads.
+// release; the dirty bit also without it, rule I); read anywhere with
+// acquire loads.
 struct alignas(64) PteTable {
   std::atomic<pte_t> e[kEntriesPerTable];
   SpinLock lock{LockClass::pte_lock};
@@ -161,6 +227,11 @@ class PageTables {
   // rcu::ReadGuard (debug builds check).  The current PTE value for va, or
   // 0 if any level is absent (or va >= kVaLimit).
   pte_t lookup(std::uint64_t va) const;
+  // The same walk, giving the leaf entry itself (nullptr if any level is
+  // absent), for a walker that sets the hardware dirty bit (rule I).  The
+  // slot stays valid memory until the read section ends (A); its table may
+  // be unlinked meanwhile, then its entries are 0 (zapped first).
+  std::atomic<pte_t>* lookup_slot(std::uint64_t va) const;
 
   // The PTE table covering va, allocating missing levels.  Upper levels are
   // installed under page_table_lock (re-checked after locking; the loser of

@@ -15,7 +15,9 @@ namespace {
 
 // Drop what a just-cleared present PTE of `vma` held: the frame's
 // mapcount, the RSS count and the PTE's reference (put: the frame is
-// reused only after a grace period).  Under the PTE's lock.
+// reused only after a grace period).  Under the PTE's lock.  `old` is the
+// value the clearing replaced (ptep_get_and_clear: with a dirty bit a
+// lockless writer set up to that moment).
 void unmap_pte(Vma* vma, mem::pte_t old) {
   MmStruct* mm = vma->vm_mm;
   mem::PhysMem* phys = mm->phys;
@@ -26,6 +28,10 @@ void unmap_pte(Vma* vma, mem::pte_t old) {
   // A file's page, or an anonymous one (private mappings of files have
   // both: their copies on write).
   const bool anon = (fr.mapping.load(std::memory_order_relaxed) & mem::kMappingAnon) != 0;
+  // A file page written through this PTE stays dirty without it (Linux
+  // zap_present_folio_ptes: folio_mark_dirty); an anonymous page's dirt
+  // goes with its last mapping.
+  if (!anon && mem::pte_dirty(old)) fr.flags.fetch_or(mem::kPgDirty, std::memory_order_relaxed);
   (anon ? mm->rss_anon : mm->rss_shmem).fetch_sub(1, std::memory_order_relaxed);
   phys->put(pfn);
 }
@@ -50,8 +56,7 @@ void zap_file_pages(Vma* vma, std::uint64_t start, std::uint64_t end) {
     const mem::pfn_t pfn = mem::pte_pfn(old);
     if (pfn == phys->zero_pfn() || (phys->frame(pfn).mapping.load(std::memory_order_relaxed) & mem::kMappingAnon))
       return;  // a private copy: stays
-    slot.store(0, std::memory_order_release);
-    unmap_pte(vma, old);
+    unmap_pte(vma, mem::ptep_get_and_clear(slot, old));
   });
 }
 
@@ -68,6 +73,9 @@ void mark_lazyfree_range(Vma* vma, std::uint64_t start, std::uint64_t end) {
     // madvise_free_pte_range skips what it cannot free exclusively).
     const mem::pfn_t pfn = mem::pte_pfn(old);
     if (pfn == phys->zero_pfn() || !exclusive_anon(phys, pfn)) return;
+    // A plain store (rule I of page_table.h does not apply): a writable
+    // private anonymous PTE is dirty from the fault that made it writable,
+    // and this makes it clean on purpose.
     const mem::pte_t pte = mem::pte_wrprotect(mem::pte_mkclean(mem::pte_mkold(old))) | mem::kPteLazyFree;
     if (pte != old) slot.store(pte, std::memory_order_release);
   });
@@ -77,7 +85,9 @@ void pageout_range(Vma* vma, std::uint64_t start, std::uint64_t end) {
   MmStruct* mm = vma->vm_mm;
   mem::PhysMem* phys = mm->phys;
   mm->pgtables.for_each_present(start, end, [&](std::uint64_t, std::atomic<mem::pte_t>& slot, mem::pte_t old) {
-    if (!mem::pte_lazyfree(old) || mem::pte_dirty(old)) return;  // would need swap: stays
+    // Would need swap: stays.  (A lazily freeable PTE is read-only until a
+    // write fault makes it dirty: no lockless writer can dirty it, rule I.)
+    if (!mem::pte_lazyfree(old) || mem::pte_dirty(old)) return;
     const mem::pfn_t pfn = mem::pte_pfn(old);
     if (pfn == phys->zero_pfn() || !exclusive_anon(phys, pfn)) return;
     slot.store(0, std::memory_order_release);
@@ -92,14 +102,18 @@ void change_protection(Vma* vma, std::uint64_t start, std::uint64_t end) {
   const bool writenotify = vma_wants_writenotify(vma);
   const bool writable = (vma->vm_flags & VM_WRITE) != 0;
   mm->pgtables.for_each_present(start, end, [&](std::uint64_t, std::atomic<mem::pte_t>& slot, mem::pte_t old) {
-    mem::pte_t pte = old;
-    pte = accessible ? (pte | mem::kPteUser) : (pte & ~(mem::kPteUser | mem::kPteWrite));
-    if (!writable) pte = mem::pte_wrprotect(pte);
-    if (accessible && shared_writable && mem::pte_pfn(pte) != mm->phys->zero_pfn() &&
-        (!writenotify || mem::pte_dirty(pte)))
-      pte = mem::pte_mkwrite(pte);
-    // Release: pairs with the acquire of lockless walkers.
-    if (pte != old) slot.store(pte, std::memory_order_release);
+    // ptep_modify: a write may dirty a writable clean PTE until the new
+    // value is in (page_table.h rule I); the dirty bit is kept.
+    mem::ptep_modify(slot, old, [&](mem::pte_t pte) {
+      pte = accessible ? (pte | mem::kPteUser) : (pte & ~(mem::kPteUser | mem::kPteWrite));
+      if (!writable) pte = mem::pte_wrprotect(pte);
+      // Under write-notify only dirty pages are writable again (Linux's
+      // can_change_pte_writable): a clean one must fault to be dirtied.
+      if (accessible && shared_writable && mem::pte_pfn(pte) != mm->phys->zero_pfn() &&
+          (!writenotify || mem::pte_dirty(pte)))
+        pte = mem::pte_mkwrite(pte);
+      return pte;
+    });
   });
 }
 

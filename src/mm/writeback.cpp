@@ -32,8 +32,12 @@ void mapping_mkclean(mem::File* file, std::uint64_t first, std::uint64_t last) {
                                          reinterpret_cast<std::uintptr_t>(file))
         return;  // a private copy: not the file's page
       // Release: pairs with the acquire of lockless walkers, which from
-      // now on find the page read-only and fault to write.
-      slot.store(mem::pte_mkclean(mem::pte_wrprotect(old)), std::memory_order_release);
+      // now on find the page read-only and fault to write.  ptep_modify
+      // (page_table.h rule I): a soft-MMU write may dirty a writable clean
+      // entry meanwhile; it is cleaned all the same (the page's kPgDirty
+      // was cleared before, and that write ends within the grace period
+      // that comes before the copy-out).
+      mem::ptep_modify(slot, old, [](mem::pte_t pte) { return mem::pte_mkclean(mem::pte_wrprotect(pte)); });
     });
   }
   file->i_mmap_rwsem.unlock_shared();

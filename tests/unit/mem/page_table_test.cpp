@@ -307,5 +307,127 @@ TEST_F(PageTablesTest, ConcurrentWalkersVsFreeing) {
   EXPECT_GT(walks.load(), 0u);
 }
 
+// ---- the hardware dirty bit (page_table.h rule I) ----
+
+TEST_F(PageTablesTest, HardwareDirtyBitOnlyOnWritableCleanEntries) {
+  const std::uint64_t va = 0x10000000;
+  PteTable* t = pt.pte_alloc(va);
+  std::atomic<pte_t>& slot = PageTables::pte_slot(t, va);
+  rcu::ReadGuard g;
+  EXPECT_EQ(pt.lookup_slot(va), &slot);
+  EXPECT_EQ(pt.lookup_slot(va + kPteTableSpan), nullptr);
+  EXPECT_EQ(pt.lookup_slot(kVaLimit), nullptr);
+  const pte_t clean = make_pte(7, true);
+  for (const pte_t p : {pte_t{0}, kPteMarkerGuard, make_pte(7, false), clean & ~kPteUser, pte_mkdirty(clean)}) {
+    slot.store(p);
+    EXPECT_FALSE(pte_hw_dirtyable(p)) << std::hex << p;
+    EXPECT_EQ(pte_mkdirty_hw(slot, p), p) << std::hex << p;
+    EXPECT_EQ(slot.load(), p) << std::hex << p;
+  }
+  slot.store(clean);
+  EXPECT_TRUE(pte_hw_dirtyable(clean));
+  EXPECT_EQ(pte_mkdirty_hw(slot, clean), pte_mkdirty(clean));
+  EXPECT_EQ(slot.load(), pte_mkdirty(clean));
+  // The entry changed after the walker loaded it: the new value is checked
+  // (a read-only one is left alone and returned for the caller to fault).
+  slot.store(make_pte(8, false));
+  EXPECT_EQ(pte_mkdirty_hw(slot, clean), make_pte(8, false));
+  EXPECT_EQ(slot.load(), make_pte(8, false));
+  slot.store(make_pte(9, true));
+  EXPECT_EQ(pte_mkdirty_hw(slot, clean), pte_mkdirty(make_pte(9, true)));
+  slot.store(0);
+}
+
+// A lock holder that loaded a clean entry, then a write dirtied it, then
+// the lock holder replaced it: the bit survives.  (One thread plays both
+// parts in that order.)
+TEST_F(PageTablesTest, LockHoldersKeepADirtyBitSetMeanwhile) {
+  const std::uint64_t va = 0x10000000;
+  const pte_t clean = make_pte(7, true);
+  set_pte(pt.pte_alloc(va), va, clean);
+  auto dirty_now = [&](std::atomic<pte_t>& slot) {
+    rcu::ReadGuard g;
+    return pte_mkdirty_hw(slot, slot.load());
+  };
+  pt.for_each_present(va, va + kPageSize, [&](std::uint64_t, std::atomic<pte_t>& slot, pte_t old) {
+    EXPECT_EQ(old, clean);
+    EXPECT_TRUE(pte_dirty(dirty_now(slot)));
+    EXPECT_EQ(ptep_modify(slot, old, [](pte_t p) { return pte_wrprotect(p); }), pte_mkdirty(clean));
+  });
+  EXPECT_EQ(look(pt, va), pte_wrprotect(pte_mkdirty(clean)));
+  set_pte(pt.pte_table(va), va, clean);
+  pt.for_each_present(va, va + kPageSize, [&](std::uint64_t, std::atomic<pte_t>& slot, pte_t old) {
+    EXPECT_TRUE(pte_dirty(dirty_now(slot)));
+    EXPECT_EQ(ptep_get_and_clear(slot, old), pte_mkdirty(clean));
+  });
+  EXPECT_EQ(look(pt, va), 0u);
+  // An entry no writer can dirty is stored plainly and returned as loaded.
+  set_pte(pt.pte_table(va), va, make_pte(7, false));
+  pt.for_each_present(va, va + kPageSize, [&](std::uint64_t, std::atomic<pte_t>& slot, pte_t old) {
+    EXPECT_EQ(ptep_get_and_set(slot, old, kPteMarkerGuard), make_pte(7, false));
+  });
+  EXPECT_EQ(look(pt, va), kPteMarkerGuard);
+}
+
+// A writer thread dirties whatever writable clean entry it finds at one
+// address while this thread installs clean entries there and replaces
+// them (zap, write-protect, move).  Only the writer sets dirty bits, each
+// entry at most once, and only on an entry it found: so every
+// compare-exchange that succeeded must show up as a dirty bit in what the
+// lock holder replaced, and no other dirty bit may (succeeded == seen).
+TEST_F(PageTablesTest, NoDirtyBitIsLostToALockHolder) {
+  const std::uint64_t va = 0x10003000, to = 0x10009000;  // same table: moved entry by entry
+  const pte_t clean = make_pte(7, true);
+  PteTable* t = pt.pte_alloc(va);
+  enum Op { zap, wrprotect, move };
+  for (const Op op : {zap, wrprotect, move}) {
+    SCOPED_TRACE(op);
+    std::atomic<bool> stop{false};
+    std::atomic<std::uint64_t> succeeded{0};
+    std::thread writer([&] {
+      std::uint64_t n = 0;
+      while (!stop.load(std::memory_order_relaxed)) {
+        rcu::ReadGuard g;
+        std::atomic<pte_t>* slot = pt.lookup_slot(va);
+        const pte_t p = slot->load(std::memory_order_acquire);
+        if (pte_hw_dirtyable(p) && pte_dirty(pte_mkdirty_hw(*slot, p))) ++n;
+      }
+      succeeded.store(n);
+    });
+    std::uint64_t seen = 0, rounds = 0;
+    auto account = [&] {
+      switch (op) {
+        case zap:
+          pt.zap_range(va, va + kPageSize, [&](std::uint64_t, pte_t old) { seen += pte_dirty(old) ? 1 : 0; });
+          break;
+        case wrprotect:
+          pt.for_each_present(va, va + kPageSize, [&](std::uint64_t, std::atomic<pte_t>& slot, pte_t old) {
+            ptep_modify(slot, old, [](pte_t p) { return pte_wrprotect(p); });
+          });
+          seen += pte_dirty(look(pt, va)) ? 1 : 0;
+          pt.zap_range(va, va + kPageSize, {});
+          break;
+        case move:
+          pt.move_range(va, to, kPageSize);
+          seen += pte_dirty(look(pt, to)) ? 1 : 0;
+          pt.zap_range(to, to + kPageSize, {});
+          break;
+      }
+    };
+    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(150);
+    while (std::chrono::steady_clock::now() < until) {
+      set_pte(t, va, clean);
+      account();
+      ++rounds;
+    }
+    stop.store(true);
+    writer.join();
+    set_pte(t, va, clean);  // the writer has stopped: nothing more to see
+    account();
+    EXPECT_EQ(succeeded.load(), seen) << rounds << " rounds";
+    EXPECT_GT(rounds, 0u);
+  }
+}
+
 }  // namespace
 }  // namespace vmspace::mem
