@@ -13,6 +13,7 @@
 #include <string>
 
 #include "vmspace/file_backing.h"
+#include "vmspace/physical_memory.h"
 #include "vmspace/kernel_behavior.h"
 #include "vmspace/mman.h"  // the flag values newer than some libcs' <sys/mman.h>
 #include "vmspace/lock_mode.h"
@@ -104,12 +105,17 @@ struct AddressSpaceOptions {
   std::uint64_t rlimit_data = UINT64_MAX;
 
   // ---- Physical memory -----------------------------------------------------
-  // Share an existing pool between spaces, or (nullptr) let the space own
-  // one of `phys_bytes`, touched up front when `phys_pretouch` (so faults
-  // measure our work, not the host kernel's).
-  mem::PhysMem* phys = nullptr;
+  // The frames the space's pages come from (physical_memory.h: how the
+  // pool grows, how to size it).  `pool`: a pool shared with other spaces
+  // (the space keeps it alive).  Without one, the space makes its own,
+  // with a limit of `phys_bytes` (only address space is reserved until
+  // frames are used) and every frame's host page touched up front when
+  // `phys_pretouch` (benchmarks).  `phys`: the same as `pool` for vmspace's
+  // own tools and tests (a pool they keep alive themselves).
+  std::shared_ptr<PhysicalMemory> pool;
   std::uint64_t phys_bytes = 256ull << 20;
-  bool phys_pretouch = true;
+  bool phys_pretouch = false;
+  mem::PhysMem* phys = nullptr;
 };
 
 // What an access that could not be completed ran into: the fault the
@@ -438,6 +444,7 @@ class AddressSpace {
   struct FileTable;
 
   std::unique_ptr<mem::PhysMem> owned_phys_;
+  std::shared_ptr<PhysicalMemory> pool_;  // AddressSpaceOptions::pool, kept alive
   std::unique_ptr<mm::MmStruct> mm_;
   std::unique_ptr<FileTable> files_;
 };

@@ -49,7 +49,7 @@ mm::MmConfig to_config(const AddressSpaceOptions& o) {
 }
 
 std::unique_ptr<mem::PhysMem> make_phys(const AddressSpaceOptions& o) {
-  if (o.phys != nullptr) return nullptr;
+  if (o.phys != nullptr || o.pool != nullptr) return nullptr;
   mem::PhysMemOptions po;
   po.capacity_bytes = o.phys_bytes;
   po.pretouch = o.phys_pretouch;
@@ -132,7 +132,10 @@ struct FileRef {
 
 AddressSpace::AddressSpace(const AddressSpaceOptions& opts)
     : owned_phys_(make_phys(opts)),
-      mm_(std::make_unique<mm::MmStruct>(to_config(opts), opts.phys != nullptr ? opts.phys : owned_phys_.get())),
+      pool_(opts.pool),
+      mm_(std::make_unique<mm::MmStruct>(to_config(opts), opts.pool != nullptr  ? opts.pool->internal()
+                                                          : opts.phys != nullptr ? opts.phys
+                                                                                 : owned_phys_.get())),
       files_(std::make_unique<FileTable>()) {
   // mm calls back into the fault layer to populate ranges (mprotect of
   // locked memory); the layering keeps mm below fault.

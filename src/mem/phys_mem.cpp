@@ -234,14 +234,25 @@ PhysMem::PhysMem(const PhysMemOptions& o)
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (p == MAP_FAILED) throw std::bad_alloc();
   base_ = static_cast<std::byte*>(p);
-  try {
-    frames_ = new Frame[capacity_ + 1];
-    pool_.resize(capacity_);
-  } catch (...) {
-    delete[] frames_;
+  // The descriptors and the free stack are reserved too, not touched:
+  // a frame's descriptor is constructed when the frame is first handed
+  // out (grow_locked), a stack slot written when a frame is freed.  Host
+  // memory is committed as frames are used: a new pool costs nothing.
+  meta_bytes_ = static_cast<std::size_t>(capacity_ + 1) * sizeof(Frame);
+  void* m = ::mmap(nullptr, meta_bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (m == MAP_FAILED) {
     ::munmap(p, map_bytes_);
-    throw;
+    throw std::bad_alloc();
   }
+  frames_ = static_cast<Frame*>(m);
+  stack_bytes_ = std::max<std::size_t>(1, static_cast<std::size_t>(capacity_) * sizeof(pfn_t));
+  void* st = ::mmap(nullptr, stack_bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (st == MAP_FAILED) {
+    ::munmap(m, meta_bytes_);
+    ::munmap(p, map_bytes_);
+    throw std::bad_alloc();
+  }
+  pool_ = static_cast<pfn_t*>(st);
   if (o.pretouch) {
     // Write (not read: a read would map the host's zero page) one byte per
     // host page so every later access is a plain memory access.
@@ -249,12 +260,26 @@ PhysMem::PhysMem(const PhysMemOptions& o)
       static_cast<volatile std::byte*>(p)[off] = std::byte{0};
     pretouched_ = true;
   }
-  // Lowest pfns on top of the stack, so a fresh allocator hands out 0, 1, ...
-  for (std::uint64_t i = 0; i < capacity_; ++i) pool_[i] = capacity_ - 1 - i;
-  pool_n_ = capacity_;
-  pool_count_.store(capacity_, std::memory_order_relaxed);
+  new (&frames_[capacity_]) Frame();
   frames_[capacity_].refcount.store(1, std::memory_order_relaxed);  // zero frame
+  pool_count_.store(capacity_, std::memory_order_relaxed);  // all of them, never used yet
 }
+
+// Hand out up to `want` frames never used before into out[] (lowest pfn
+// last: popped first), constructing their descriptors.  Caller holds
+// pool_lock_.  Returns how many.
+std::size_t PhysMem::grow_locked(pfn_t* out, std::size_t want) {
+  const std::size_t k = static_cast<std::size_t>(std::min<std::uint64_t>(want, capacity_ - hwm_));
+  for (std::size_t i = 0; i < k; ++i) {
+    const pfn_t pfn = hwm_ + i;
+    new (&frames_[pfn]) Frame();
+    out[k - 1 - i] = pfn;
+  }
+  hwm_ += k;
+  return k;
+}
+
+void PhysMem::sync_count_locked() { pool_count_.store(pool_n_ + (capacity_ - hwm_), std::memory_order_relaxed); }
 
 PhysMem::~PhysMem() {
   {
@@ -271,7 +296,9 @@ PhysMem::~PhysMem() {
   pool_lock_.lock(kPoolSub);
   pool_lock_.unlock();
   if (inflight_.load(std::memory_order_acquire) != 0) die("destroyed with RCU frees in flight", 0);
-  delete[] frames_;
+  // (Frame is trivially destructible.)
+  ::munmap(pool_, stack_bytes_);
+  ::munmap(frames_, meta_bytes_);
   ::munmap(base_, map_bytes_);
 }
 
@@ -385,22 +412,27 @@ void PhysMem::refill(Cache* c) {
   c->lock.assert_locked();
   pool_lock_.lock(kPoolSub);
   std::size_t k = std::min<std::size_t>(pool_n_, cache_size_);
-  if (k != 0) std::memcpy(c->frames.get(), pool_.data() + (pool_n_ - k), k * sizeof(pfn_t));
-  pool_n_ -= k;
-  pool_count_.store(pool_n_, std::memory_order_relaxed);
+  if (k != 0) {
+    std::memcpy(c->frames.get(), pool_ + (pool_n_ - k), k * sizeof(pfn_t));
+    pool_n_ -= k;
+    // Stack order: frames[k-1] (popped first) is the lowest pfn of the chunk.
+    std::reverse(c->frames.get(), c->frames.get() + k);
+  } else {
+    k = grow_locked(c->frames.get(), cache_size_);  // the stack is empty: frames never used
+  }
+  sync_count_locked();
   pool_lock_.unlock();
-  // Stack order: frames[k-1] (popped first) is the lowest pfn of the chunk.
-  std::reverse(c->frames.get(), c->frames.get() + k);
   c->n.store(static_cast<std::uint32_t>(k), std::memory_order_relaxed);
 }
 
 pfn_t PhysMem::pop_pool() {
   pfn_t pfn = kNoFrame;
   pool_lock_.lock(kPoolSub);
-  if (pool_n_ != 0) {
+  if (pool_n_ != 0)
     pfn = pool_[--pool_n_];
-    pool_count_.store(pool_n_, std::memory_order_relaxed);
-  }
+  else if (grow_locked(&pfn, 1) == 0)
+    pfn = kNoFrame;
+  sync_count_locked();
   pool_lock_.unlock();
   return pfn;
 }
@@ -409,11 +441,11 @@ void PhysMem::push_pool(const pfn_t* pfns, std::size_t n, bool from_inflight) {
   if (n == 0) return;
   pool_lock_.lock(kPoolSub);
 #ifdef VMSPACE_DEBUG_CHECKS
-  if (pool_n_ + n > capacity_) die("free stack overflow (double free?)", pfns[0]);
+  if (pool_n_ + n > hwm_) die("free stack overflow (double free?)", pfns[0]);
 #endif
-  std::memcpy(pool_.data() + pool_n_, pfns, n * sizeof(pfn_t));
+  std::memcpy(pool_ + pool_n_, pfns, n * sizeof(pfn_t));
   pool_n_ += n;
-  pool_count_.store(pool_n_, std::memory_order_relaxed);
+  sync_count_locked();
   // Frames of a batch leave inflight_ as they enter the stack, in one
   // pool_lock_ section: free_frames() (which reads both under it) never
   // counts them twice.  Release: for ~PhysMem, the callback's last touch
@@ -587,7 +619,7 @@ std::uint64_t PhysMem::free_frames() const {
   // when no other thread allocates or frees (phys_mem.h).
   std::lock_guard<std::mutex> g(g_registry_mu);
   pool_lock_.lock(kPoolSub);
-  std::uint64_t sum = pool_n_ + inflight_.load(std::memory_order_relaxed);
+  std::uint64_t sum = pool_n_ + (capacity_ - hwm_) + inflight_.load(std::memory_order_relaxed);
   pool_lock_.unlock();
   for (const Cache* c : caches_)
     sum += c->n.load(std::memory_order_relaxed) + c->pend_n.load(std::memory_order_relaxed);

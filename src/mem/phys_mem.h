@@ -129,10 +129,14 @@ static_assert(sizeof(Frame) == 64, "a frame's metadata is one cache line");
 inline constexpr std::uintptr_t kMappingAnon = 1;
 
 struct PhysMemOptions {
-  // Frames available (rounded down to frames); at most 2^32 - 2 frames
-  // (16 TiB): more throws std::length_error.
+  // Frames available (rounded down to frames): the limit the pool grows to.
+  // Only address space is reserved for them (and for their descriptors,
+  // 64 bytes each); host memory is committed as frames are first used.
+  // At most 2^32 - 2 frames (16 TiB): more throws std::length_error.
   std::uint64_t capacity_bytes = 256ull << 20;
-  bool pretouch = true;  // touch every host page at construction
+  // Touch every frame's host page at construction (benchmarks: faults then
+  // measure vmspace, not the host's first touch).
+  bool pretouch = false;
   unsigned per_thread_cache = 64;  // frames cached per thread (also the put batch size); 0 acts as 1
 };
 
@@ -228,25 +232,33 @@ class PhysMem {
   void refill(Cache* c);
   pfn_t pop_pool();
   void push_pool(const pfn_t* pfns, std::size_t n, bool from_inflight = false);
+  std::size_t grow_locked(pfn_t* out, std::size_t want);
+  void sync_count_locked();
   std::uint64_t sweep(pfn_t* take);
   static void batch_done(rcu::Head* h);
   friend struct ThreadCaches;
 
   std::byte* base_ = nullptr;       // host reservation: capacity_ + 1 frames
   std::size_t map_bytes_ = 0;
+  std::size_t meta_bytes_ = 0;      // the frames_ reservation
+  std::size_t stack_bytes_ = 0;     // the pool_ reservation
   std::uint64_t capacity_ = 0;      // allocatable frames; pfn capacity_ = zero frame
-  Frame* frames_ = nullptr;         // capacity_ + 1 descriptors
+  Frame* frames_ = nullptr;         // capacity_ + 1 descriptors (reserved; see hwm_)
   unsigned cache_size_ = 1;         // per-thread cache size and put batch size
   bool pretouched_ = false;
   std::uint64_t gen_;               // unique id keying the per-thread caches
 
   // Global free stack.  pool_[0..pool_n_) are free pfns; guarded by
   // pool_lock_ (class frame_lock, always taken as subclass 1: it nests
-  // inside a cache lock, frame_lock subclass 0).  pool_count_ mirrors
-  // pool_n_ for lock-free statistics.
+  // inside a cache lock, frame_lock subclass 0).  Frames [hwm_, capacity_)
+  // were never handed out (their descriptors are not constructed yet, their
+  // host memory not touched): taken when the stack is empty, so the pool
+  // grows on demand up to capacity_.  pool_count_ mirrors pool_n_ +
+  // capacity_ - hwm_ for lock-free statistics.
   mutable SpinLock pool_lock_{LockClass::frame_lock};
-  std::vector<pfn_t> pool_;
+  pfn_t* pool_ = nullptr;  // capacity_ slots (reserved)
   std::size_t pool_n_ = 0;
+  pfn_t hwm_ = 0;
   std::atomic<std::uint64_t> pool_count_{0};
   // Frames in batches handed to rcu::call() not yet back on the stack
   // (decremented under pool_lock_ as each chunk is pushed; incremented

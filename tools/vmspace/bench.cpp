@@ -33,7 +33,7 @@ void add_bench(CLI::App& app, BenchArgs& args) {
   sub->add_option("--svg", args.svg, "Write fault-churn latency CDFs and fault-scaling bars as SVG into DIR");
   sub->add_option("--workload", args.workloads,
                   "Run only this workload (repeatable): fault, fault-scaling, fault-churn, lookup, mmap, mremap, "
-                  "file-fault");
+                  "file-fault, space");
   sub->add_option("--modes", args.modes, "Comma-separated: mmap_lock, per_vma_rwsem, per_vma_refcount, kernel")
       ->capture_default_str();
   sub->add_option("--churn-threads", args.churn_threads,
@@ -84,6 +84,7 @@ int cmd_bench(const BenchArgs& args) {
     if (want("mmap")) run_mmap(c);
     if (want("mremap")) run_mremap(c);
     if (want("file-fault")) run_file_fault(c);
+    if (want("space")) run_space(c);
     const std::vector<Target> ts = targets(c);
     print_report(c, ts);
     std::fflush(stdout);

@@ -34,7 +34,7 @@ constexpr int kAnonFixed = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED;
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 const std::vector<std::string> kWorkloads = {"fault", "fault-scaling", "fault-churn", "lookup",
-                                             "mmap",  "mremap",        "file-fault"};
+                                             "mmap",  "mremap",        "file-fault",  "space"};
 
 #if defined(NDEBUG)
 constexpr bool kRelease = true;
@@ -116,6 +116,7 @@ void run_lookup(Ctx& c);
 void run_mmap(Ctx& c);
 void run_mremap(Ctx& c);
 void run_file_fault(Ctx& c);
+void run_space(Ctx& c);
 
 // ---- the report ----
 std::vector<Target> targets(const Ctx& c);

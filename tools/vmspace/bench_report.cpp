@@ -109,6 +109,10 @@ std::vector<Target> targets(const Ctx& c) {
       ff_rc / c.get("file-fault", rc, "anon_ns_per_fault"), 1.2, "file-fault not run");
   add("file-fault: kernel ns/page / per_vma_refcount ns/page", ">=",
       c.get("file-fault", "kernel", "ns_per_page") / ff_rc, 3.0, "file-fault (with kernel) not run");
+  add("space: per_vma_refcount default AddressSpace construction (us)", "<=",
+      c.get("space", rc, "create_us_median"), 1000.0, "space not run");
+  add("space: per_vma_refcount default AddressSpace resident KiB before the first fault", "<=",
+      c.get("space", rc, "resident_kib_per_space"), 1024.0, "space not run");
   return t;
 }
 

@@ -1,7 +1,12 @@
 // SPDX-License-Identifier: MIT
 #include "mem/phys_mem.h"
 
+#include <unistd.h>
+
 #include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdio>
 
 #include <atomic>
 #include <chrono>
@@ -511,8 +516,66 @@ TEST(PhysMemReclaim, ReclaimInsideReadSection) {
 TEST(PhysMem, DefaultOptions) {
   PhysMemOptions o;
   EXPECT_EQ(o.capacity_bytes, 256ull << 20);
-  EXPECT_TRUE(o.pretouch);
+  EXPECT_FALSE(o.pretouch);  // nothing touched until used
   EXPECT_EQ(o.per_thread_cache, 64u);
+}
+
+// Resident memory of this process, in bytes (/proc/self/statm).
+std::uint64_t resident_bytes() {
+  std::uint64_t size = 0, resident = 0;
+  if (FILE* f = std::fopen("/proc/self/statm", "r")) {
+    if (std::fscanf(f, "%lu %lu", &size, &resident) != 2) resident = 0;
+    std::fclose(f);
+  }
+  return resident * static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+}
+
+// A pool only reserves address space: its frames, their descriptors and
+// its free stack cost host memory as they are used.  (With the descriptors
+// constructed and the stack filled up front, a 1 GiB pool took 18 MiB.)
+TEST(PhysMem, ANewPoolCommitsNoMemory) {
+  const std::uint64_t before = resident_bytes();
+  PhysMemOptions o;
+  o.capacity_bytes = 1ull << 30;
+  PhysMem pm(o);
+  const std::uint64_t after = resident_bytes();
+  EXPECT_LT(after - std::min(after, before), 1ull << 20);
+  EXPECT_EQ(pm.free_frames(), pm.capacity_frames());
+  EXPECT_EQ(pm.reusable_frames(), pm.capacity_frames());
+  // Using a frame commits about its page and its descriptor's.
+  const pfn_t p = pm.alloc_zeroed();
+  ASSERT_NE(p, kNoFrame);
+  EXPECT_EQ(pm.free_frames(), pm.capacity_frames() - 1);
+  pm.put(p);
+  pm.drain_deferred();
+}
+
+// The pool grows on demand, frame by frame, up to its limit, and no
+// further; freed frames are reused before new ones are taken.
+TEST(PhysMem, GrowsOnDemandUpToItsLimit) {
+  PhysMemOptions o;
+  o.capacity_bytes = 200 * kFrameSize;  // not a multiple of the cache size
+  o.per_thread_cache = 64;
+  PhysMem pm(o);
+  std::vector<pfn_t> got;
+  for (;;) {
+    const pfn_t p = pm.alloc();
+    if (p == kNoFrame) break;
+    got.push_back(p);
+    ASSERT_LE(got.size(), 200u);
+  }
+  ASSERT_EQ(got.size(), 200u);
+  std::sort(got.begin(), got.end());
+  EXPECT_EQ(std::unique(got.begin(), got.end()), got.end());
+  EXPECT_EQ(got.back(), 199u);
+  EXPECT_EQ(pm.free_frames(), 0u);
+  for (pfn_t p : got) pm.put(p);
+  pm.drain_deferred();
+  EXPECT_EQ(pm.free_frames(), 200u);
+  const pfn_t again = pm.alloc();
+  EXPECT_LT(again, 200u);
+  pm.put(again);
+  pm.drain_deferred();
 }
 
 }  // namespace
