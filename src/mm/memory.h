@@ -4,6 +4,7 @@
 // protections, and the rules that map VMA flags to PTE bits.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 #include "mem/file.h"
@@ -89,6 +90,20 @@ inline bool vma_wants_writenotify(const Vma* vma) {
 // The page index of `addr` in `vma` (Linux linear_page_index).
 inline std::uint64_t linear_page_index(const Vma* vma, std::uint64_t addr) {
   return vma->vm_pgoff + ((addr - vma->vm_start) >> kPageShift);
+}
+
+// The addresses [*start, *end) at which `vma` maps file pages [first,
+// last) (Linux's vma_interval_tree walk with its pgoff clamp); false when
+// it maps none of them.  Caller keeps the VMA's range stable (i_mmap_rwsem
+// or the mmap_lock).
+inline bool vma_file_range(const Vma* vma, std::uint64_t first, std::uint64_t last, std::uint64_t* start,
+                           std::uint64_t* end) {
+  const std::uint64_t lo = std::max(first, vma->vm_pgoff);
+  const std::uint64_t hi = std::min(last, vma->vm_pgoff + vma->pages());
+  if (lo >= hi) return false;
+  *start = vma->vm_start + ((lo - vma->vm_pgoff) << kPageShift);
+  *end = vma->vm_start + ((hi - vma->vm_pgoff) << kPageShift);
+  return true;
 }
 
 }  // namespace vmspace::mm

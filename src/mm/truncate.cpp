@@ -23,11 +23,8 @@ void unmap_mapping_pages(mem::File* file, std::uint64_t first, std::uint64_t las
     h->i_mmap_locked(file, h->arg);
 #endif
   for (Vma* v : file->i_mmap) {
-    const std::uint64_t lo = std::max(first, v->vm_pgoff);
-    const std::uint64_t hi = std::min(last, v->vm_pgoff + v->pages());
-    if (lo >= hi) continue;
-    const std::uint64_t start = v->vm_start + ((lo - v->vm_pgoff) << kPageShift);
-    const std::uint64_t end = v->vm_start + ((hi - v->vm_pgoff) << kPageShift);
+    std::uint64_t start, end;
+    if (!vma_file_range(v, first, last, &start, &end)) continue;
     // Without even_cows only the file's own pages go (private copies
     // stay); a shared mapping has nothing else, so vm_flags (which
     // i_mmap_rwsem does not guard) need not be read.

@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "mm/memory.h"
 #include "mm/vma.h"
 #include "sync/rcu.h"
 
@@ -19,11 +20,8 @@ void mapping_mkclean(mem::File* file, std::uint64_t first, std::uint64_t last) {
   // unlinks a file VMA before it frees tables), as for truncate.
   file->i_mmap_rwsem.lock_shared();
   for (Vma* v : file->i_mmap) {
-    const std::uint64_t lo = std::max(first, v->vm_pgoff);
-    const std::uint64_t hi = std::min(last, v->vm_pgoff + v->pages());
-    if (lo >= hi) continue;
-    const std::uint64_t start = v->vm_start + ((lo - v->vm_pgoff) << kPageShift);
-    const std::uint64_t end = v->vm_start + ((hi - v->vm_pgoff) << kPageShift);
+    std::uint64_t start, end;
+    if (!vma_file_range(v, first, last, &start, &end)) continue;
     mem::PhysMem* phys = v->vm_mm->phys;
     v->vm_mm->pgtables.for_each_present(start, end, [&](std::uint64_t, std::atomic<mem::pte_t>& slot, mem::pte_t old) {
       if ((old & (mem::kPteWrite | mem::kPteDirty)) == 0) return;
