@@ -77,8 +77,15 @@ struct InodeKey {
   const void* backing;
   auto operator<=>(const InodeKey&) const = default;
 };
-std::mutex inode_table_lock;
-std::map<InodeKey, File*> inode_table;  // guarded by inode_table_lock
+struct InodeTable {
+  std::mutex lock;
+  std::map<InodeKey, File*> files;  // guarded by lock
+};
+// Never destroyed: the flusher thread may use it while the process exits.
+InodeTable& inodes() {
+  static InodeTable* t = new InodeTable;
+  return *t;
+}
 
 InodeKey key_of(const File* f) {
   return f->hash_backing != nullptr ? InodeKey{f->phys, 0, 0, 0, f->hash_backing}
@@ -109,9 +116,13 @@ struct Flusher {
       work.wait(g, [&] { return !queue.empty(); });
       File* f = queue.front();
       queue.pop_front();
-      busy = f->phys;
+      PhysMem* phys = f->phys;
+      busy = phys;
       g.unlock();
       delete f;  // ~File writes back, leaves the inode table, frees frames
+      // Hand this thread's pending frees to RCU now: the pool's owner
+      // waits for them after drain() (~AddressSpace: rcu::barrier()).
+      phys->flush_deferred();
       g.lock();
       busy = nullptr;
       idle.notify_all();
@@ -159,9 +170,9 @@ File* file_open_backed(PhysMem* phys, std::shared_ptr<FileBacking> backing, std:
   for (;;) {
     bool absent = false;
     {
-      std::lock_guard<std::mutex> g(inode_table_lock);
-      auto it = inode_table.find(key);
-      if (it == inode_table.end())
+      std::lock_guard<std::mutex> g(inodes().lock);
+      auto it = inodes().files.find(key);
+      if (it == inodes().files.end())
         absent = true;
       else if (File* f = grab(it->second))
         return f;  // open already: share its page cache
@@ -192,8 +203,8 @@ File* file_open_backed(PhysMem* phys, std::shared_ptr<FileBacking> backing, std:
     f->hash_backing = by_backing;
     File* other = nullptr;
     {
-      std::lock_guard<std::mutex> g(inode_table_lock);
-      auto [it, fresh] = inode_table.try_emplace(key, f);
+      std::lock_guard<std::mutex> g(inodes().lock);
+      auto [it, fresh] = inodes().files.try_emplace(key, f);
       if (fresh) {
         f->hashed = true;
         return f;
@@ -322,9 +333,9 @@ File::~File() {
       if (phys->frame(pfn).flags.load(std::memory_order_acquire) & kPgDirty) (void)file_write_page(this, index, pfn);
     });
   if (hashed) {
-    std::lock_guard<std::mutex> g(inode_table_lock);
-    auto it = inode_table.find(key_of(this));
-    if (it != inode_table.end() && it->second == this) inode_table.erase(it);
+    std::lock_guard<std::mutex> g(inodes().lock);
+    auto it = inodes().files.find(key_of(this));
+    if (it != inodes().files.end() && it->second == this) inodes().files.erase(it);
   }
   pages.for_each([&](pfn_t pfn) { phys->put(pfn); });
   if (acct) acct->fetch_sub(static_cast<std::int64_t>(acct_pages), std::memory_order_relaxed);
