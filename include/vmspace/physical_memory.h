@@ -14,10 +14,14 @@
 // and shared anonymous memory in use.  Past it, a fault reports Fault::oom
 // and calls that need frames fail with -ENOMEM (-EAGAIN for mlock's
 // faulting in).  The pool grows on demand: only address space is reserved
-// for the limit (4 KiB + 64 bytes of descriptor per frame, with
-// MAP_NORESERVE), and host memory is committed as frames are first used;
-// freed frames return to the pool (after an RCU grace period), not to the
-// host.  So a generous limit costs nothing until used.
+// for the limit (per frame: 4 KiB, 64 bytes of descriptor and 8 of free
+// list, with MAP_NORESERVE), and host memory is committed as frames are
+// first used; freed frames return to the pool (after an RCU grace period),
+// not to the host.  So a generous limit costs nothing until used -- but
+// under vm.overcommit_memory=2 the host charges the whole reservation,
+// and RLIMIT_AS counts it.  If the host cannot commit memory for a frame
+// when it is first used, the process is killed (as for any memory it
+// touches), not given -ENOMEM.
 #pragma once
 
 #include <cstdint>
@@ -32,7 +36,7 @@ class PhysMem;
 class PhysicalMemory {
  public:
   struct Options {
-    // The limit (rounded down to 4 KiB frames); at most 16 TiB.
+    // The limit (rounded down to 4 KiB frames); at most 2^32 - 2 frames.
     std::uint64_t limit_bytes = 256ull << 20;
     // Touch every frame's host page now (benchmarks: later faults then
     // measure vmspace, not the host's first touch).  Costs the whole limit
@@ -40,7 +44,8 @@ class PhysicalMemory {
     bool pretouch = false;
   };
   // Throws std::bad_alloc when the host refuses the reservation, and
-  // std::length_error above 16 TiB.
+  // std::length_error above 2^32 - 2 frames (just under 16 TiB); aborts
+  // on a kernel without membarrier() (before Linux 4.14).
   explicit PhysicalMemory(const Options& opts);
   PhysicalMemory();
   // Preconditions: no AddressSpace uses the pool any more (spaces hold it

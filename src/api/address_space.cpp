@@ -144,16 +144,13 @@ AddressSpace::AddressSpace(const AddressSpaceOptions& opts)
 }
 
 AddressSpace::~AddressSpace() {
-  mem::PhysMem* const phys = mm_->phys;
   mm_.reset();  // returns every mapped frame
   files_.reset();  // and every file's cached pages, once no VMA maps them
   // VMAs removed earlier are freed by RCU callbacks, and freeing a shared
   // anonymous VMA can free its shmem pages: let them all run before an
-  // owned pool goes away.  Files with a backing that were let go are freed
-  // by the flusher thread (after write-back), and return their frames
-  // through RCU again.
-  rcu::barrier();
-  mem::flush_released_files(phys);
+  // owned pool goes away.  (Files with a backing that were let go are
+  // written back and freed on the flusher thread; ~PhysMem waits for those
+  // of its pool: a shared pool outlives this space.)
   rcu::barrier();
 }
 

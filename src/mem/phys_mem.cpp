@@ -7,7 +7,10 @@
 //
 // A frame with refcount 0 is in exactly one place: the global stack, one
 // cache's frames[], one cache's pending list, one detached Batch being
-// submitted, or one batch handed to rcu::call() (counted in inflight_).
+// submitted, or one batch handed to rcu::call() (counted in inflight_) --
+// or it was never used: pfns [hwm_, capacity_), whose descriptors are not
+// constructed yet (zero-filled reserved memory), taken in order when the
+// stack is empty (take_fresh_locked, construct_fresh).
 // Only an RCU callback (batch_done) moves a frame from a freed batch to the
 // stack, so a frame is reused only after a grace period that started after
 // its last put(): the pending delay and reclaim() only move the moment the
@@ -93,6 +96,8 @@
 //    / the handshake, then pool_lock_, order the owner's last accesses
 //    before the next allocator's.
 #include "mem/phys_mem.h"
+
+#include "mem/file.h"  // flush_released_files
 
 #include "sync/fail_nth.h"
 
@@ -228,7 +233,9 @@ PhysMem::PhysMem(const PhysMemOptions& o)
   // Choose (and register) the stealers' membarrier command now, so no
   // out-of-memory path pays for it and a kernel without it fails early.
   if (membarrier_cmd() < 0) die("membarrier() is unavailable", 0);
-  if (capacity_ + 1 >= std::uint64_t{0xffffffff}) throw std::length_error("PhysMem: more than 2^32 - 2 frames");
+  // Every pfn, the zero frame's (capacity_) included, fits the 32-bit
+  // free-list link without being its end marker (0xffffffff).
+  if (capacity_ > 0xfffffffe) throw std::length_error("PhysMem: more than 2^32 - 2 frames");
   map_bytes_ = static_cast<std::size_t>(capacity_ + 1) * kFrameSize;
   void* p = ::mmap(nullptr, map_bytes_, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -236,7 +243,7 @@ PhysMem::PhysMem(const PhysMemOptions& o)
   base_ = static_cast<std::byte*>(p);
   // The descriptors and the free stack are reserved too, not touched:
   // a frame's descriptor is constructed when the frame is first handed
-  // out (grow_locked), a stack slot written when a frame is freed.  Host
+  // out (construct_fresh), a stack slot written when a frame is freed.  Host
   // memory is committed as frames are used: a new pool costs nothing.
   meta_bytes_ = static_cast<std::size_t>(capacity_ + 1) * sizeof(Frame);
   void* m = ::mmap(nullptr, meta_bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -265,23 +272,37 @@ PhysMem::PhysMem(const PhysMemOptions& o)
   pool_count_.store(capacity_, std::memory_order_relaxed);  // all of them, never used yet
 }
 
-// Hand out up to `want` frames never used before into out[] (lowest pfn
-// last: popped first), constructing their descriptors.  Caller holds
-// pool_lock_.  Returns how many.
-std::size_t PhysMem::grow_locked(pfn_t* out, std::size_t want) {
+// Reserve up to `want` frames never used before, [*first, *first + k);
+// returns k.  Caller holds pool_lock_.  Their descriptors are constructed
+// by the caller after it drops the lock (construct_fresh): constructing
+// touches fresh host pages, which may fault and reclaim, not to be done
+// under a spinlock; and nobody else can name those frames before the
+// caller hands them on (into its cache, under Cache::lock, or to its
+// caller).
+std::size_t PhysMem::take_fresh_locked(std::size_t want, pfn_t* first) {
   const std::size_t k = static_cast<std::size_t>(std::min<std::uint64_t>(want, capacity_ - hwm_));
-  for (std::size_t i = 0; i < k; ++i) {
-    const pfn_t pfn = hwm_ + i;
-    new (&frames_[pfn]) Frame();
-    out[k - 1 - i] = pfn;
-  }
+  *first = hwm_;
   hwm_ += k;
   return k;
+}
+
+// Construct the descriptors of fresh frames [first, first + k) and list
+// them in out[] in stack order (out[k - 1], popped first, is the lowest).
+void PhysMem::construct_fresh(pfn_t first, std::size_t k, pfn_t* out) {
+  for (std::size_t i = 0; i < k; ++i) {
+    new (&frames_[first + i]) Frame();
+    out[k - 1 - i] = first + i;
+  }
 }
 
 void PhysMem::sync_count_locked() { pool_count_.store(pool_n_ + (capacity_ - hwm_), std::memory_order_relaxed); }
 
 PhysMem::~PhysMem() {
+  // Files of this pool let go of (their VMAs freed by RCU callbacks, then
+  // written back and freed on the flusher thread) return their frames
+  // first.
+  rcu::barrier();
+  flush_released_files(this);
   {
     // Orphan every cache first: afterwards no exiting thread can queue a
     // batch for this instance, so the barrier below drains them all.
@@ -412,28 +433,32 @@ void PhysMem::refill(Cache* c) {
   c->lock.assert_locked();
   pool_lock_.lock(kPoolSub);
   std::size_t k = std::min<std::size_t>(pool_n_, cache_size_);
+  pfn_t fresh = kNoFrame;
   if (k != 0) {
     std::memcpy(c->frames.get(), pool_ + (pool_n_ - k), k * sizeof(pfn_t));
     pool_n_ -= k;
     // Stack order: frames[k-1] (popped first) is the lowest pfn of the chunk.
     std::reverse(c->frames.get(), c->frames.get() + k);
   } else {
-    k = grow_locked(c->frames.get(), cache_size_);  // the stack is empty: frames never used
+    k = take_fresh_locked(cache_size_, &fresh);  // the stack is empty: frames never used
   }
   sync_count_locked();
   pool_lock_.unlock();
+  if (k != 0 && fresh != kNoFrame) construct_fresh(fresh, k, c->frames.get());  // under c->lock only
   c->n.store(static_cast<std::uint32_t>(k), std::memory_order_relaxed);
 }
 
 pfn_t PhysMem::pop_pool() {
   pfn_t pfn = kNoFrame;
+  pfn_t fresh = kNoFrame;
   pool_lock_.lock(kPoolSub);
   if (pool_n_ != 0)
     pfn = pool_[--pool_n_];
-  else if (grow_locked(&pfn, 1) == 0)
-    pfn = kNoFrame;
+  else if (take_fresh_locked(1, &fresh) == 0)
+    fresh = kNoFrame;
   sync_count_locked();
   pool_lock_.unlock();
+  if (fresh != kNoFrame) construct_fresh(fresh, 1, &pfn);
   return pfn;
 }
 

@@ -130,23 +130,32 @@ inline constexpr std::uintptr_t kMappingAnon = 1;
 
 struct PhysMemOptions {
   // Frames available (rounded down to frames): the limit the pool grows to.
-  // Only address space is reserved for them (and for their descriptors,
-  // 64 bytes each); host memory is committed as frames are first used.
-  // At most 2^32 - 2 frames (16 TiB): more throws std::length_error.
+  // Only address space is reserved for them (and for their descriptors, 64
+  // bytes each, and the free stack, 8 bytes each); host memory is
+  // committed as frames are first used.  At most 2^32 - 2 frames (just
+  // under 16 TiB): more throws std::length_error.
   std::uint64_t capacity_bytes = 256ull << 20;
   // Touch every frame's host page at construction (benchmarks: faults then
-  // measure vmspace, not the host's first touch).
+  // measure vmspace, not the host's first touch of the frame; descriptors
+  // are still constructed on first use, a host page per 64 frames).
   bool pretouch = false;
   unsigned per_thread_cache = 64;  // frames cached per thread (also the put batch size); 0 acts as 1
 };
 
 class PhysMem {
  public:
-  // ONE host mmap for all frames + the zero frame.  Throws std::bad_alloc
-  // if the host reservation fails (the only place that can throw).
+  // Reserves (mmap, MAP_NORESERVE) the frames + the zero frame, their
+  // descriptors and the free stack; nothing is touched unless pretouch.
+  // Throws std::bad_alloc if a host reservation fails, std::length_error
+  // for more than 2^32 - 2 frames (the only places that can throw); aborts
+  // if the kernel lacks membarrier().  Host memory is committed as frames
+  // are first used: if the host cannot commit it then (overcommit), the
+  // process is killed, as for any touched MAP_NORESERVE memory.
   explicit PhysMem(const PhysMemOptions& = PhysMemOptions{});
-  // Drains pending RCU frees (rcu::barrier()) and releases the host
-  // reservation.  Frames may still be allocated: they simply vanish.
+  // Waits for the files of this pool released so far to be written back
+  // and freed (flush_released_files), drains pending RCU frees
+  // (rcu::barrier()) and releases the host reservations.  Frames may still
+  // be allocated: they simply vanish.
   ~PhysMem();
   PhysMem(const PhysMem&) = delete;
   PhysMem& operator=(const PhysMem&) = delete;
@@ -232,7 +241,8 @@ class PhysMem {
   void refill(Cache* c);
   pfn_t pop_pool();
   void push_pool(const pfn_t* pfns, std::size_t n, bool from_inflight = false);
-  std::size_t grow_locked(pfn_t* out, std::size_t want);
+  std::size_t take_fresh_locked(std::size_t want, pfn_t* first);
+  void construct_fresh(pfn_t first, std::size_t k, pfn_t* out);
   void sync_count_locked();
   std::uint64_t sweep(pfn_t* take);
   static void batch_done(rcu::Head* h);

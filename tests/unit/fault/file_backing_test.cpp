@@ -716,6 +716,37 @@ TEST_P(FileBackingTest, ReleasedFilesAreWrittenBackOffTheRcuThread) {
   EXPECT_EQ(b->mem.contents()[0], 'Z');
 }
 
+// Spaces sharing a pool: destroying one never waits for the write-back
+// of a file another one let go of (only the pool's end waits for it).
+TEST_P(FileBackingTest, DestroyingASpaceWaitsNotForOtherSpacesFiles) {
+  auto pool = std::make_shared<PhysicalMemory>(PhysicalMemory::Options{1024 * kPage, false});
+  AddressSpaceOptions o = opts();
+  o.pool = pool;
+  auto a = std::make_unique<AddressSpace>(o);
+  auto b = std::make_unique<AddressSpace>(o);
+  auto slow = std::make_shared<SlowBacking>(1);
+  const int fd = b->open_file(slow, "f", O_RDWR);
+  ASSERT_EQ(b->mmap(kBase, kPage, kRW, MAP_SHARED | MAP_FIXED, fd, 0), static_cast<long>(kBase));
+  put_byte(*b, kBase, 'B');
+  slow->block_writes = true;
+  ASSERT_EQ(b->close(fd), 0);
+  ASSERT_EQ(b->munmap(kBase, kPage), 0);
+  for (int i = 0; i < 400 && !slow->in_write; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ASSERT_TRUE(slow->in_write);  // the flusher is stuck in B's file
+  std::atomic<bool> done{false};
+  std::thread destroyer([&] {
+    a.reset();
+    done = true;
+  });
+  for (int i = 0; i < 400 && !done; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EXPECT_TRUE(done);
+  slow->write_gate.release();
+  destroyer.join();
+  b.reset();
+  pool.reset();  // the pool's end waits for the write-back
+  EXPECT_EQ(slow->mem.contents()[0], 'B');
+}
+
 INSTANTIATE_TEST_SUITE_P(AllModes, FileBackingTest, ::testing::ValuesIn(kAllLockModes),
                          [](const auto& i) { return std::string(lock_mode_name(i.param)); });
 
