@@ -8,7 +8,8 @@
 #       statically against libvmspace.a (`--static --libs`, which must carry
 #       liburcu and the C++ runtime);
 #   (c) a C program linked against libvmspace.so alone (-lvmspace, nothing
-#       else: the shared library records its own dependencies).
+#       else: the shared library records its own dependencies), and one
+#       that loads it with dlopen (its static TLS must fit glibc's reserve).
 # Each maps memory, writes and reads it, mprotects, handles a fault result
 # and prints maps.  Also checks what was installed: public headers only,
 # the SONAME, the exported symbols, and that a consumer's compile lines
@@ -97,5 +98,9 @@ step "(c) C against the shared library alone"
 readelf -d "$work/consumer_c_shared" | grep -q 'NEEDED.*\[libvmspace.so.0\]' || die "not linked to libvmspace.so.0"
 echo "--- consumer_c_shared"
 LD_LIBRARY_PATH=$libdir "$work/consumer_c_shared"
+
+step "(c) libvmspace.so loaded with dlopen"
+"$cc" -std=gnu99 -Wall -Wextra -Werror -I"$prefix/include" "$src/dlopen.c" -o "$work/consumer_dlopen" -ldl
+LD_LIBRARY_PATH=$libdir "$work/consumer_dlopen"
 
 step "passed"
