@@ -5,13 +5,12 @@
 set -euo pipefail
 
 packages=(
-  g++ cmake make pkg-config
+  g++ cmake make pkg-config  # pkg-config: liburcu, and the consumer test (vmspace.pc)
   liburcu-dev
   libgtest-dev libgmock-dev
   libbenchmark-dev
   libcli11-dev
   nlohmann-json3-dev
-  libfmt-dev
   valgrind
   spin gcc            # the model tier: tests/model (spin, and cc for its verifiers)
 )

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Build and run the whole test suite:
-#   debug preset  every tier (unit, stress, differential), lock-order checker on
-#   asan preset   every tier under AddressSanitizer + UBSan (and LeakSanitizer)
+#   debug preset  every tier (unit, stress, differential, model, consumer),
+#                 lock-order checker on
+#   asan preset   every tier under AddressSanitizer + UBSan (and LeakSanitizer),
+#                 but consumer (the install test runs once, in debug)
 #   tsan preset   the stress tier under ThreadSanitizer.  A test must fail
 #                 twice in a row to fail: GCC 12's tsan runtime has shown a
 #                 rare spurious race report under heavy release/acquire

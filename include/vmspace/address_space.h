@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 
+#include "vmspace/export.h"
 #include "vmspace/file_backing.h"
 #include "vmspace/physical_memory.h"
 #include "vmspace/kernel_behavior.h"
@@ -126,7 +127,7 @@ struct AccessResult {
   std::uint64_t addr = 0;  // page address of the first faulting byte
   bool ok() const { return fault == Fault::none; }
 };
-const char* fault_name(Fault f);
+VMSPACE_API const char* fault_name(Fault f);
 
 // Events counted as /proc/vmstat names them, and vmspace's own:
 // madvise_vma_lock / madvise_mmap_lock count the madvise(DONTNEED,
@@ -143,7 +144,7 @@ enum class VmStat {
   madvise_mmap_lock,
 };
 
-class AddressSpace {
+class VMSPACE_API AddressSpace {
  public:
   explicit AddressSpace(const AddressSpaceOptions& opts = {});
   ~AddressSpace();
@@ -376,7 +377,7 @@ class AddressSpace {
   // first wait for freed frames.  Not inside a scope: destroying an
   // AddressSpace (it waits for a grace period: the process aborts).
   // Scopes nest; a scope belongs to the thread that opened it.
-  class AccessScope {
+  class VMSPACE_API AccessScope {
    public:
     explicit AccessScope(AddressSpace& as);
     ~AccessScope();

@@ -22,9 +22,11 @@
 #include <mutex>
 #include <vector>
 
+#include "vmspace/export.h"
+
 namespace vmspace {
 
-class FileBacking {
+class VMSPACE_API FileBacking {
  public:
   virtual ~FileBacking() = default;
 
@@ -68,13 +70,13 @@ class FileBacking {
 // A host file descriptor: pread, pwrite, ftruncate, fallocate(PUNCH_HOLE),
 // fdatasync; identity() from fstat.  With `own`, the descriptor is closed
 // when the backing is destroyed (when every space has let go of the file).
-std::shared_ptr<FileBacking> host_fd_backing(int fd, bool own);
+VMSPACE_API std::shared_ptr<FileBacking> host_fd_backing(int fd, bool own);
 
 // Memory-only: the bytes live in host memory (initially `initial`), grow
 // with truncate, and support punch_hole.  For embedders that hold a file's
 // bytes themselves (a guest executable loaded from an archive) and for
 // tests, which can look at what was written back.
-class MemoryBacking final : public FileBacking {
+class VMSPACE_API MemoryBacking final : public FileBacking {
  public:
   explicit MemoryBacking(std::vector<unsigned char> initial = {}) : bytes_(std::move(initial)) {}
   std::int64_t size() override;

@@ -27,13 +27,15 @@
 #include <cstdint>
 #include <memory>
 
+#include "vmspace/export.h"
+
 namespace vmspace {
 
 namespace mem {
 class PhysMem;
 }
 
-class PhysicalMemory {
+class VMSPACE_API PhysicalMemory {
  public:
   struct Options {
     // The limit (rounded down to 4 KiB frames); at most 2^32 - 2 frames.

@@ -98,7 +98,9 @@ const char* fault_name(Fault f) {
 
 // The space's open files: descriptor -> file (one reference each) and how
 // it was opened (mem::kFmodeRead/Write: Linux's struct file f_mode).
-struct AddressSpace::FileTable {
+// Hidden: a nested class of an exported one is exported by default, and
+// this one is private to the library.
+struct __attribute__((visibility("hidden"))) AddressSpace::FileTable {
   static constexpr int kMaxFiles = 65536;  // RLIMIT_NOFILE's default hard limit
   struct Entry {
     mem::File* file = nullptr;

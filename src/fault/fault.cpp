@@ -19,6 +19,7 @@
 // that is used while no lock is held (the source of a copy-on-write copy)
 // is pinned with a reference first.
 #include "fault/fault.h"
+#include "sync/tls.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -73,7 +74,7 @@ bool access_error(const Vma* vma, Access a) {
   return !mm::vma_data_accessible(vma);  // execute-only: the pkey denies reads
 }
 
-thread_local const FaultHooks* tls_fault_hooks = nullptr;
+VMSPACE_TLS_FAST thread_local const FaultHooks* tls_fault_hooks = nullptr;
 
 // Test hook points: compiled out of release builds.
 #if defined(VMSPACE_DEBUG_CHECKS)

@@ -100,6 +100,7 @@
 #include "mem/file.h"  // flush_released_files
 
 #include "sync/fail_nth.h"
+#include "sync/tls.h"
 
 #include <linux/membarrier.h>
 #include <sched.h>
@@ -145,8 +146,8 @@ std::mutex g_registry_mu;  // guards Cache::owner, PhysMem::caches_, cache creat
 std::atomic<std::uint64_t> g_next_gen{1};
 
 // Fast-path TLS: trivially destructible, so no guard cost.
-thread_local PhysMem::Cache* tls_last = nullptr;
-thread_local bool tls_dead = false;  // ThreadCaches destroyed (thread exiting)
+VMSPACE_TLS_FAST thread_local PhysMem::Cache* tls_last = nullptr;
+VMSPACE_TLS_FAST thread_local bool tls_dead = false;  // ThreadCaches destroyed (thread exiting)
 
 constexpr unsigned kPoolSub = 1;  // pool_lock_'s lockdep subclass (inside a cache lock)
 

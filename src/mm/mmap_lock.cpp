@@ -79,6 +79,7 @@
 // writer holding the mmap_lock may be waiting in vma_start_write() for that
 // very read lock.  It may only try-lock it (see lock_order.h).
 #include "mm/mmap_lock.h"
+#include "sync/tls.h"
 
 #include "sync/futex.h"
 #include "sync/lockdep.h"
@@ -86,7 +87,7 @@
 namespace vmspace::mm {
 
 namespace {
-thread_local const VmaLockHooks* tls_hooks = nullptr;
+VMSPACE_TLS_FAST thread_local const VmaLockHooks* tls_hooks = nullptr;
 }  // namespace
 
 void set_vma_lock_hooks(const VmaLockHooks* hooks) { tls_hooks = hooks; }

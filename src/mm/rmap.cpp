@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // rmap.cpp - anon_vma preparation, linking and the reverse-map walk.
 #include "mm/rmap.h"
+#include "sync/tls.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -16,7 +17,7 @@ namespace vmspace::mm {
 
 namespace {
 
-thread_local const AnonVmaHooks* tls_anon_vma_hooks = nullptr;
+VMSPACE_TLS_FAST thread_local const AnonVmaHooks* tls_anon_vma_hooks = nullptr;
 
 void anon_vma_free_rcu(rcu::Head* h) {
   AnonVma* av = reinterpret_cast<AnonVma*>(reinterpret_cast<char*>(h) - offsetof(AnonVma, rcu));

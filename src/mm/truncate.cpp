@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
 #include "mm/truncate.h"
+#include "sync/tls.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -10,7 +11,7 @@
 namespace vmspace::mm {
 
 namespace {
-thread_local const TruncateHooks* tls_truncate_hooks = nullptr;
+VMSPACE_TLS_FAST thread_local const TruncateHooks* tls_truncate_hooks = nullptr;
 }  // namespace
 
 void set_truncate_hooks(const TruncateHooks* hooks) { tls_truncate_hooks = hooks; }

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
 #include "mm/vm_event.h"
+#include "sync/tls.h"
 
 namespace vmspace::mm {
 
@@ -32,7 +33,7 @@ struct SlotOwner {
 
 unsigned VmEvents::thread_slot() {
   static_assert(kShards == 64, "the slot bitmap is one 64-bit word");
-  static thread_local SlotOwner owner;
+  VMSPACE_TLS_FAST static thread_local SlotOwner owner;
   return owner.slot;
 }
 

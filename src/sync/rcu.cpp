@@ -14,8 +14,8 @@
 namespace vmspace::rcu {
 namespace detail {
 
-thread_local bool registered = false;
-thread_local unsigned nesting = 0;
+VMSPACE_TLS_FAST thread_local bool registered = false;
+VMSPACE_TLS_FAST thread_local unsigned nesting = 0;
 
 namespace {
 

@@ -33,6 +33,8 @@
 #include <cstddef>
 #include <utility>
 
+#include "sync/tls.h"
+
 // Inline read-side fast paths from the liburcu headers, except under tsan:
 // liburcu's inline uatomic code is invisible to tsan's atomics model and
 // would be reported as racing with itself, so tsan builds call the
@@ -48,8 +50,8 @@ namespace detail {
 // Per-thread state.  `registered` is a trivially-destructible thread_local
 // so the fast path costs one TLS load; the unregistering destructor lives in
 // a separate object created on the slow path (rcu.cpp).
-extern thread_local bool registered;
-extern thread_local unsigned nesting;
+VMSPACE_TLS_FAST extern thread_local bool registered;
+VMSPACE_TLS_FAST extern thread_local unsigned nesting;
 void register_slow();
 #if defined(__SANITIZE_THREAD__)
 void tsan_reader_exit();  // the happens-before edge described above

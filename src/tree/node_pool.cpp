@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
 #include "tree/node_pool.h"
+#include "sync/tls.h"
 
 #include <atomic>
 #include <cstdint>
@@ -58,7 +59,7 @@ struct Local {
     }
   }
 };
-thread_local Local t_local;
+VMSPACE_TLS_FAST thread_local Local t_local;
 
 // Small slabs first; once a class holds more than kSmallSlabLimit bytes
 // (a tree of a few hundred entries), 2 MiB slabs backed by transparent huge

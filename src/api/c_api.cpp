@@ -1,0 +1,418 @@
+// SPDX-License-Identifier: MIT
+// c_api.cpp - include/vmspace/vmspace.h on top of vmspace::AddressSpace.
+//
+// Each function converts its arguments, calls the C++ method and converts
+// the result; nothing here knows about VMAs or locks.  No exception may
+// cross into C: the only one the C++ API raises is std::bad_alloc (out of
+// host memory while building a string or a table), which becomes -ENOMEM
+// (or VMSPACE_FAULT_OOM).  Every function is noexcept, so any other
+// exception, which would be a bug, terminates the process at its source.
+#include "vmspace/vmspace.h"
+
+#include <cerrno>
+#include <cstddef>
+#include <cstring>
+#include <new>
+#include <stdexcept>
+#include <string>
+
+#include "vmspace/address_space.h"
+
+using vmspace::AddressSpace;
+using vmspace::AddressSpaceOptions;
+
+struct vmspace_handle {
+  explicit vmspace_handle(const AddressSpaceOptions& o) : as(o) {}
+  AddressSpace as;
+};
+
+struct vmspace_scope {
+  explicit vmspace_scope(AddressSpace& as) : scope(as) {}
+  AddressSpace::AccessScope scope;
+};
+
+namespace {
+
+// The size of the first published vmspace_options_t: vmspace_create
+// accepts no less.  Fields added later go after `phys_pretouch`, and a
+// caller compiled with this header passes at least this much.
+constexpr std::size_t kOptionsSizeV1 = offsetof(vmspace_options_t, phys_pretouch) + sizeof(int);
+static_assert(kOptionsSizeV1 <= sizeof(vmspace_options_t));
+
+// The enum values of vmspace.h are the C++ enums' order.
+static_assert(static_cast<int>(vmspace::LockMode::mmap_lock) == VMSPACE_LOCK_MMAP_LOCK);
+static_assert(static_cast<int>(vmspace::LockMode::per_vma_rwsem) == VMSPACE_LOCK_PER_VMA_RWSEM);
+static_assert(static_cast<int>(vmspace::LockMode::per_vma_refcount) == VMSPACE_LOCK_PER_VMA_REFCOUNT);
+static_assert(static_cast<int>(vmspace::ThpMode::never) == VMSPACE_THP_NEVER);
+static_assert(static_cast<int>(vmspace::Overcommit::never) == VMSPACE_OVERCOMMIT_NEVER);
+static_assert(static_cast<int>(vmspace::Fault::oom) == VMSPACE_FAULT_OOM);
+static_assert(static_cast<int>(vmspace::Fault::segv_accerr) == VMSPACE_FAULT_SEGV_ACCERR);
+
+vmspace_fault_t to_c(vmspace::AccessResult r) {
+  return vmspace_fault_t{static_cast<vmspace_fault_kind_t>(r.fault), r.addr};
+}
+
+constexpr std::uint64_t kPageMask = ~std::uint64_t{4095};
+
+// Out of host memory in an access: the fault an emulator handles as OOM.
+vmspace_fault_t oom_at(std::uint64_t va) { return vmspace_fault_t{VMSPACE_FAULT_OOM, va & kPageMask}; }
+
+// snprintf-style copy of `text` into buf[size].
+std::int64_t copy_out(const std::string& text, char* buf, std::size_t size) {
+  if (size > 0) {
+    std::size_t n = text.size() < size - 1 ? text.size() : size - 1;
+    std::memcpy(buf, text.data(), n);
+    buf[n] = '\0';
+  }
+  return static_cast<std::int64_t>(text.size());
+}
+
+// The C options over the C++ defaults; false for a value out of range.
+bool to_cpp(const vmspace_options_t& c, AddressSpaceOptions* o) {
+  if (c.lock_mode < VMSPACE_LOCK_MMAP_LOCK || c.lock_mode > VMSPACE_LOCK_PER_VMA_REFCOUNT) return false;
+  if (c.thp < VMSPACE_THP_ALWAYS || c.thp > VMSPACE_THP_NEVER) return false;
+  if (c.overcommit < VMSPACE_OVERCOMMIT_GUESS || c.overcommit > VMSPACE_OVERCOMMIT_NEVER) return false;
+  o->mode = static_cast<vmspace::LockMode>(c.lock_mode);
+  o->dac_mmap_min_addr = c.dac_mmap_min_addr;
+  o->mmap_min_addr = c.mmap_min_addr;
+  o->cap_sys_rawio = c.cap_sys_rawio != 0;
+  o->max_map_count = c.max_map_count;
+  o->mmap_base = c.mmap_base;
+  o->zero_page = c.zero_page != 0;
+  o->exec_only_pkey = c.exec_only_pkey != 0;
+  o->thp = static_cast<vmspace::ThpMode>(c.thp);
+  o->thp_align = c.thp_align != 0;
+  o->stack_guard_gap = c.stack_guard_gap;
+  o->rlimit_stack = c.rlimit_stack;
+  o->rlimit_memlock = c.rlimit_memlock;
+  o->cap_ipc_lock = c.cap_ipc_lock != 0;
+  o->overcommit = static_cast<vmspace::Overcommit>(c.overcommit);
+  o->overcommit_limit_pages = c.overcommit_limit_pages;
+  o->brk_start = c.brk_start;
+  o->rlimit_data = c.rlimit_data;
+  o->phys_bytes = c.phys_bytes;
+  o->phys_pretouch = c.phys_pretouch != 0;
+  return true;
+}
+
+}  // namespace
+
+extern "C" {
+
+const char* vmspace_version(void) noexcept { return VMSPACE_VERSION_STRING; }
+
+void vmspace_options_init(vmspace_options_t* opts) noexcept {
+  const AddressSpaceOptions d;
+  *opts = vmspace_options_t{};
+  opts->struct_size = sizeof(vmspace_options_t);
+  opts->lock_mode = static_cast<int>(d.mode);
+  opts->dac_mmap_min_addr = d.dac_mmap_min_addr;
+  opts->mmap_min_addr = d.mmap_min_addr;
+  opts->cap_sys_rawio = d.cap_sys_rawio;
+  opts->max_map_count = d.max_map_count;
+  opts->mmap_base = d.mmap_base;
+  opts->zero_page = d.zero_page;
+  opts->exec_only_pkey = d.exec_only_pkey;
+  opts->thp = static_cast<int>(d.thp);
+  opts->thp_align = d.thp_align;
+  opts->stack_guard_gap = d.stack_guard_gap;
+  opts->rlimit_stack = d.rlimit_stack;
+  opts->rlimit_memlock = d.rlimit_memlock;
+  opts->cap_ipc_lock = d.cap_ipc_lock;
+  opts->overcommit = static_cast<int>(d.overcommit);
+  opts->overcommit_limit_pages = d.overcommit_limit_pages;
+  opts->brk_start = d.brk_start;
+  opts->rlimit_data = d.rlimit_data;
+  opts->phys_bytes = d.phys_bytes;
+  opts->phys_pretouch = d.phys_pretouch;
+}
+
+int vmspace_create(const vmspace_options_t* opts, vmspace_t** out) noexcept {
+  if (out == nullptr) return -EFAULT;
+  // The caller's options over ours: as much as both know (Linux's
+  // copy_struct_from_user: what only the caller knows must be zero).
+  vmspace_options_t c;
+  vmspace_options_init(&c);
+  if (opts != nullptr) {
+    if (opts->struct_size < kOptionsSizeV1) return -EINVAL;
+    const auto* src = reinterpret_cast<const unsigned char*>(opts);
+    for (std::size_t i = sizeof(c); i < opts->struct_size; ++i)
+      if (src[i] != 0) return -E2BIG;
+    std::size_t n = opts->struct_size < sizeof(c) ? opts->struct_size : sizeof(c);
+    std::memcpy(&c, opts, n);
+  }
+  AddressSpaceOptions o;
+  if (!to_cpp(c, &o)) return -EINVAL;
+  try {
+    *out = new vmspace_handle(o);
+  } catch (const std::bad_alloc&) {
+    return -ENOMEM;
+  } catch (const std::length_error&) {  // PhysMem: more frames than it can index
+    return -EINVAL;
+  }
+  return 0;
+}
+
+void vmspace_destroy(vmspace_t* vs) noexcept { delete vs; }
+
+int vmspace_lock_mode(const vmspace_t* vs) noexcept { return static_cast<int>(vs->as.mode()); }
+
+// ---- Mappings ---------------------------------------------------------------
+
+int64_t vmspace_mmap(vmspace_t* vs, uint64_t addr, uint64_t len, int prot, int flags, int fd,
+                     uint64_t offset) noexcept {
+  try {
+    return vs->as.mmap(addr, len, prot, flags, fd, offset);
+  } catch (const std::bad_alloc&) {
+    return -ENOMEM;
+  }
+}
+
+int vmspace_munmap(vmspace_t* vs, uint64_t addr, uint64_t len) noexcept {
+  try {
+    return vs->as.munmap(addr, len);
+  } catch (const std::bad_alloc&) {
+    return -ENOMEM;
+  }
+}
+
+int vmspace_mprotect(vmspace_t* vs, uint64_t addr, uint64_t len, int prot) noexcept {
+  try {
+    return vs->as.mprotect(addr, len, prot);
+  } catch (const std::bad_alloc&) {
+    return -ENOMEM;
+  }
+}
+
+int vmspace_madvise(vmspace_t* vs, uint64_t addr, uint64_t len, int advice) noexcept {
+  try {
+    return vs->as.madvise(addr, len, advice);
+  } catch (const std::bad_alloc&) {
+    return -ENOMEM;
+  }
+}
+
+int64_t vmspace_mremap(vmspace_t* vs, uint64_t old_addr, uint64_t old_len, uint64_t new_len, int flags,
+                       uint64_t new_addr) noexcept {
+  try {
+    return vs->as.mremap(old_addr, old_len, new_len, flags, new_addr);
+  } catch (const std::bad_alloc&) {
+    return -ENOMEM;
+  }
+}
+
+int vmspace_msync(vmspace_t* vs, uint64_t addr, uint64_t len, int flags) noexcept {
+  try {
+    return vs->as.msync(addr, len, flags);
+  } catch (const std::bad_alloc&) {
+    return -ENOMEM;
+  }
+}
+
+int vmspace_mlock(vmspace_t* vs, uint64_t addr, uint64_t len) noexcept {
+  try {
+    return vs->as.mlock(addr, len);
+  } catch (const std::bad_alloc&) {
+    return -ENOMEM;
+  }
+}
+
+int vmspace_munlock(vmspace_t* vs, uint64_t addr, uint64_t len) noexcept {
+  try {
+    return vs->as.munlock(addr, len);
+  } catch (const std::bad_alloc&) {
+    return -ENOMEM;
+  }
+}
+
+int vmspace_mlock2(vmspace_t* vs, uint64_t addr, uint64_t len, unsigned flags) noexcept {
+  try {
+    return vs->as.mlock2(addr, len, flags);
+  } catch (const std::bad_alloc&) {
+    return -ENOMEM;
+  }
+}
+
+int vmspace_mlockall(vmspace_t* vs, int flags) noexcept {
+  try {
+    return vs->as.mlockall(flags);
+  } catch (const std::bad_alloc&) {
+    return -ENOMEM;
+  }
+}
+
+int vmspace_munlockall(vmspace_t* vs) noexcept {
+  try {
+    return vs->as.munlockall();
+  } catch (const std::bad_alloc&) {
+    return -ENOMEM;
+  }
+}
+
+int vmspace_mseal(vmspace_t* vs, uint64_t addr, uint64_t len, unsigned long flags) noexcept {
+  try {
+    return vs->as.mseal(addr, len, flags);
+  } catch (const std::bad_alloc&) {
+    return -ENOMEM;
+  }
+}
+
+int vmspace_mincore(vmspace_t* vs, uint64_t addr, uint64_t len, unsigned char* vec) noexcept {
+  try {
+    return vs->as.mincore(addr, len, vec);
+  } catch (const std::bad_alloc&) {
+    return -ENOMEM;
+  }
+}
+
+uint64_t vmspace_brk(vmspace_t* vs, uint64_t new_brk) noexcept {
+  try {
+    return vs->as.brk(new_brk);
+  } catch (const std::bad_alloc&) {
+    return vs->as.brk(0);  // failure: the break as it was
+  }
+}
+
+// ---- Files ------------------------------------------------------------------
+
+int vmspace_memfd_create(vmspace_t* vs, const char* name) noexcept {
+  if (name == nullptr) return -EFAULT;
+  try {
+    return vs->as.memfd_create(name);
+  } catch (const std::bad_alloc&) {
+    return -ENOMEM;
+  }
+}
+
+int vmspace_open(vmspace_t* vs, const char* path, int flags, unsigned mode) noexcept {
+  if (path == nullptr) return -EFAULT;
+  try {
+    return vs->as.open(path, flags, mode);
+  } catch (const std::bad_alloc&) {
+    return -ENOMEM;
+  }
+}
+
+int vmspace_ftruncate(vmspace_t* vs, int fd, int64_t length) noexcept {
+  try {
+    return vs->as.ftruncate(fd, length);
+  } catch (const std::bad_alloc&) {
+    return -ENOMEM;
+  }
+}
+
+int64_t vmspace_pread(vmspace_t* vs, int fd, void* buf, uint64_t n, int64_t offset) noexcept {
+  try {
+    return vs->as.pread(fd, buf, n, offset);
+  } catch (const std::bad_alloc&) {
+    return -ENOMEM;
+  }
+}
+
+int64_t vmspace_pwrite(vmspace_t* vs, int fd, const void* buf, uint64_t n, int64_t offset) noexcept {
+  try {
+    return vs->as.pwrite(fd, buf, n, offset);
+  } catch (const std::bad_alloc&) {
+    return -ENOMEM;
+  }
+}
+
+int vmspace_fsync(vmspace_t* vs, int fd) noexcept {
+  try {
+    return vs->as.fsync(fd);
+  } catch (const std::bad_alloc&) {
+    return -ENOMEM;
+  }
+}
+
+int vmspace_close(vmspace_t* vs, int fd) noexcept {
+  try {
+    return vs->as.close(fd);
+  } catch (const std::bad_alloc&) {
+    return -ENOMEM;
+  }
+}
+
+// ---- Guest memory access ------------------------------------------------------
+
+const char* vmspace_fault_name(vmspace_fault_kind_t kind) noexcept {
+  if (static_cast<int>(kind) < 0 || static_cast<int>(kind) > VMSPACE_FAULT_OOM) return "?";
+  return vmspace::fault_name(static_cast<vmspace::Fault>(kind));
+}
+
+vmspace_fault_t vmspace_read(vmspace_t* vs, uint64_t va, void* dst, uint64_t n) noexcept {
+  try {
+    return to_c(vs->as.read(va, dst, n));
+  } catch (const std::bad_alloc&) {
+    return oom_at(va);
+  }
+}
+
+vmspace_fault_t vmspace_write(vmspace_t* vs, uint64_t va, const void* src, uint64_t n) noexcept {
+  try {
+    return to_c(vs->as.write(va, src, n));
+  } catch (const std::bad_alloc&) {
+    return oom_at(va);
+  }
+}
+
+vmspace_fault_t vmspace_fill(vmspace_t* vs, uint64_t va, unsigned char byte, uint64_t n) noexcept {
+  try {
+    return to_c(vs->as.fill(va, byte, n));
+  } catch (const std::bad_alloc&) {
+    return oom_at(va);
+  }
+}
+
+vmspace_fault_t vmspace_fault_in(vmspace_t* vs, uint64_t va, int write) noexcept {
+  try {
+    vmspace::Fault f = vs->as.fault_in(va, write != 0);
+    return vmspace_fault_t{static_cast<vmspace_fault_kind_t>(f), f == vmspace::Fault::none ? 0 : va & kPageMask};
+  } catch (const std::bad_alloc&) {
+    return oom_at(va);
+  }
+}
+
+vmspace_scope_t* vmspace_scope_begin(vmspace_t* vs) noexcept { return new (std::nothrow) vmspace_scope(vs->as); }
+
+void* vmspace_scope_translate(const vmspace_scope_t* scope, uint64_t va, int write) noexcept {
+  return scope->scope.translate(va, write != 0);
+}
+
+void vmspace_scope_end(vmspace_scope_t* scope) noexcept { delete scope; }
+
+// ---- Introspection ------------------------------------------------------------
+
+int64_t vmspace_maps(const vmspace_t* vs, char* buf, size_t size) noexcept {
+  try {
+    return copy_out(vs->as.maps(), buf, size);
+  } catch (const std::bad_alloc&) {
+    return -ENOMEM;
+  }
+}
+
+int64_t vmspace_smaps(const vmspace_t* vs, char* buf, size_t size) noexcept {
+  try {
+    return copy_out(vs->as.smaps(), buf, size);
+  } catch (const std::bad_alloc&) {
+    return -ENOMEM;
+  }
+}
+
+int vmspace_map_count(const vmspace_t* vs) noexcept { return vs->as.map_count(); }
+
+uint64_t vmspace_rss_pages(const vmspace_t* vs) noexcept { return vs->as.rss_pages(); }
+
+int vmspace_validate(const vmspace_t* vs, char* why, size_t size) noexcept {
+  try {
+    std::string reason;
+    bool ok = vs->as.validate(&reason);
+    copy_out(ok ? std::string() : reason, why, size);
+    return ok ? 1 : 0;
+  } catch (const std::bad_alloc&) {
+    copy_out("out of memory", why, size);
+    return 0;
+  }
+}
+
+}  // extern "C"
