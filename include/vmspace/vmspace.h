@@ -49,6 +49,9 @@ extern "C" {
 /* An address space.  Opaque: created by vmspace_create, freed by
  * vmspace_destroy. */
 typedef struct vmspace_handle vmspace_t;
+/* A pool of physical frames several spaces share (vmspace::PhysicalMemory,
+ * vmspace/physical_memory.h: how it grows, how to size it). */
+typedef struct vmspace_pool vmspace_pool_t;
 
 /* The version of the library linked ("0.1.0"), which may differ from the
  * VMSPACE_VERSION_STRING the caller was compiled with. */
@@ -116,7 +119,26 @@ typedef struct vmspace_options {
    * phys_pretouch). */
   uint64_t phys_bytes;
   int phys_pretouch;
+  /* Since 0.1.0's second revision of the struct: a pool shared with other
+   * spaces (vmspace_pool_create); NULL (the default) = the space's own, as
+   * above.  The space keeps the pool alive. */
+  vmspace_pool_t* pool;
 } vmspace_options_t;
+
+/* Create a frame pool that grows on demand up to limit_bytes (rounded
+ * down to 4 KiB; only address space is reserved until frames are used),
+ * every frame touched now when pretouch.  Stores it in *out and returns 0,
+ * or returns -EFAULT (out == NULL), -EINVAL (more than 2^32 - 2 frames),
+ * -ENOMEM (the host refused the reservation).  Thread-safe. */
+VMSPACE_API int vmspace_pool_create(uint64_t limit_bytes, int pretouch, vmspace_pool_t** out) VMSPACE_NOEXCEPT;
+/* Drop the caller's reference to a pool: it is freed when no space uses
+ * it any more (each space made with it holds one).  NULL is ignored.
+ * Preconditions: pool came from vmspace_pool_create and is not used by the
+ * caller after this call. */
+VMSPACE_API void vmspace_pool_destroy(vmspace_pool_t* pool) VMSPACE_NOEXCEPT;
+/* Bytes of the pool's frames not in use (approximate while spaces using
+ * it run).  Thread-safe. */
+VMSPACE_API uint64_t vmspace_pool_free_bytes(const vmspace_pool_t* pool) VMSPACE_NOEXCEPT;
 
 /* Fill *opts with the defaults and set opts->struct_size.
  * Preconditions: opts points to a vmspace_options_t. */
@@ -132,9 +154,11 @@ VMSPACE_API void vmspace_options_init(vmspace_options_t* opts) VMSPACE_NOEXCEPT;
  * Preconditions: opts (when not NULL) was set up by vmspace_options_init. */
 VMSPACE_API int vmspace_create(const vmspace_options_t* opts, vmspace_t** out) VMSPACE_NOEXCEPT;
 
-/* Destroy a space: unmaps everything, closes its files (dirty pages of
- * files with a backing are written back first), and frees its memory once
- * every RCU reader is done.  NULL is ignored.
+/* Destroy a space: unmaps everything, closes its files, and frees its
+ * memory once every RCU reader is done.  Dirty pages of files with a
+ * backing that nothing else holds are written back on a background
+ * thread; the space's own pool (no opts->pool) waits for that before it
+ * goes, a shared pool when it goes.  NULL is ignored.
  * Preconditions: no other call on vs is running or will be made; the
  * calling thread is not inside a scope (vmspace_scope_begin) of any space
  * (destruction waits for an RCU grace period: it would never end). */

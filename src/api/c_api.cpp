@@ -12,11 +12,13 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstring>
+#include <memory>
 #include <new>
 #include <stdexcept>
 #include <string>
 
 #include "vmspace/address_space.h"
+#include "vmspace/physical_memory.h"
 
 using vmspace::AddressSpace;
 using vmspace::AddressSpaceOptions;
@@ -24,6 +26,10 @@ using vmspace::AddressSpaceOptions;
 struct vmspace_handle {
   explicit vmspace_handle(const AddressSpaceOptions& o) : as(o) {}
   AddressSpace as;
+};
+
+struct vmspace_pool {
+  std::shared_ptr<vmspace::PhysicalMemory> pool;
 };
 
 struct vmspace_scope {
@@ -92,6 +98,7 @@ bool to_cpp(const vmspace_options_t& c, AddressSpaceOptions* o) {
   o->rlimit_data = c.rlimit_data;
   o->phys_bytes = c.phys_bytes;
   o->phys_pretouch = c.phys_pretouch != 0;
+  if (c.pool != nullptr) o->pool = c.pool->pool;
   return true;
 }
 
@@ -125,7 +132,25 @@ void vmspace_options_init(vmspace_options_t* opts) noexcept {
   opts->rlimit_data = d.rlimit_data;
   opts->phys_bytes = d.phys_bytes;
   opts->phys_pretouch = d.phys_pretouch;
+  opts->pool = nullptr;
 }
+
+int vmspace_pool_create(uint64_t limit_bytes, int pretouch, vmspace_pool_t** out) noexcept {
+  if (out == nullptr) return -EFAULT;
+  try {
+    auto pm = std::make_shared<vmspace::PhysicalMemory>(vmspace::PhysicalMemory::Options{limit_bytes, pretouch != 0});
+    *out = new vmspace_pool{std::move(pm)};
+  } catch (const std::bad_alloc&) {
+    return -ENOMEM;
+  } catch (const std::length_error&) {
+    return -EINVAL;
+  }
+  return 0;
+}
+
+void vmspace_pool_destroy(vmspace_pool_t* pool) noexcept { delete pool; }
+
+uint64_t vmspace_pool_free_bytes(const vmspace_pool_t* pool) noexcept { return pool->pool->free_bytes(); }
 
 int vmspace_create(const vmspace_options_t* opts, vmspace_t** out) noexcept {
   if (out == nullptr) return -EFAULT;

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,6 +93,46 @@ static void test_options(void) {
   CHECK_EQ(vmspace_create(&big.o, &vs), 0);
   vmspace_destroy(vs);
   vmspace_destroy(NULL);
+}
+
+/* A pool shared by two spaces: both take frames from it, it outlives the
+ * caller's reference, and a caller of the first struct version (no pool
+ * field) still gets a space of its own. */
+static void test_pool(int mode) {
+  vmspace_pool_t* pool = NULL;
+  vmspace_options_t o;
+  vmspace_t *a = NULL, *b = NULL, *c = NULL;
+  const uint64_t limit = 64 * PAGE;
+  int64_t ma, mb;
+  vmspace_fault_t f;
+
+  CHECK_EQ(vmspace_pool_create(limit, 0, NULL), -EFAULT);
+  CHECK_EQ(vmspace_pool_create(limit, 0, &pool), 0);
+  CHECK_EQ(vmspace_pool_free_bytes(pool), limit);
+  vmspace_options_init(&o);
+  o.lock_mode = mode;
+  o.pool = pool;
+  CHECK_EQ(vmspace_create(&o, &a), 0);
+  CHECK_EQ(vmspace_create(&o, &b), 0);
+  vmspace_pool_destroy(pool); /* the spaces hold it */
+  ma = vmspace_mmap(a, 0, 40 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  mb = vmspace_mmap(b, 0, 40 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  CHECK(ma > 0 && mb > 0);
+  CHECK_EQ(vmspace_fill(a, (uint64_t)ma, 1, 32 * PAGE).kind, VMSPACE_FAULT_NONE);
+  /* 32 of the 64 frames are a's: b runs out at its 33rd page. */
+  f = vmspace_fill(b, (uint64_t)mb, 2, 40 * PAGE);
+  CHECK_EQ(f.kind, VMSPACE_FAULT_OOM);
+  CHECK_EQ(f.addr, (uint64_t)mb + 32 * PAGE);
+  vmspace_destroy(a);
+  CHECK_EQ(vmspace_fill(b, (uint64_t)mb + 32 * PAGE, 2, 8 * PAGE).kind, VMSPACE_FAULT_NONE);
+  vmspace_destroy(b);
+
+  vmspace_options_init(&o);
+  o.struct_size = offsetof(vmspace_options_t, phys_pretouch) + sizeof(int);
+  o.pool = (vmspace_pool_t*)1; /* not read: past the caller's struct */
+  CHECK_EQ(vmspace_create(&o, &c), 0);
+  vmspace_destroy(c);
+  vmspace_pool_destroy(NULL);
 }
 
 /* Anonymous memory: map, access, protect, fault, text, advice, remap,
@@ -323,6 +364,7 @@ int main(void) {
     test_anon(modes[i]);
     test_brk(modes[i]);
     test_files(modes[i]);
+    test_pool(modes[i]);
   }
   printf("c_api_test: %d checks passed\n", g_checks);
   return 0;
