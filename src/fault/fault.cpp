@@ -292,9 +292,11 @@ void do_fault_around(Vmf& f, mem::PteTable* table) {
 // sees our PTE).  Otherwise: again; a page the size no longer covers is
 // SIGBUS (shmem_get_page checks the size under the cache's lock).
 //
-// Shared mappings map the cache's frame (writable where the VMA is);
-// private ones map it read-only on a read fault (do_read_fault) and copy
-// it into an anonymous page on a write (do_cow_fault).
+// Shared mappings map the cache's frame (writable where the VMA is, but
+// read-only on a read fault under write-notify: a file with a backing,
+// whose pages a write must dirty first, memory.h); private ones map it
+// read-only on a read fault (do_read_fault) and copy it into an anonymous
+// page on a write (do_cow_fault).
 unsigned do_read_fault(Vmf& f, mem::PteTable* table) {
   MmStruct* mm = f.mm;
   mem::PhysMem* phys = mm->phys;
