@@ -11,6 +11,7 @@
 #include <memory>
 #include <vector>
 
+#include "support/resident.h"
 #include "vmspace/address_space.h"
 #include "vmspace/physical_memory.h"
 
@@ -21,14 +22,7 @@ constexpr std::uint64_t kBase = 0x200000000000;
 constexpr std::uint64_t kPage = 4096;
 constexpr int kRW = PROT_READ | PROT_WRITE;
 
-std::uint64_t resident_bytes() {
-  unsigned long size = 0, resident = 0;
-  if (FILE* f = std::fopen("/proc/self/statm", "r")) {
-    if (std::fscanf(f, "%lu %lu", &size, &resident) != 2) resident = 0;
-    std::fclose(f);
-  }
-  return resident * static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
-}
+using test::resident_bytes;
 
 TEST(PhysicalMemory, SharedBySpacesThatKeepItAlive) {
   auto pool = std::make_shared<PhysicalMemory>(PhysicalMemory::Options{64 * kPage, false});

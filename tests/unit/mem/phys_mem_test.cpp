@@ -16,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "support/resident.h"
 #include "sync/rcu.h"
 
 namespace vmspace::mem {
@@ -520,15 +521,7 @@ TEST(PhysMem, DefaultOptions) {
   EXPECT_EQ(o.per_thread_cache, 64u);
 }
 
-// Resident memory of this process, in bytes (/proc/self/statm).
-std::uint64_t resident_bytes() {
-  std::uint64_t size = 0, resident = 0;
-  if (FILE* f = std::fopen("/proc/self/statm", "r")) {
-    if (std::fscanf(f, "%lu %lu", &size, &resident) != 2) resident = 0;
-    std::fclose(f);
-  }
-  return resident * static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
-}
+using test::resident_bytes;
 
 // A pool only reserves address space: its frames, their descriptors and
 // its free stack cost host memory as they are used.  (With the descriptors
