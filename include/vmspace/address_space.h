@@ -183,6 +183,32 @@ class VMSPACE_API AddressSpace {
   // needs a grace period, which a scope cannot wait for).  0 on success.
   int msync(std::uint64_t addr, std::uint64_t len, int flags);
 
+  // ---- fork ------------------------------------------------------------------
+  // fork(2)'s memory half (Linux 6.18's dup_mmap): a new space with this
+  // one's options and lock mode, sharing its physical memory (the pool
+  // stays alive while any space of the family uses it), holding a copy of
+  // every mapping:
+  //   - private memory is shared copy-on-write: the first write on either
+  //     side to a page copies it, unless the other side no longer maps it
+  //     (it unmapped it, wrote to its own copy, or was destroyed): then the
+  //     page is reused in place (Linux 5.19+'s rule: reuse when this
+  //     mapping holds the page's only reference);
+  //   - MAP_SHARED mappings (files, shared anonymous memory) stay shared;
+  //   - MADV_DONTFORK ranges are not copied; MADV_WIPEONFORK ranges are
+  //     copied empty (zero-filled on the child's next touch);
+  //   - memory locks (mlock, mlockall) are not inherited; seals, guard
+  //     regions, the program break and the other VMA flags are;
+  //   - the child gets a copy of the file table (the same open files).
+  // The parent is locked for writing while it is copied: its faults and
+  // calls wait (a fault in progress finishes first); afterwards both run
+  // independently.  Commit charges (Overcommit::never) count parent and
+  // children together, as Linux's system-wide count does.  Returns the
+  // child, or nullptr with *err = -ENOMEM (the parent is unchanged but for
+  // pages write-protected for copy-on-write).  Thread-safe.  A space
+  // created with AddressSpaceOptions::phys requires its pool to outlive
+  // every child.
+  std::unique_ptr<AddressSpace> fork(int* err = nullptr);
+
   // ---- Files (Linux's memfds: shmem files) ---------------------------------
   // A space has its own table of open files, indexed by small non-negative
   // numbers ("descriptors", the lowest free one first, as a process's file
@@ -427,7 +453,11 @@ class VMSPACE_API AddressSpace {
   // The /proc/self/maps text of this space, in the kernel's format.
   std::string maps() const;
   // Checks every structural invariant; on failure returns false and says
-  // why.  Debug builds also run it after every modifying call.
+  // why.  Debug builds also run the tree and VMA checks after every
+  // modifying call; this call also walks every page table to check the
+  // reverse map (every mapped anonymous page reachable from its anon_vma,
+  // reference and map counts that cover its mappings), so call it when no
+  // access or fault is running in the space.
   bool validate(std::string* why = nullptr) const;
 
   LockMode mode() const;
@@ -443,8 +473,10 @@ class VMSPACE_API AddressSpace {
   AccessResult access(std::uint64_t va, std::uint64_t n, bool write, CopyFn&& copy);
 
   struct FileTable;
+  struct ForkTag {};
+  AddressSpace(ForkTag, const AddressSpace& parent);
 
-  std::unique_ptr<mem::PhysMem> owned_phys_;
+  std::shared_ptr<mem::PhysMem> owned_phys_;  // shared with forked children
   std::shared_ptr<PhysicalMemory> pool_;  // AddressSpaceOptions::pool, kept alive
   std::unique_ptr<mm::MmStruct> mm_;
   std::unique_ptr<FileTable> files_;

@@ -145,6 +145,37 @@ AddressSpace::AddressSpace(const AddressSpaceOptions& opts)
   mm_->faultin_page = fault::faultin_page_locked;  // MADV_POPULATE_*
 }
 
+AddressSpace::AddressSpace(ForkTag, const AddressSpace& parent)
+    : owned_phys_(parent.owned_phys_),
+      pool_(parent.pool_),
+      mm_(std::make_unique<mm::MmStruct>(parent.mm_->cfg, parent.mm_->phys)),
+      files_(std::make_unique<FileTable>()) {
+  mm_->populate = fault::populate_range_locked;
+  mm_->faultin_page = fault::faultin_page_locked;
+}
+
+std::unique_ptr<AddressSpace> AddressSpace::fork(int* err) {
+  std::unique_ptr<AddressSpace> child;
+  try {
+    child.reset(new AddressSpace(ForkTag{}, *this));
+    // The file table first (Linux's copy_files comes before copy_mm): the
+    // same open files, one more reference each.
+    std::lock_guard<std::mutex> g(files_->lock);
+    child->files_->open.reserve(files_->open.size());
+    for (const FileTable::Entry& e : files_->open)
+      child->files_->open.push_back(FileTable::Entry{mem::get_file(e.file), e.f_mode});
+  } catch (const std::bad_alloc&) {
+    if (err != nullptr) *err = -ENOMEM;
+    return nullptr;
+  }
+  if (int r = mm::dup_mmap(child->mm_.get(), mm_.get()); r != 0) {
+    if (err != nullptr) *err = r;
+    return nullptr;  // ~AddressSpace releases what the child took
+  }
+  if (err != nullptr) *err = 0;
+  return child;
+}
+
 AddressSpace::~AddressSpace() {
   mm_.reset();  // returns every mapped frame
   files_.reset();  // and every file's cached pages, once no VMA maps them
@@ -577,7 +608,7 @@ std::uint64_t AddressSpace::rss_pages() const {
 
 bool AddressSpace::validate(std::string* why) const {
   mm::mmap_read_lock(mm_.get());
-  bool ok = mm::mm_validate(mm_.get(), why);
+  bool ok = mm::mm_validate(mm_.get(), why) && mm::mm_validate_rmap(mm_.get(), why);
   mm::mmap_read_unlock(mm_.get());
   return ok;
 }

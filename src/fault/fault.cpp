@@ -175,8 +175,19 @@ unsigned do_wp_page(Vmf& f, mem::PteTable* table, pte_t orig) {
   }
   if (!zero) {
     mem::Frame& fr = phys->frame(old);
+    // Linux 5.19+ wp_can_reuse_anon_folio(): reuse decided by references
+    // alone.  The PTE we hold is the only one (after fork the other side
+    // unmapped it, exited or copied it) and nobody pins the frame; the
+    // reference count cannot grow meanwhile (a new mapping of an anonymous
+    // frame needs this PTE: fork copies it under this lock).
     if (fr.refcount.load(std::memory_order_acquire) == 1 && fr.mapcount.load(std::memory_order_relaxed) == 1 &&
         (fr.mapping.load(std::memory_order_relaxed) & mem::kMappingAnon)) {
+      // folio_move_anon_rmap(): a frame faulted in an ancestor space now
+      // belongs to this VMA's own anon_vma (shorter rmap walks; the
+      // ancestor's anon_vma may go away).  The VMA has one: the frame is
+      // anonymous and mapped here, so the VMA was prepared or forked with it.
+      if (mm::AnonVma* av = f.vma->anon_vma.load(std::memory_order_acquire))
+        fr.mapping.store(reinterpret_cast<std::uintptr_t>(av) | mem::kMappingAnon, std::memory_order_release);
       slot.store(mem::pte_mkdirty(mem::pte_mkyoung(mem::pte_mkwrite(orig))), std::memory_order_release);
       ptl.unlock();
       return kFaultDone;
@@ -489,11 +500,11 @@ bool expand_downwards(MmStruct* mm, Vma* vma, std::uint64_t addr) {
   if (vma->vm_flags & mm::VM_LOCKED) mm->locked_vm += grow;
   // The range changes under the anon_vma lock: rmap walkers hold only it.
   mm::AnonVma* av = vma->anon_vma.load(std::memory_order_relaxed);
-  av->rwsem.lock();
+  mm::anon_vma_lock_write(av);
   vma->vm_pgoff -= grow;
   vma->vm_start = addr;
   mm->mm_mt.store(vma->vm_start, vma->vm_end, vma);
-  av->rwsem.unlock();
+  mm::anon_vma_unlock_write(av);
   return true;
 }
 

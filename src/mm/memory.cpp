@@ -95,6 +95,83 @@ void pageout_range(Vma* vma, std::uint64_t start, std::uint64_t end) {
   });
 }
 
+namespace {
+
+// Linux is_cow_mapping(): private and possibly writable.
+bool is_cow_mapping(vm_flags_t flags) { return (flags & (VM_SHARED | VM_MAYWRITE)) == VM_MAYWRITE; }
+
+// Linux copy_present_pte(), for one PTE under both tables' locks.
+void copy_present_pte(Vma* dst, Vma* src, std::atomic<mem::pte_t>& src_slot, std::atomic<mem::pte_t>& dst_slot,
+                      mem::pte_t pte) {
+  MmStruct* dst_mm = dst->vm_mm;
+  mem::PhysMem* phys = dst_mm->phys;
+  const mem::pfn_t pfn = mem::pte_pfn(pte);
+  if (pfn != phys->zero_pfn()) {
+    mem::Frame& fr = phys->frame(pfn);
+    phys->get(pfn);
+    fr.mapcount.fetch_add(1, std::memory_order_relaxed);
+    const bool anon = (fr.mapping.load(std::memory_order_relaxed) & mem::kMappingAnon) != 0;
+    (anon ? dst_mm->rss_anon : dst_mm->rss_shmem).fetch_add(1, std::memory_order_relaxed);
+  }
+  if (is_cow_mapping(src->vm_flags) && mem::pte_write(pte)) {
+    // Both sides read-only from now on.  ptep_modify: a lockless writer of
+    // the parent may set the dirty bit until the new value is in (rule I
+    // of page_table.h); the bit is kept (and copied below).
+    pte = mem::ptep_modify(src_slot, pte, [](mem::pte_t p) { return mem::pte_wrprotect(p); });
+    pte = mem::pte_wrprotect(pte);
+  }
+  if (src->vm_flags & VM_SHARED) {
+    pte = mem::pte_mkclean(pte);
+    // Under write-notify a clean PTE must not be writable (the write would
+    // not mark the page dirty); the child's first write faults instead.
+    if (vma_wants_writenotify(dst)) pte = mem::pte_wrprotect(pte);
+  }
+  dst_slot.store(mem::pte_mkold(pte), std::memory_order_release);
+}
+
+}  // namespace
+
+bool copy_page_range(Vma* dst, Vma* src) {
+  MmStruct* src_mm = src->vm_mm;
+  MmStruct* dst_mm = dst->vm_mm;
+  const std::uint64_t end = src->vm_end;
+  std::uint64_t va = src->vm_start;
+  while (va < end) {
+    const std::uint64_t table_end = (va & ~(mem::kPteTableSpan - 1)) + mem::kPteTableSpan;
+    const std::uint64_t stop = std::min(table_end, end);
+    // The parent's tables cannot come or go meanwhile (mmap W; its faults
+    // are shut out by the VMA write lock), nor can non-empty entries
+    // appear: the scan below needs no lock.
+    mem::PteTable* st = src_mm->pgtables.pte_table(va);
+    bool any = false;
+    if (st != nullptr)
+      for (std::uint64_t a = va; a < stop && !any; a += kPageSize)
+        any = !mem::pte_none(mem::PageTables::pte_slot(st, a).load(std::memory_order_relaxed));
+    if (!any) {
+      va = stop;
+      continue;
+    }
+    mem::PteTable* dt = dst_mm->pgtables.pte_alloc(va);  // no pte_lock held
+    if (dt == nullptr) return false;
+    st->lock.lock();
+    dt->lock.lock(/*subclass=*/1);
+    for (; va < stop; va += kPageSize) {
+      std::atomic<mem::pte_t>& src_slot = mem::PageTables::pte_slot(st, va);
+      std::atomic<mem::pte_t>& dst_slot = mem::PageTables::pte_slot(dt, va);
+      const mem::pte_t pte = src_slot.load(std::memory_order_relaxed);
+      if (mem::pte_none(pte)) continue;
+      if (mem::pte_is_guard(pte)) {  // Linux copy_pte_marker: guards survive fork
+        dst_slot.store(pte, std::memory_order_release);
+        continue;
+      }
+      if (mem::pte_present(pte)) copy_present_pte(dst, src, src_slot, dst_slot, pte);
+    }
+    dt->lock.unlock();
+    st->lock.unlock();
+  }
+  return true;
+}
+
 void change_protection(Vma* vma, std::uint64_t start, std::uint64_t end) {
   MmStruct* mm = vma->vm_mm;
   const bool accessible = vma_data_accessible(vma);

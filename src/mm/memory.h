@@ -70,6 +70,28 @@ void mark_lazyfree_range(Vma* vma, std::uint64_t start, std::uint64_t end);
 // read back as zero-fill); everything else stays.  Same locking.
 void pageout_range(Vma* vma, std::uint64_t start, std::uint64_t end);
 
+// Linux vma_needs_copy(): must fork copy `src`'s page tables, or can the
+// child fault everything in again?  Anonymous pages (the VMA has an
+// anon_vma) and guard markers (VM_MAYBE_GUARD, Linux 6.18.37+) exist only
+// in the page tables; file pages come back from the page cache.
+inline bool vma_needs_copy(const Vma* src) {
+  return src->anon_vma.load(std::memory_order_relaxed) != nullptr || (src->vm_flags & VM_MAYBE_GUARD) != 0;
+}
+
+// Linux copy_page_range(): fork's copy of `src`'s PTEs into `dst` (the
+// child's copy of src: same range, in another space).  Every frame mapped
+// gains a reference and a mapcount; in a copy-on-write mapping
+// (VM_MAYWRITE without VM_SHARED) writable PTEs are write-protected in
+// both spaces, so the first write on either side copies or (if the other
+// side has let go) reuses the page; the zero page stays the zero page;
+// guard markers are copied; the child's PTEs are old (and clean in shared
+// mappings, read-only there under write-notify, so that a write marks the
+// page dirty).  Requires both spaces' mmap W and src write-locked; takes
+// each pair of PTE tables' locks (src's, then dst's as subclass 1).
+// False when a page table of dst could not be allocated (what was copied
+// stays, counted: tearing dst down releases it).
+[[nodiscard]] bool copy_page_range(Vma* dst, Vma* src);
+
 // Bring the PTEs of [start, end) in line with vma->vm_flags (mprotect):
 // clear the write bit where writing is no longer allowed (private pages
 // are made writable again lazily, by the write-protect fault), clear or set

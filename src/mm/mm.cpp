@@ -41,9 +41,14 @@ MmStruct::~MmStruct() {
   std::vector<Vma*> vmas;
   mm_mt.for_each(0, tree::kMaxAddr, [&](const tree::Entry& e) { vmas.push_back(e.as<Vma>()); });
   for (Vma* v : vmas) zap_vma_range(v, v->vm_start, v->vm_end);
+  // Give back the commit charge (it may be shared with forked spaces).
+  std::uint64_t accounted = 0;
+  for (Vma* v : vmas)
+    if (v->vm_flags & VM_ACCOUNT) accounted += v->pages();
+  if (accounted != 0) vm_unacct_memory(this, accounted);
   for (Vma* v : vmas) {
     vma_unlink_file(v);
-    anon_vma_unlink(v);
+    unlink_anon_vmas(v);
     delete v;
   }
 }
@@ -102,6 +107,53 @@ bool mm_validate(MmStruct* mm, std::string* why) {
                          std::to_string(count) + " VMAs in the tree");
   if (static_cast<std::size_t>(count) != mm->mm_mt.size())
     return fail(why, "tree size " + std::to_string(mm->mm_mt.size()) + " != VMA count");
+  return true;
+}
+
+bool mm_validate_rmap(MmStruct* mm, std::string* why) {
+  std::vector<Vma*> vmas;
+  mm->mm_mt.for_each(0, tree::kMaxAddr, [&](const tree::Entry& e) { vmas.push_back(e.as<Vma>()); });
+  mem::PhysMem* phys = mm->phys;
+  std::string msg;
+  for (Vma* v : vmas) {
+    AnonVma* own = v->anon_vma.load(std::memory_order_acquire);
+    if (own != nullptr && std::find(v->anon_vma_chain.begin(), v->anon_vma_chain.end(), own) == v->anon_vma_chain.end())
+      return fail(why, "VMA at " + hex(v->vm_start) + ": its anon_vma is not in its chain");
+    std::vector<std::pair<std::uint64_t, AnonVma*>> anon;
+    mm->pgtables.for_each_present(v->vm_start, v->vm_end, [&](std::uint64_t va, std::atomic<mem::pte_t>&, mem::pte_t pte) {
+      if (!msg.empty()) return;
+      const mem::pfn_t pfn = mem::pte_pfn(pte);
+      if (pfn == phys->zero_pfn()) return;
+      const mem::Frame& fr = phys->frame(pfn);
+      const std::int32_t refs = fr.refcount.load(std::memory_order_acquire);
+      const std::int32_t maps = fr.mapcount.load(std::memory_order_relaxed);
+      if (maps < 1 || refs < maps) {
+        msg = "page at " + hex(va) + ": refcount " + std::to_string(refs) + ", mapcount " + std::to_string(maps);
+        return;
+      }
+      const std::uintptr_t mapping = fr.mapping.load(std::memory_order_acquire);
+      if (!(mapping & mem::kMappingAnon)) return;
+      auto* av = reinterpret_cast<AnonVma*>(mapping & ~mem::kMappingAnon);
+      if (std::find(v->anon_vma_chain.begin(), v->anon_vma_chain.end(), av) == v->anon_vma_chain.end()) {
+        msg = "anonymous page at " + hex(va) + ": its anon_vma is not in the VMA's chain";
+        return;
+      }
+      if (fr.index.load(std::memory_order_relaxed) != linear_page_index(v, va)) {
+        msg = "anonymous page at " + hex(va) + ": index " + std::to_string(fr.index.load()) + " != " +
+              std::to_string(linear_page_index(v, va));
+        return;
+      }
+      anon.push_back({va, av});  // checked below: the anon_vma lock ranks above pte_lock
+    });
+    for (const auto& [va, av] : anon) {
+      if (!msg.empty()) break;
+      anon_vma_lock_read(av);
+      const bool linked = std::find(av->vmas.begin(), av->vmas.end(), v) != av->vmas.end();
+      anon_vma_unlock_read(av);
+      if (!linked) msg = "anonymous page at " + hex(va) + ": the VMA is not linked to its anon_vma";
+    }
+    if (!msg.empty()) return fail(why, msg);
+  }
   return true;
 }
 

@@ -112,6 +112,24 @@ long get_unmapped_area(MmStruct* mm, std::uint64_t addr, std::uint64_t len, int 
 // as in Linux).
 int do_vmi_munmap_locked(MmStruct* mm, std::uint64_t start, std::uint64_t end);
 
+// Linux dup_mmap(): copy `oldmm` (the parent) into `mm`, a new empty space
+// with the same configuration and physical memory (fork.cpp says in what
+// order and why).  Takes both mmap_locks.  0, or -ENOMEM: the child is
+// then partly copied, consistent, and the caller destroys it (which
+// releases everything it took).
+int dup_mmap(MmStruct* mm, MmStruct* oldmm);
+
+// ---- test hooks (deterministic fork races; compiled out of release) ----
+struct ForkHooks {
+  // Every parent VMA is write-locked; nothing is copied yet.
+  void (*locked)(MmStruct* oldmm, void* arg) = nullptr;
+  // About to copy `vma` (parent's) into the child.
+  void (*copying)(MmStruct* oldmm, Vma* vma, void* arg) = nullptr;
+  void* arg = nullptr;
+};
+// Install hooks for the calling thread only (nullptr to remove).
+void set_fork_hooks(const ForkHooks* hooks);
+
 // /proc/self/maps text for the whole space (show_maps takes mmap R;
 // show_maps_locked requires it).
 std::string show_maps(MmStruct* mm);
@@ -120,6 +138,12 @@ std::string show_maps_locked(MmStruct* mm);
 // Every structural invariant (requires mmap R, or no concurrent writer).
 // Returns false and describes the first violation in *why.
 bool mm_validate(MmStruct* mm, std::string* why);
+// The reverse map is complete: every anonymous frame mapped in the space
+// is reachable from its anon_vma (the VMA mapping it is linked to that
+// anon_vma, at the frame's index), and its counts cover the mapping.  Costs
+// a walk of every PTE: tests call it, not every operation.  Requires mmap
+// R and no concurrent fault (a quiescent space).
+bool mm_validate_rmap(MmStruct* mm, std::string* why);
 // Debug builds: validate and abort on failure; release builds: nothing.
 void mm_debug_validate(MmStruct* mm);
 

@@ -15,6 +15,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "mem/file.h"
 #include "mem/page_table.h"
@@ -92,6 +93,14 @@ struct alignas(64) Vma {
   // mm->page_table_lock, only from null to non-null (anon_vma_prepare).
   // Read: mmap R or vma R; acquire pairs with the installing release.
   std::atomic<AnonVma*> anon_vma{nullptr};
+  // Every anon_vma this VMA is linked to (Linux's anon_vma_chain), oldest
+  // ancestor first; anon_vma is in it whenever set.  Write: mmap W (clone,
+  // fork, unlink), or with anon_vma (first anonymous fault) under mmap R
+  // plus the page_table_lock and the root anon_vma lock, only from empty to
+  // one entry.  Read: mmap R (W to read it while another thread may
+  // prepare: a reader under mmap R reads it only after loading anon_vma
+  // non-null with acquire, which orders it after that one write).
+  std::vector<AnonVma*> anon_vma_chain;
   // The mapped file (shmem object for shared anonymous memory), or null for
   // private anonymous memory.  Static once the VMA is attached; the VMA
   // holds a reference.

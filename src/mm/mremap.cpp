@@ -99,19 +99,19 @@ Vma* copy_vma(MmStruct* mm, Vma* vma, std::uint64_t new_addr, std::uint64_t len,
   Vma* prev = prev_e ? prev_e->as<Vma>() : nullptr;
   Vma* next = find_vma(mm, new_addr + len);
   if (Vma* merged = vma_merge_new_range(mm, prev, next, new_addr, new_addr + len, vma->vm_flags, vma->vm_file,
-                                        pgoff, vma))
+                                        pgoff, vma, /*copied_from=*/vma))
     return merged;
   Vma* nv = vm_area_dup(vma);
   if (nv == nullptr) return nullptr;
   nv->vm_start = new_addr;
   nv->vm_end = new_addr + len;
   nv->vm_pgoff = pgoff;
-  if (!anon_vma_link(nv, nv->anon_vma.load(std::memory_order_relaxed))) {
+  if (!anon_vma_clone(nv, vma)) {
     delete nv;
     return nullptr;
   }
   if (!vma_link(mm, nv)) {
-    anon_vma_unlink(nv);
+    unlink_anon_vmas(nv);
     delete nv;
     return nullptr;
   }
@@ -125,9 +125,9 @@ std::uint64_t move_pages(MmStruct* mm, const Vma* vma, std::uint64_t from, std::
   mem::File* file = vma->vm_file;
   AnonVma* av = vma->anon_vma.load(std::memory_order_relaxed);
   if (file != nullptr) file->i_mmap_rwsem.lock();
-  if (av != nullptr) av->rwsem.lock();
+  if (av != nullptr) anon_vma_lock_write(av);
   const std::uint64_t moved = mm->pgtables.move_range(from, to, len);
-  if (av != nullptr) av->rwsem.unlock();
+  if (av != nullptr) anon_vma_unlock_write(av);
   if (file != nullptr) file->i_mmap_rwsem.unlock();
   return moved;
 }
@@ -196,7 +196,7 @@ long move_vma(MmStruct* mm, Vma* vma, Remap& r) {
     vma->vm_flags &= ~VM_LOCKED_MASK;
     if (nv != vma && vma->vm_start == r.addr && vma->vm_end == r.addr + r.old_len &&
         vma->anon_vma.load(std::memory_order_relaxed) != nullptr) {
-      anon_vma_unlink(vma);
+      unlink_anon_vmas(vma);
       vma->anon_vma.store(nullptr, std::memory_order_release);
     }
     return static_cast<long>(r.new_addr);

@@ -57,7 +57,7 @@ void vms_complete_munmap_vmas(MmStruct* mm, const std::vector<Vma*>& vmas, bool 
     // Still write-locked; detached before the mmap_lock write side ends.
     vma_mark_detached(v);
     mm->map_count--;
-    anon_vma_unlink(v);
+    unlink_anon_vmas(v);
     vm_area_free(v);
   }
 }

@@ -26,7 +26,12 @@ void anon_vma_free_rcu(rcu::Head* h) {
 
 void put_anon_vma(AnonVma* av) {
   static_assert(std::is_standard_layout_v<AnonVma>);
-  if (av->refcount.fetch_sub(1, std::memory_order_acq_rel) == 1) rcu::call(&av->rcu, anon_vma_free_rcu);
+  // A child's reference keeps its parent: the last put walks up.
+  while (av != nullptr && av->refcount.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    AnonVma* parent = av->parent != av ? av->parent : nullptr;
+    rcu::call(&av->rcu, anon_vma_free_rcu);
+    av = parent;
+  }
 }
 
 // Linux anon_vma_compatible(): could `a` and `b` (adjacent) end up merged,
@@ -42,21 +47,34 @@ bool anon_vma_compatible(const Vma* a, const Vma* b) {
          b->vm_pgoff == a->vm_pgoff + a->pages();
 }
 
+// Linux reusable_anon_vma(): `old`'s anon_vma, if `a` and `b` are
+// compatible and old's chain is singular (an anon_vma shared with a fork
+// family is not handed to a new VMA).  The acquire load orders the chain
+// read after the one write that may race with it (anon_vma_prepare of
+// `old` under mmap R, which fills the chain before it publishes anon_vma).
+AnonVma* reusable_anon_vma(const Vma* old, const Vma* a, const Vma* b) {
+  if (!anon_vma_compatible(a, b)) return nullptr;
+  AnonVma* av = old->anon_vma.load(std::memory_order_acquire);
+  return av != nullptr && old->anon_vma_chain.size() == 1 ? av : nullptr;
+}
+
 // Linux find_mergeable_anon_vma(): the next VMA's anon_vma, else the
-// previous one's, if compatible.  Without fork every chain is singular, so
-// any neighbour's anon_vma is reusable.
+// previous one's, if reusable.
 AnonVma* find_mergeable_anon_vma(Vma* vma) {
   MmStruct* mm = vma->vm_mm;
-  if (Vma* next = vma_next(mm, vma); next != nullptr && anon_vma_compatible(vma, next))
-    if (AnonVma* av = next->anon_vma.load(std::memory_order_acquire)) return av;
-  if (Vma* prev = vma_prev(mm, vma); prev != nullptr && anon_vma_compatible(prev, vma))
-    if (AnonVma* av = prev->anon_vma.load(std::memory_order_acquire)) return av;
+  if (Vma* next = vma_next(mm, vma))
+    if (AnonVma* av = reusable_anon_vma(next, vma, next)) return av;
+  if (Vma* prev = vma_prev(mm, vma)) return reusable_anon_vma(prev, prev, vma);
   return nullptr;
 }
 
 }  // namespace
 
 void set_anon_vma_hooks(const AnonVmaHooks* hooks) { tls_anon_vma_hooks = hooks; }
+
+bool vma_is_fork_child(const Vma* vma) {
+  return vma->anon_vma.load(std::memory_order_acquire) != nullptr && vma->anon_vma_chain.size() != 1;
+}
 
 bool anon_vma_prepare(Vma* vma) {
   if (vma->anon_vma.load(std::memory_order_acquire) != nullptr) return true;
@@ -68,6 +86,7 @@ bool anon_vma_prepare(Vma* vma) {
     allocated = fail_nth::should_fail(fail_nth::Site::anon_vma) ? nullptr : new (std::nothrow) AnonVma;
     if (allocated == nullptr) return false;
     allocated->refcount.store(1, std::memory_order_relaxed);  // dropped below if unused
+    allocated->num_children = 1;                               // a root is its own parent
     av = allocated;
   } else {
     av->refcount.fetch_add(1, std::memory_order_relaxed);
@@ -79,9 +98,11 @@ bool anon_vma_prepare(Vma* vma) {
   // Two faults on this VMA (under mmap R or VMA read locks) may race here,
   // each with a different candidate anon_vma (seed 004): the
   // page_table_lock makes exactly one of them install theirs.
-  av->rwsem.lock();
-  // Room for the link first (Linux allocates the anon_vma_chain), under
-  // the same hold as the push below: racing prepares share `av`.
+  anon_vma_lock_write(av);
+  // Room for the links first (Linux allocates the anon_vma_chain), under
+  // the same hold as the pushes below: racing prepares share `av`.  The
+  // chain's room is reserved by whichever racer gets here; only the
+  // installer (under the page_table_lock) pushes.
   bool room = !fail_nth::should_fail(fail_nth::Site::rmap_link);  // injected (tests)
   if (room) {
     try {
@@ -90,8 +111,16 @@ bool anon_vma_prepare(Vma* vma) {
       room = false;
     }
   }
+  std::vector<AnonVma*> chain;
+  if (room) {
+    try {
+      chain.reserve(1);
+    } catch (const std::bad_alloc&) {
+      room = false;
+    }
+  }
   if (!room) {
-    av->rwsem.unlock();
+    anon_vma_unlock_write(av);
     put_anon_vma(av);
     return false;
   }
@@ -103,39 +132,121 @@ bool anon_vma_prepare(Vma* vma) {
       h->installing(vma, av, h->arg);
 #endif
     av->vmas.push_back(vma);  // cannot throw: room reserved
-    // Release: pairs with the acquire loads of faults that find it set.
+    chain.push_back(av);      // cannot throw: room reserved
+    vma->anon_vma_chain.swap(chain);
+    av->num_active_vmas++;
+    // Release: pairs with the acquire loads of faults (and of neighbours'
+    // find_mergeable_anon_vma) that find it set; the chain is filled first.
     vma->anon_vma.store(av, std::memory_order_release);
     installed = true;
   }
   mm->page_table_lock.unlock();
-  av->rwsem.unlock();
+  anon_vma_unlock_write(av);
   if (!installed) put_anon_vma(av);
   return true;
 }
 
-bool anon_vma_link(Vma* vma, AnonVma* av) {
-  if (av == nullptr) return true;
-  if (fail_nth::should_fail(fail_nth::Site::rmap_link)) return false;  // injected (tests)
-  av->rwsem.lock();
+namespace {
+
+// Link `vma` into every anon_vma of `chain` (all of one family; the root
+// lock is held) and append them to vma's chain, which has room.  Strong
+// guarantee: on bad_alloc nothing stays linked.
+void link_chain(Vma* vma, const std::vector<AnonVma*>& chain) {
+  std::size_t done = 0;
   try {
-    av->vmas.push_back(vma);
+    for (; done < chain.size(); ++done) chain[done]->vmas.push_back(vma);
   } catch (const std::bad_alloc&) {
-    av->rwsem.unlock();
+    while (done > 0) chain[--done]->vmas.pop_back();  // still the last: the lock is held
+    throw;
+  }
+  for (AnonVma* av : chain) {
+    vma->anon_vma_chain.push_back(av);
+    av->refcount.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+}  // namespace
+
+bool anon_vma_clone(Vma* dst, const Vma* src) {
+  if (src->anon_vma_chain.empty()) return true;
+  if (fail_nth::should_fail(fail_nth::Site::rmap_link)) return false;  // injected (tests)
+  try {
+    dst->anon_vma_chain.reserve(src->anon_vma_chain.size() + 1);  // + 1: anon_vma_fork's own
+  } catch (const std::bad_alloc&) {
     return false;
   }
-  av->rwsem.unlock();
-  av->refcount.fetch_add(1, std::memory_order_relaxed);
+  AnonVma* root = src->anon_vma_chain.front()->root;
+  anon_vma_lock_write(root);
+  try {
+    link_chain(dst, src->anon_vma_chain);
+  } catch (const std::bad_alloc&) {
+    anon_vma_unlock_write(root);
+    return false;
+  }
+  // Fork: reuse, oldest first, an anon_vma that no VMA uses any more and
+  // at most one child shares (Linux: it saves a level per fork of a
+  // process that forks again).  The root is never reused: it counts
+  // itself among its children.
+  if (dst->anon_vma.load(std::memory_order_relaxed) == nullptr &&
+      src->anon_vma.load(std::memory_order_relaxed) != nullptr) {
+    for (AnonVma* av : dst->anon_vma_chain) {
+      if (av->num_children < 2 && av->num_active_vmas == 0) {
+        dst->anon_vma.store(av, std::memory_order_release);
+        break;
+      }
+    }
+  }
+  if (AnonVma* av = dst->anon_vma.load(std::memory_order_relaxed)) av->num_active_vmas++;
+  anon_vma_unlock_write(root);
   return true;
 }
 
-void anon_vma_unlink(Vma* vma) {
-  AnonVma* av = vma->anon_vma.load(std::memory_order_relaxed);
-  if (av == nullptr) return;
-  av->rwsem.lock();
-  auto it = std::find(av->vmas.begin(), av->vmas.end(), vma);
-  if (it != av->vmas.end()) av->vmas.erase(it);
-  av->rwsem.unlock();
-  put_anon_vma(av);
+bool anon_vma_fork(Vma* vma, const Vma* pvma) {
+  vma->anon_vma.store(nullptr, std::memory_order_relaxed);  // vm_area_dup copied the parent's
+  AnonVma* pav = pvma->anon_vma.load(std::memory_order_relaxed);
+  if (pav == nullptr) return true;
+  if (!anon_vma_clone(vma, pvma)) return false;
+  if (vma->anon_vma.load(std::memory_order_relaxed) != nullptr) return true;  // reused one
+  AnonVma* av = fail_nth::should_fail(fail_nth::Site::anon_vma) ? nullptr : new (std::nothrow) AnonVma;
+  if (av == nullptr) {
+    unlink_anon_vmas(vma);
+    return false;
+  }
+  av->root = pav->root;
+  av->parent = pav;
+  av->refcount.store(1, std::memory_order_relaxed);  // vma's link
+  anon_vma_lock_write(av);
+  try {
+    av->vmas.push_back(vma);
+  } catch (const std::bad_alloc&) {
+    anon_vma_unlock_write(av);
+    delete av;  // never visible to anyone
+    unlink_anon_vmas(vma);
+    return false;
+  }
+  vma->anon_vma_chain.push_back(av);  // room reserved by anon_vma_clone
+  av->num_active_vmas = 1;
+  pav->num_children++;
+  pav->refcount.fetch_add(1, std::memory_order_relaxed);  // the child's reference
+  vma->anon_vma.store(av, std::memory_order_release);
+  anon_vma_unlock_write(av);
+  return true;
+}
+
+void unlink_anon_vmas(Vma* vma) {
+  if (vma->anon_vma_chain.empty()) return;
+  AnonVma* root = vma->anon_vma_chain.front()->root;
+  anon_vma_lock_write(root);
+  for (AnonVma* av : vma->anon_vma_chain) {
+    auto it = std::find(av->vmas.begin(), av->vmas.end(), vma);
+    if (it != av->vmas.end()) av->vmas.erase(it);
+    if (av->vmas.empty()) av->parent->num_children--;  // Linux: its tree is empty
+  }
+  if (AnonVma* av = vma->anon_vma.load(std::memory_order_relaxed)) av->num_active_vmas--;
+  anon_vma_unlock_write(root);
+  std::vector<AnonVma*> chain;
+  chain.swap(vma->anon_vma_chain);
+  for (AnonVma* av : chain) put_anon_vma(av);
 }
 
 namespace {
@@ -149,9 +260,9 @@ void walk_list(const std::vector<Vma*>& vmas, std::uint64_t index,
 }  // namespace
 
 void rmap_walk_anon(AnonVma* av, std::uint64_t index, const std::function<void(Vma*, std::uint64_t)>& fn) {
-  av->rwsem.lock_shared();
+  anon_vma_lock_read(av);
   walk_list(av->vmas, index, fn);
-  av->rwsem.unlock_shared();
+  anon_vma_unlock_read(av);
 }
 
 void rmap_walk_file(mem::File* file, std::uint64_t index, const std::function<void(Vma*, std::uint64_t)>& fn) {

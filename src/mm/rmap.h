@@ -5,8 +5,14 @@
 // its page index (vm_pgoff-based), so the owner of a frame can find every
 // VMA (and address) that may map it.
 //
-// Without fork every anon_vma is its own root and each VMA links to exactly
-// one anon_vma ("the chain is singular"); the chain is a list of VMAs.
+// fork makes families (Linux's anon_vma hierarchy): a child VMA gets an
+// anon_vma of its own whose parent is the parent VMA's anon_vma, and is
+// linked into every anon_vma its parent VMA was linked to (its "chain"),
+// so that a page faulted in any ancestor finds every VMA of every
+// descendant that may still map it.  One lock serves a whole family: the
+// root anon_vma's rwsem.  A VMA that never forked or was forked from a
+// VMA without anonymous memory has a chain of exactly its own anon_vma
+// ("singular"); merges treat the others specially (vma_is_fork_child).
 #pragma once
 
 #include <atomic>
@@ -19,18 +25,39 @@
 namespace vmspace::mm {
 
 struct AnonVma {
-  // Protects `vmas`.  Write: linking/unlinking VMAs (anon_vma_prepare, VMA
-  // split/merge/removal).  Read: rmap walks.  Lock order: after i_mmap,
-  // before page_table_lock (lock_order.h).
+  // The family's root and this anon_vma's parent (both itself for a root,
+  // made by anon_vma_prepare; anon_vma_fork makes the others).  Static.
+  // A child holds a reference on its parent, so every ancestor (the root
+  // with its lock included) lives as long as any descendant.
+  AnonVma* root = this;
+  AnonVma* parent = this;
+  // Used on the root only: it protects every anon_vma of the family (all
+  // the fields below but refcount).  Write: linking/unlinking VMAs
+  // (anon_vma_prepare, anon_vma_clone, anon_vma_fork, unlink_anon_vmas,
+  // VMA split/merge/removal).  Read: rmap walks.  Lock order: after
+  // i_mmap, before page_table_lock (lock_order.h).  Take it with
+  // anon_vma_lock_write()/anon_vma_lock_read().
   RwSemaphore rwsem{LockClass::anon_vma_rwsem};
-  // The VMAs linked to this anon_vma (Linux's anon_vma_chain).  rwsem.
+  // The VMAs linked to this anon_vma: those whose chain holds it (Linux's
+  // rb_root of anon_vma_chain entries).  Root's rwsem.
   std::vector<Vma*> vmas;
-  // References: one per linked VMA.  The last unlink frees the anon_vma
-  // after an RCU grace period (frames may still point at it until their
-  // own deferred free).
+  // Linux's counts that decide whether fork may reuse this anon_vma for a
+  // child VMA instead of making one (anon_vma_clone): anon_vmas whose
+  // parent this is (a root counts itself), and VMAs whose anon_vma this is.
+  // Root's rwsem.
+  long num_children = 0;
+  long num_active_vmas = 0;
+  // References: one per linked VMA, one per child anon_vma.  The last put
+  // frees the anon_vma after an RCU grace period (frames may still point
+  // at it until their own deferred free) and puts its parent.  RMW only.
   std::atomic<long> refcount{0};
   rcu::Head rcu;
 };
+
+inline void anon_vma_lock_write(AnonVma* av) { av->root->rwsem.lock(); }
+inline void anon_vma_unlock_write(AnonVma* av) { av->root->rwsem.unlock(); }
+inline void anon_vma_lock_read(AnonVma* av) { av->root->rwsem.lock_shared(); }
+inline void anon_vma_unlock_read(AnonVma* av) { av->root->rwsem.unlock_shared(); }
 
 // Linux vmf_anon_prepare()/__anon_vma_prepare(): make sure `vma` has an
 // anon_vma, reusing a compatible neighbour's (find_mergeable_anon_vma) or
@@ -39,13 +66,31 @@ struct AnonVma {
 // Requires mmap R (or W).  Returns false only on allocation failure.
 bool anon_vma_prepare(Vma* vma);
 
-// Link `vma` to `av` (split, merge: the new/target VMA shares the anon_vma;
-// Linux's anon_vma_clone).  Requires mmap W.  No-op for av == nullptr.
-// `vma`'s range must already be final: walkers may see it as soon as it is
-// linked.  False (nothing changed) when the link cannot be allocated.
-[[nodiscard]] bool anon_vma_link(Vma* vma, AnonVma* av);
-// Unlink `vma` from its anon_vma (VMA removal).  Requires mmap W.
-void anon_vma_unlink(Vma* vma);
+// Linux anon_vma_clone(): link `dst` to every anon_vma `src` is linked to
+// (split, merge, mremap: the new/target VMA shares src's family).  dst's
+// chain must be empty; dst->anon_vma is whatever the caller set (src's, or
+// null for fork, which then may reuse an anon_vma of the chain that no
+// VMA uses any more and only one child shares, as Linux does).  Requires
+// mmap W of dst's space (and src's).  dst's range must already be final:
+// walkers may see it as soon as it is linked.  False (nothing changed)
+// when the links cannot be allocated.
+[[nodiscard]] bool anon_vma_clone(Vma* dst, const Vma* src);
+// Linux anon_vma_fork(): give the child's copy `vma` of `pvma` its anon
+// state: the clone of pvma's chain, plus (unless clone reused one) a new
+// anon_vma whose parent is pvma's and whose root is the family's.  No-op
+// when pvma has no anon_vma.  Requires both spaces' mmap W.  False
+// (nothing linked) when memory cannot be had.
+[[nodiscard]] bool anon_vma_fork(Vma* vma, const Vma* pvma);
+// Linux unlink_anon_vmas(): unlink `vma` from every anon_vma of its chain
+// (VMA removal; mremap's DONTUNMAP forgetting).  Requires mmap W.  The
+// chain is empty afterwards; vma->anon_vma is left for the caller.
+void unlink_anon_vmas(Vma* vma);
+// Linux vma_is_fork_child(): `vma` has an anon_vma and a chain of more
+// than that one (it, or a VMA it was split from, came from fork).  Merges
+// refuse to give such a VMA's anon_vma to, or take one into, a VMA without
+// one.  Requires mmap R (or the VMA's read lock, after its anon_vma was
+// loaded with acquire).
+bool vma_is_fork_child(const Vma* vma);
 
 // Reverse-map walks: call fn(vma, address) for every VMA that may map page
 // `index` of the anon_vma / file.  They take only the rmap lock (av->rwsem
@@ -53,7 +98,9 @@ void anon_vma_unlink(Vma* vma);
 // change to a linked VMA's vm_start, vm_end or vm_pgoff is made under that
 // lock held for write (vma_prepare/vma_complete, expand_downwards), and a
 // VMA is unlinked under it before it is freed.  fn runs with the lock held
-// (it may take page-table locks, not mm locks).
+// (it may take page-table locks, not mm locks).  An anonymous walk visits
+// the VMAs of every descendant that may map the page (anon_vma_fork links
+// them into the ancestors' anon_vmas).
 void rmap_walk_anon(AnonVma* av, std::uint64_t index, const std::function<void(Vma*, std::uint64_t)>& fn);
 void rmap_walk_file(mem::File* file, std::uint64_t index, const std::function<void(Vma*, std::uint64_t)>& fn);
 

@@ -93,7 +93,7 @@ void vma_prepare(VmaPrepare& vp) {
     vp.file->i_mmap_rwsem.lock();
     if (vp.insert != nullptr) __vma_link_file(vp.insert);
   }
-  if (vp.anon_vma != nullptr) vp.anon_vma->rwsem.lock();
+  if (vp.anon_vma != nullptr) anon_vma_lock_write(vp.anon_vma);
 }
 
 void vma_complete(VmaPrepare& vp, MmStruct* mm) {
@@ -101,7 +101,7 @@ void vma_complete(VmaPrepare& vp, MmStruct* mm) {
     for (Vma* v : {vp.remove, vp.remove2})
       if (v != nullptr) __vma_unlink_file(v);
   }
-  if (vp.anon_vma != nullptr) vp.anon_vma->rwsem.unlock();
+  if (vp.anon_vma != nullptr) anon_vma_unlock_write(vp.anon_vma);
   if (vp.file != nullptr) vp.file->i_mmap_rwsem.unlock();
   for (Vma* v : {vp.remove, vp.remove2}) {
     if (v == nullptr) continue;
@@ -109,7 +109,7 @@ void vma_complete(VmaPrepare& vp, MmStruct* mm) {
     // in the tree earlier fails to lock it and walks again (vma_lock_miss).
     vma_mark_detached(v);
     mm->map_count--;
-    anon_vma_unlink(v);
+    unlink_anon_vmas(v);
     vm_area_free(v);
   }
 }
@@ -140,10 +140,10 @@ Vma* __split_vma(MmStruct* mm, Vma* vma, std::uint64_t addr, bool new_below) {
     nv->vm_start = addr;
     nv->vm_pgoff += (addr - vma->vm_start) >> kPageShift;
   }
-  // Linux anon_vma_clone(): both pieces share the anon_vma; nv's range is
-  // final before walkers can see it.  Room in the file's i_mmap for
-  // vma_prepare to link nv.
-  if (!file_rmap_reserve(nv->vm_file, 1) || !anon_vma_link(nv, nv->anon_vma.load(std::memory_order_relaxed))) {
+  // Linux anon_vma_clone(): both pieces share the anon_vma and its chain;
+  // nv's range is final before walkers can see it.  Room in the file's
+  // i_mmap for vma_prepare to link nv.
+  if (!file_rmap_reserve(nv->vm_file, 1) || !anon_vma_clone(nv, vma)) {
     delete nv;  // never attached nor linked: nobody can see it
     return nullptr;
   }
@@ -182,21 +182,38 @@ bool is_mergeable_vma(const Vma* vma, vm_flags_t flags, const mem::File* file) {
   return ((vma->vm_flags ^ flags) & ~VM_IGNORE_MERGE) == 0 && vma->vm_file == file;
 }
 
-// Linux is_mergeable_anon_vma(): a VMA without an anon_vma may join one
-// with an anon_vma (the anon_vma is then shared); two different anon_vmas
-// never merge.  (Linux also refuses when the VMA with the anon_vma has
-// un-COWed parents from fork; fork is not modelled yet, so there are none.)
-bool is_mergeable_anon_vma(AnonVma* a, AnonVma* b) { return a == nullptr || b == nullptr || a == b; }
-
 AnonVma* anon_of(const Vma* v) { return v->anon_vma.load(std::memory_order_relaxed); }
 
-// The merged VMA `dst` inherits `src`'s anon_vma if it has none yet
-// (Linux dup_anon_vma()).  False (nothing changed) if the link cannot be
-// allocated.
+// Linux 6.18 is_mergeable_anon_vma(): may the range being merged, whose
+// anon_vma is `src_anon`, join `tgt` (prev or next)?  A range without an
+// anon_vma may join a VMA with one, and the other way round, unless the
+// side that has it is a fork child (vma_is_fork_child: its anon_vma is
+// shared with a fork family, which the other side must not enter);
+// `src_vma` is the VMA the range belongs to or is copied from (mremap),
+// null for a new mapping.  Two anon_vmas must be the same one.
+bool is_mergeable_anon_vma(AnonVma* src_anon, const Vma* tgt, const Vma* src_vma) {
+  AnonVma* tgt_anon = anon_of(tgt);
+  if (tgt_anon == nullptr && src_anon != nullptr) return src_vma == nullptr || !vma_is_fork_child(src_vma);
+  if (tgt_anon != nullptr && src_anon == nullptr) return !vma_is_fork_child(tgt);
+  return src_anon == tgt_anon;
+}
+
+// Could prev and next, both merging with the range between them, merge
+// with each other (Linux can_vma_merge_right's last test)?
+bool anon_vmas_compatible(const Vma* a, const Vma* b) {
+  return anon_of(a) == nullptr || anon_of(b) == nullptr || anon_of(a) == anon_of(b);
+}
+
+// The merged VMA `dst` inherits `src`'s anon_vma and chain if it has none
+// yet (Linux dup_anon_vma()).  False (nothing changed) if the links cannot
+// be allocated.
 bool dup_anon_vma(Vma* dst, const Vma* src) {
   if (anon_of(dst) == nullptr && anon_of(src) != nullptr) {
-    if (!anon_vma_link(dst, anon_of(src))) return false;
     dst->anon_vma.store(anon_of(src), std::memory_order_release);
+    if (!anon_vma_clone(dst, src)) {
+      dst->anon_vma.store(nullptr, std::memory_order_release);
+      return false;
+    }
   }
   return true;
 }
@@ -244,30 +261,31 @@ Vma* commit_merge(MmStruct* mm, Vma* target, std::uint64_t start, std::uint64_t 
 }  // namespace
 
 bool can_vma_merge_before(const Vma* next, vm_flags_t flags, const mem::File* file,
-                          AnonVma* anon_vma, std::uint64_t pgoff, std::uint64_t pglen) {
-  return is_mergeable_vma(next, flags, file) && is_mergeable_anon_vma(anon_vma, anon_of(next)) &&
+                          AnonVma* anon_vma, const Vma* src_vma, std::uint64_t pgoff, std::uint64_t pglen) {
+  return is_mergeable_vma(next, flags, file) && is_mergeable_anon_vma(anon_vma, next, src_vma) &&
          next->vm_pgoff == pgoff + pglen;
 }
 
 bool can_vma_merge_after(const Vma* prev, vm_flags_t flags, const mem::File* file,
-                         AnonVma* anon_vma, std::uint64_t pgoff) {
-  return is_mergeable_vma(prev, flags, file) && is_mergeable_anon_vma(anon_vma, anon_of(prev)) &&
+                         AnonVma* anon_vma, const Vma* src_vma, std::uint64_t pgoff) {
+  return is_mergeable_vma(prev, flags, file) && is_mergeable_anon_vma(anon_vma, prev, src_vma) &&
          prev->vm_pgoff + prev->pages() == pgoff;
 }
 
 Vma* vma_merge_new_range(MmStruct* mm, Vma* prev, Vma* next, std::uint64_t start, std::uint64_t end,
-                         vm_flags_t flags, const mem::File* file, std::uint64_t pgoff, const Vma* anon_src) {
+                         vm_flags_t flags, const mem::File* file, std::uint64_t pgoff, const Vma* anon_src,
+                         const Vma* copied_from) {
   mmap_assert_write_locked(mm);
   if (flags & VM_SPECIAL) return nullptr;
   AnonVma* const anon = anon_src != nullptr ? anon_of(anon_src) : nullptr;
   const std::uint64_t pglen = (end - start) >> kPageShift;
   bool left = prev != nullptr && prev->vm_end == start &&
-              can_vma_merge_after(prev, flags, file, anon, pgoff);
+              can_vma_merge_after(prev, flags, file, anon, copied_from, pgoff);
   bool right = next != nullptr && next->vm_start == end &&
-               can_vma_merge_before(next, flags, file, anon, pgoff, pglen);
+               can_vma_merge_before(next, flags, file, anon, copied_from, pgoff, pglen);
   // Each side is compatible with the new range; merging both also needs
   // prev and next compatible with each other.
-  if (left && right && !is_mergeable_anon_vma(anon_of(prev), anon_of(next))) right = false;
+  if (left && right && !anon_vmas_compatible(prev, next)) right = false;
   if (!left && !right) return nullptr;
   // The merged VMA takes whichever anon_vma the pieces have (one at most).
   const Vma* lend = anon != nullptr ? anon_src : nullptr;
@@ -303,11 +321,10 @@ Vma* vma_merge_existing_range(MmStruct* mm, Vma* middle, std::uint64_t start, st
   Vma* next = right_side ? vma_next(mm, middle) : nullptr;
 
   bool merge_left = prev != nullptr && prev->vm_end == start &&
-                    can_vma_merge_after(prev, flags, middle->vm_file, anon, pgoff);
+                    can_vma_merge_after(prev, flags, middle->vm_file, anon, middle, pgoff);
   bool merge_right = next != nullptr && next->vm_start == end &&
-                     can_vma_merge_before(next, flags, middle->vm_file, anon, pgoff, pglen);
-  if (merge_left && merge_right && !is_mergeable_anon_vma(anon_of(prev), anon_of(next)))
-    merge_right = false;
+                     can_vma_merge_before(next, flags, middle->vm_file, anon, middle, pgoff, pglen);
+  if (merge_left && merge_right && !anon_vmas_compatible(prev, next)) merge_right = false;
   if (!merge_left && !merge_right) return nullptr;
 
   *tried = true;

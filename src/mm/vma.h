@@ -20,7 +20,7 @@ Vma* vm_area_alloc(MmStruct* mm, std::uint64_t start, std::uint64_t end, vm_flag
                    std::uint64_t pgoff);
 // A detached copy (same range, flags, pgoff, file, anon_vma pointer), not
 // yet in the tree nor linked into the reverse maps: the caller sets its
-// range, then links it (anon_vma_link, vma_prepare's insert).
+// range, then links it (anon_vma_clone, vma_prepare's insert).
 Vma* vm_area_dup(const Vma* orig);
 // Free a VMA that is detached (or was never attached) after an RCU grace
 // period: lock_vma_under_rcu may still hold the pointer from the tree.
@@ -73,10 +73,13 @@ Vma* __split_vma(MmStruct* mm, Vma* vma, std::uint64_t addr, bool new_below);
 // ---- merge -------------------------------------------------------------
 // Would a range with these attributes merge with `vma` lying right after
 // it (merge "before" vma) / right before it (merge "after" vma)?
+// `anon_vma` is the range's; `src_vma` the VMA the range belongs to or
+// is copied from (null for a new mapping), which the fork-child rule of
+// is_mergeable_anon_vma looks at.
 bool can_vma_merge_before(const Vma* next, vm_flags_t flags, const mem::File* file,
-                          AnonVma* anon_vma, std::uint64_t pgoff, std::uint64_t pglen);
+                          AnonVma* anon_vma, const Vma* src_vma, std::uint64_t pgoff, std::uint64_t pglen);
 bool can_vma_merge_after(const Vma* prev, vm_flags_t flags, const mem::File* file,
-                         AnonVma* anon_vma, std::uint64_t pgoff);
+                         AnonVma* anon_vma, const Vma* src_vma, std::uint64_t pgoff);
 
 // A new range [start, end) with `flags`/`file`/`pgoff` and no anon_vma,
 // between `prev` (may be null) and `next` (may be null): expand a neighbour
@@ -85,10 +88,14 @@ bool can_vma_merge_after(const Vma* prev, vm_flags_t flags, const mem::File* fil
 // when a merge could not get its memory).
 // `anon_src`, if given, is a VMA whose anon_vma the new range has (mremap
 // moving faulted memory, Linux's vmg->anon_vma): merges must be compatible
-// with it and the merged VMA takes it.
+// with it and the merged VMA takes it.  `copied_from` (mremap moving a
+// VMA, Linux's vmg->copied_from): the source VMA, which must not be a fork
+// child to lend its anon_vma to a neighbour without one; not given when a
+// VMA grows in place (Linux's vma_merge_extend checks no source).
 Vma* vma_merge_new_range(MmStruct* mm, Vma* prev, Vma* next, std::uint64_t start,
                          std::uint64_t end, vm_flags_t flags, const mem::File* file,
-                         std::uint64_t pgoff, const Vma* anon_src = nullptr);
+                         std::uint64_t pgoff, const Vma* anon_src = nullptr,
+                         const Vma* copied_from = nullptr);
 
 // Give [start, end) (inside `vma`) the flags `new_flags`: merge with the
 // neighbours where Linux would (vma_merge_existing_range), else split and

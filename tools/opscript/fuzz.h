@@ -31,17 +31,14 @@ inline constexpr std::array kEnabledOps = {
     OpKind::kMmap,   OpKind::kMunmap,  OpKind::kMprotect, OpKind::kMadvise,  OpKind::kMaps,
     OpKind::kWrite,  OpKind::kRead,    OpKind::kMremap,   OpKind::kMlock,    OpKind::kMunlock,
     OpKind::kMlock2, OpKind::kMlockall, OpKind::kMunlockall, OpKind::kMseal, OpKind::kMincore,
-    OpKind::kFile,   OpKind::kFtruncate,
+    OpKind::kFile,   OpKind::kFtruncate, OpKind::kFork,  OpKind::kUse,
 };
 
-// The op kinds the generator can emit but does not by default: the library
-// does not pass them yet (fork/use: the fork issue).
-// Enable one by moving it to kEnabledOps (fork and use belong together:
-// `use` only has other spaces to switch to after a `fork`). Every OpKind is
-// in exactly one of the two lists.
-inline constexpr std::array kPendingOps = {
-    OpKind::kFork, OpKind::kUse,
-};
+// The op kinds the generator can emit but does not by default (none
+// now). Enable one by moving it to kEnabledOps (fork and use belong
+// together: `use` only has other spaces to switch to after a `fork`). Every
+// OpKind is in exactly one of the two lists.
+inline constexpr std::array<OpKind, 0> kPendingOps = {};
 
 // The madvise advice the generator emits, and the advice it can emit but
 // does not by default (as for the op kinds: move one over to enable it).

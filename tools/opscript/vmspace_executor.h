@@ -3,6 +3,7 @@
 #pragma once
 
 #include <map>
+#include <memory>
 #include <string>
 
 #include "opscript/runner.h"
@@ -12,7 +13,7 @@ namespace vmspace::opscript {
 
 class VmspaceExecutor final : public Executor {
  public:
-  explicit VmspaceExecutor(AddressSpace& as) : as_(as) {}
+  explicit VmspaceExecutor(AddressSpace& as);
 
   OpResult mmap(uint64_t addr, uint64_t len, unsigned prot, unsigned flags, const std::string* file,
                 uint64_t offset) override;
@@ -28,8 +29,10 @@ class VmspaceExecutor final : public Executor {
   OpResult munlockall() override;
   OpResult mseal(uint64_t addr, uint64_t len) override;
   OpResult mincore(uint64_t addr, uint64_t len) override;
-  // One space: fork is unsupported until the library can copy an
-  // AddressSpace; use accepts only "main".
+  // fork copies the current space (AddressSpace::fork) into a new space
+  // the executor owns; use switches between them ("main" is `as`).
+  // Declared files are shared by every space, as the kernel side's
+  // memfds are.
   OpResult fork(const std::string& name) override;
   OpResult use(const std::string& name) override;
   OpResult file(const std::string& name, uint64_t size) override;
@@ -39,8 +42,16 @@ class VmspaceExecutor final : public Executor {
   std::vector<MapEntry> maps() override;
 
  private:
-  AddressSpace& as_;
-  std::map<std::string, int> files_;  // declared file -> the space's descriptor
+  struct Space {
+    AddressSpace* as;
+    std::unique_ptr<AddressSpace> owned;  // null for main
+    std::map<std::string, int> files;     // declared file -> this space's descriptor
+  };
+  Space& cur() { return *spaces_.at(current_); }
+  AddressSpace& as() { return *cur().as; }
+
+  std::map<std::string, std::unique_ptr<Space>> spaces_;  // by name, "main" included
+  std::string current_ = "main";
 };
 
 // AddressSpace options that make the library behave like the host kernel
