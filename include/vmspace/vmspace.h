@@ -164,6 +164,17 @@ VMSPACE_API int vmspace_create(const vmspace_options_t* opts, vmspace_t** out) V
  * (destruction waits for an RCU grace period: it would never end). */
 VMSPACE_API void vmspace_destroy(vmspace_t* vs) VMSPACE_NOEXCEPT;
 
+/* fork(2)'s memory half: a copy of `parent` in *out, sharing its
+ * physical memory, with private memory copy-on-write and shared mappings
+ * shared (AddressSpace::fork in address_space.h lists what is and is not
+ * inherited).  The child has the parent's options and lock mode and a
+ * copy of its file table; destroy it with vmspace_destroy, in any order
+ * relative to the parent.  Returns 0; -EFAULT for a NULL out; -ENOMEM (the
+ * parent is unchanged but for pages write-protected for copy-on-write).
+ * Thread safety: may run concurrently with any call on parent but its
+ * destruction; the parent's other calls wait while it is copied. */
+VMSPACE_API int vmspace_fork(vmspace_t* parent, vmspace_t** out) VMSPACE_NOEXCEPT;
+
 /* The space's lock mode (vmspace_lock_mode_t). */
 VMSPACE_API int vmspace_lock_mode(const vmspace_t* vs) VMSPACE_NOEXCEPT;
 

@@ -24,8 +24,10 @@ using vmspace::AddressSpace;
 using vmspace::AddressSpaceOptions;
 
 struct vmspace_handle {
-  explicit vmspace_handle(const AddressSpaceOptions& o) : as(o) {}
-  AddressSpace as;
+  explicit vmspace_handle(const AddressSpaceOptions& o) : owned(std::make_unique<AddressSpace>(o)), as(*owned) {}
+  explicit vmspace_handle(std::unique_ptr<AddressSpace> child) : owned(std::move(child)), as(*owned) {}
+  std::unique_ptr<AddressSpace> owned;
+  AddressSpace& as;
 };
 
 struct vmspace_pool {
@@ -179,6 +181,19 @@ int vmspace_create(const vmspace_options_t* opts, vmspace_t** out) noexcept {
 }
 
 void vmspace_destroy(vmspace_t* vs) noexcept { delete vs; }
+
+int vmspace_fork(vmspace_t* parent, vmspace_t** out) noexcept {
+  if (out == nullptr) return -EFAULT;
+  try {
+    int err = 0;
+    std::unique_ptr<AddressSpace> child = parent->as.fork(&err);
+    if (child == nullptr) return err;
+    *out = new vmspace_handle(std::move(child));
+  } catch (const std::bad_alloc&) {
+    return -ENOMEM;
+  }
+  return 0;
+}
 
 int vmspace_lock_mode(const vmspace_t* vs) noexcept { return static_cast<int>(vs->as.mode()); }
 

@@ -29,8 +29,9 @@
 //               frame_lock   frame allocator / page-cache internals
 //
 // Same-class nesting (two locks of one class at once) is a deadlock unless
-// the caller names a distinct subclass (fork: parent then child mmap_lock;
-// mremap: old then new PTE table), like Linux's SINGLE_DEPTH_NESTING.
+// the caller names a distinct subclass (fork: parent then child mmap_lock,
+// parent then child PTE table; mremap: old then new PTE table), like
+// Linux's SINGLE_DEPTH_NESTING.
 #pragma once
 
 #include <cstdint>

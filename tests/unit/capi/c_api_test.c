@@ -351,6 +351,46 @@ static void test_files(int mode) {
   vmspace_destroy(vs);
 }
 
+/* fork: the child sees the parent's data, writes stay on their side
+ * (copy-on-write), shared memory stays shared, the file table is copied,
+ * and either may go first. */
+static void test_fork(int mode) {
+  vmspace_options_t o;
+  vmspace_t *p = NULL, *c = NULL;
+  int64_t priv, shared;
+  char buf[8];
+  int fd;
+
+  vmspace_options_init(&o);
+  o.lock_mode = mode;
+  o.phys_bytes = 4u << 20;
+  CHECK_EQ(vmspace_create(&o, &p), 0);
+  priv = vmspace_mmap(p, 0, 4 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  shared = vmspace_mmap(p, 0, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  CHECK(priv > 0 && shared > 0);
+  fd = vmspace_memfd_create(p, "f");
+  CHECK(fd >= 0);
+  CHECK_EQ(vmspace_write(p, (uint64_t)priv, "parent", 6).kind, VMSPACE_FAULT_NONE);
+  CHECK_EQ(vmspace_fork(p, NULL), -EFAULT);
+  CHECK_EQ(vmspace_fork(p, &c), 0);
+  CHECK_EQ(vmspace_read(c, (uint64_t)priv, buf, 6).kind, VMSPACE_FAULT_NONE);
+  CHECK(memcmp(buf, "parent", 6) == 0);
+  CHECK_EQ(vmspace_write(c, (uint64_t)priv, "child!", 6).kind, VMSPACE_FAULT_NONE);
+  CHECK_EQ(vmspace_read(p, (uint64_t)priv, buf, 6).kind, VMSPACE_FAULT_NONE);
+  CHECK(memcmp(buf, "parent", 6) == 0);
+  CHECK_EQ(vmspace_write(c, (uint64_t)shared, "both", 4).kind, VMSPACE_FAULT_NONE);
+  CHECK_EQ(vmspace_read(p, (uint64_t)shared, buf, 4).kind, VMSPACE_FAULT_NONE);
+  CHECK(memcmp(buf, "both", 4) == 0);
+  CHECK_EQ(vmspace_close(c, fd), 0); /* the child's copy of the descriptor */
+  CHECK_EQ(vmspace_close(p, fd), 0);
+  CHECK_EQ(vmspace_validate(c, NULL, 0), 1);
+  vmspace_destroy(p); /* the parent first: the child keeps the pool */
+  CHECK_EQ(vmspace_read(c, (uint64_t)priv, buf, 6).kind, VMSPACE_FAULT_NONE);
+  CHECK(memcmp(buf, "child!", 6) == 0);
+  CHECK_EQ(vmspace_validate(c, NULL, 0), 1);
+  vmspace_destroy(c);
+}
+
 int main(void) {
   static const int modes[] = {VMSPACE_LOCK_MMAP_LOCK, VMSPACE_LOCK_PER_VMA_RWSEM,
                               VMSPACE_LOCK_PER_VMA_REFCOUNT};
@@ -365,6 +405,7 @@ int main(void) {
     test_brk(modes[i]);
     test_files(modes[i]);
     test_pool(modes[i]);
+    test_fork(modes[i]);
   }
   printf("c_api_test: %d checks passed\n", g_checks);
   return 0;
