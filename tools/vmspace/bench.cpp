@@ -8,6 +8,11 @@
 //                  populated region; latency percentiles, throughput ratio
 //   lookup         lock_vma_under_rcu + vma_end_read with 1K/64K/1M VMAs
 //   mmap           mmap+munmap pairs of 64 KiB
+//   mremap         a populated 64 MiB region grown by moving, shrunk back
+//   file-fault     first reads of a 256 MiB shared mapping of a cached memfd
+//   space          a default AddressSpace: construction time, resident memory
+//   fork           fork of 256 MiB populated / of 1,000 VMAs; the child's
+//                  copy-on-write faults against first-touch faults
 // Results go to stdout as a table (with the ratios that matter), optionally
 // to JSON and SVG; progress goes to stderr.  This file is the command line;
 // bench_ctx.h lists where the workloads and the report live.
@@ -28,12 +33,12 @@ using namespace bench;
 
 void add_bench(CLI::App& app, BenchArgs& args) {
   auto* sub = app.add_subcommand("bench", "Measure the lock modes side by side (and the host kernel)");
-  sub->add_flag("--quick", args.quick, "Short runs (under 30 s); skips the 1M-VMA lookup");
+  sub->add_flag("--quick", args.quick, "Short runs (about 30 s on 2 cores); skips the 1M-VMA lookup");
   sub->add_option("--json", args.json, "Write machine info, results and targets as JSON to FILE");
   sub->add_option("--svg", args.svg, "Write fault-churn latency CDFs and fault-scaling bars as SVG into DIR");
   sub->add_option("--workload", args.workloads,
                   "Run only this workload (repeatable): fault, fault-scaling, fault-churn, lookup, mmap, mremap, "
-                  "file-fault, space");
+                  "file-fault, space, fork");
   sub->add_option("--modes", args.modes, "Comma-separated: mmap_lock, per_vma_rwsem, per_vma_refcount, kernel")
       ->capture_default_str();
   sub->add_option("--churn-threads", args.churn_threads,
@@ -85,6 +90,7 @@ int cmd_bench(const BenchArgs& args) {
     if (want("mremap")) run_mremap(c);
     if (want("file-fault")) run_file_fault(c);
     if (want("space")) run_space(c);
+    if (want("fork")) run_fork(c);
     const std::vector<Target> ts = targets(c);
     print_report(c, ts);
     std::fflush(stdout);

@@ -3,8 +3,9 @@
 // (modes, results, notes), units and address-space helpers, progress and
 // number formatting.  One workload family per file: bench_fault.cpp
 // (fault, fault-scaling, fault-churn), bench_vma.cpp (lookup, mmap),
-// bench_mremap.cpp (mremap), bench_file.cpp (file-fault); the
-// report (table, targets, JSON, SVG) is bench_report.cpp.
+// bench_mremap.cpp (mremap), bench_file.cpp (file-fault), bench_space.cpp
+// (space), bench_fork.cpp (fork); the report (table, targets, JSON, SVG)
+// is bench_report.cpp.
 #pragma once
 
 #include <sys/mman.h>
@@ -34,7 +35,8 @@ constexpr int kAnonFixed = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED;
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 const std::vector<std::string> kWorkloads = {"fault", "fault-scaling", "fault-churn", "lookup",
-                                             "mmap",  "mremap",        "file-fault",  "space"};
+                                             "mmap",  "mremap",        "file-fault",  "space",
+                                             "fork"};
 
 #if defined(NDEBUG)
 constexpr bool kRelease = true;
@@ -117,6 +119,7 @@ void run_mmap(Ctx& c);
 void run_mremap(Ctx& c);
 void run_file_fault(Ctx& c);
 void run_space(Ctx& c);
+void run_fork(Ctx& c);
 
 // ---- the report ----
 std::vector<Target> targets(const Ctx& c);

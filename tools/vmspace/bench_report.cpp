@@ -65,6 +65,25 @@ std::string note_for(const Ctx& c, const Result& r) {
     return ratio(c.get(w, "kernel", "ns_per_page") / r.value) + " faster than kernel, " +
            ratio(r.value / c.get(w, r.mode, "anon_ns_per_fault")) + " of anon, " +
            ratio(r.value / c.get(w, "floor", "ns_per_page")) + " floor";
+  if (w == "fork") {
+    // "kernel is Nx slower", left out when the kernel was not measured.
+    auto vs_kernel = [&](const std::string& metric) {
+      const double k = c.get(w, "kernel", metric);
+      return r.mode == "kernel" || std::isnan(k) ? std::string() : "kernel is " + ratio(k / r.value) + " slower";
+    };
+    if (r.metric.rfind("fork_", 0) == 0 && r.metric != "fork_us_bare") {
+      if (r.mode != "kernel") return vs_kernel(r.metric);
+      if (r.metric == "fork_ms_256mib" || r.metric == "fork_us_1000_vmas")
+        return "of which ~" + fmt(c.get(w, "kernel", "fork_us_bare")) + " us: the bare bench process";
+      return "";
+    }
+    if (r.metric == "cow_ns_per_page") {
+      std::string s = ratio(r.value / c.get(w, r.mode, "first_touch_ns_per_page")) + " first touch";
+      if (std::string k = vs_kernel(r.metric); !k.empty()) s += ", " + k;
+      return s;
+    }
+    if (r.metric == "first_touch_ns_per_page") return vs_kernel(r.metric);
+  }
   return "";
 }
 
@@ -113,6 +132,11 @@ std::vector<Target> targets(const Ctx& c) {
       c.get("space", rc, "create_us_median"), 1000.0, "space not run");
   add("space: per_vma_refcount default AddressSpace resident KiB before the first fault", "<=",
       c.get("space", rc, "resident_kib_per_space"), 1024.0, "space not run");
+  add("fork: kernel ms / per_vma_refcount ms, fork of 256 MiB populated", ">=",
+      c.get("fork", "kernel", "fork_ms_256mib") / c.get("fork", rc, "fork_ms_256mib"), 2.0,
+      "fork (with kernel) not run");
+  add("fork: per_vma_refcount copy-on-write ns/page / first-touch ns/page", "<=",
+      c.get("fork", rc, "cow_ns_per_page") / c.get("fork", rc, "first_touch_ns_per_page"), 1.5, "fork not run");
   return t;
 }
 
