@@ -201,7 +201,16 @@ class VMSPACE_API AddressSpace {
   //   - the child gets a copy of the file table (the same open files).
   // The parent is locked for writing while it is copied: its faults and
   // calls wait (a fault in progress finishes first); afterwards both run
-  // independently.  Commit charges (Overcommit::never) count parent and
+  // independently.  Before it returns, fork waits for every AccessScope
+  // of any thread that was open when the parent's pages were
+  // write-protected (Linux flushes the parent's TLB): a store through an
+  // older translation lands before fork returns (the child may see it, as
+  // a write racing fork(2) may be), never after.  Called inside an
+  // AccessScope fork cannot wait: it copies the parent's writable private
+  // pages for the child at once instead (slower, same result).  A READ
+  // translation taken before a page stopped being shared may, until its
+  // scope ends, see what the space that now owns the page alone writes
+  // there (vmspace has no TLB shootdown for readers).  Commit charges (Overcommit::never) count parent and
   // children together, as Linux's system-wide count does.  Returns the
   // child, or nullptr with *err = -ENOMEM (the parent is unchanged but for
   // pages write-protected for copy-on-write).  Thread-safe.  A space

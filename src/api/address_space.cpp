@@ -168,10 +168,17 @@ std::unique_ptr<AddressSpace> AddressSpace::fork(int* err) {
     if (err != nullptr) *err = -ENOMEM;
     return nullptr;
   }
-  if (int r = mm::dup_mmap(child->mm_.get(), mm_.get()); r != 0) {
+  // Inside an AccessScope fork cannot wait for older translations to end
+  // (its own would never end): it copies writable private pages instead
+  // of sharing them (fork.cpp, step 5).
+  const bool in_scope = rcu::in_read_section();
+  if (int r = mm::dup_mmap(child->mm_.get(), mm_.get(), in_scope); r != 0) {
     if (err != nullptr) *err = r;
     return nullptr;  // ~AddressSpace releases what the child took
   }
+  // Every translation of a now write-protected page taken before fork
+  // ends before the child is handed out (the parent's TLB flush).
+  if (!in_scope) rcu::synchronize();
   if (err != nullptr) *err = 0;
   return child;
 }
@@ -183,8 +190,11 @@ AddressSpace::~AddressSpace() {
   // anonymous VMA can free its shmem pages: let them all run before an
   // owned pool goes away.  (Files with a backing that were let go are
   // written back and freed on the flusher thread; ~PhysMem waits for those
-  // of its pool: a shared pool outlives this space.)
-  rcu::barrier();
+  // of its pool: a shared pool outlives this space.)  Inside a read
+  // section -- only a child whose fork failed inside an AccessScope is
+  // destroyed there -- it must not wait, and need not: its pool is the
+  // parent's, which lives on.
+  if (!rcu::in_read_section()) rcu::barrier();
 }
 
 mem::PhysMem* AddressSpace::phys() const { return mm_->phys; }

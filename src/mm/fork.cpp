@@ -18,8 +18,16 @@
 //      the file's i_mmap), copy its page tables if they hold what a fault
 //      cannot bring back (vma_needs_copy);
 //   4. release the child's lock, then the parent's (which ends every VMA
-//      write lock at once).
+//      write lock at once);
+//   5. (AddressSpace::fork) wait for a grace period before the child is
+//      handed out: a lockless writer (AccessScope) may hold a translation
+//      of a parent page taken before it was write-protected, and its
+//      stores must not reach the shared page once fork has returned
+//      (Linux flushes the parent's TLB before fork returns).  Inside a
+//      scope fork cannot wait: it copies writable private pages at once
+//      instead (copy_writable), so no shared page is writable anywhere.
 #include <cerrno>
+#include <new>
 
 #include "mm/memory.h"
 #include "mm/mm.h"
@@ -47,7 +55,7 @@ VMSPACE_TLS_FAST thread_local const ForkHooks* tls_fork_hooks = nullptr;
 
 // Copy one parent VMA into the child.  0 or -ENOMEM (what was linked stays
 // and is torn down with the child).
-int dup_vma(MmStruct* mm, Vma* mpnt) {
+int dup_vma(MmStruct* mm, Vma* mpnt, bool copy_writable) {
   if ((mpnt->vm_flags & VM_ACCOUNT) && !vm_enough_memory(mm, mpnt->pages())) return -ENOMEM;
   // Flags the child does not inherit: memory locks (mlock(2): "not
   // inherited by a child created via fork").
@@ -71,7 +79,7 @@ int dup_vma(MmStruct* mm, Vma* mpnt) {
     return -ENOMEM;
   }
   // From here the child owns tmp (and its charge): teardown releases it.
-  if (!wipe && vma_needs_copy(mpnt) && !copy_page_range(tmp, mpnt)) return -ENOMEM;
+  if (!wipe && vma_needs_copy(mpnt) && !copy_page_range(tmp, mpnt, copy_writable)) return -ENOMEM;
   return 0;
 }
 
@@ -79,15 +87,22 @@ int dup_vma(MmStruct* mm, Vma* mpnt) {
 
 void set_fork_hooks(const ForkHooks* hooks) { tls_fork_hooks = hooks; }
 
-int dup_mmap(MmStruct* mm, MmStruct* oldmm) {
+int dup_mmap(MmStruct* mm, MmStruct* oldmm, bool copy_writable) {
   mmap_write_lock(oldmm);
   mmap_write_lock(mm, /*subclass=*/1);
   // Step 2: every parent VMA, before anything is copied.  Write-locking
   // waits for each VMA's readers (faults in progress) to leave; new ones
   // fail and fall back to the mmap_lock, which we hold.
   std::vector<Vma*> vmas;
+  try {
+    vmas.reserve(static_cast<std::size_t>(oldmm->map_count));
+  } catch (const std::bad_alloc&) {
+    mmap_write_unlock(mm);
+    mmap_write_unlock(oldmm);
+    return -ENOMEM;
+  }
   oldmm->mm_mt.for_each(0, tree::kMaxAddr, [&](const tree::Entry& e) {
-    vmas.push_back(e.as<Vma>());
+    vmas.push_back(e.as<Vma>());  // cannot throw: map_count entries reserved
     return true;
   });
   for (Vma* v : vmas) vma_start_write(v);
@@ -105,7 +120,7 @@ int dup_mmap(MmStruct* mm, MmStruct* oldmm) {
   for (Vma* mpnt : vmas) {
     if (mpnt->vm_flags & VM_DONTCOPY) continue;
     FORK_HOOK(copying, oldmm, mpnt);
-    if ((err = dup_vma(mm, mpnt)) != 0) break;
+    if ((err = dup_vma(mm, mpnt, copy_writable)) != 0) break;
   }
   mm_debug_validate(mm);
   mm_debug_validate(oldmm);

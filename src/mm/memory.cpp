@@ -9,6 +9,10 @@
 // access that starts after the zap returned sees no PTE.
 #include "mm/memory.h"
 
+#include <cstring>
+
+#include "mm/rmap.h"
+
 namespace vmspace::mm {
 
 namespace {
@@ -69,10 +73,15 @@ void mark_lazyfree_range(Vma* vma, std::uint64_t start, std::uint64_t end) {
   MmStruct* mm = vma->vm_mm;
   mem::PhysMem* phys = mm->phys;
   mm->pgtables.for_each_present(start, end, [&](std::uint64_t, std::atomic<mem::pte_t>& slot, mem::pte_t old) {
-    // The zero page and pages mapped elsewhere too are left alone (Linux
-    // madvise_free_pte_range skips what it cannot free exclusively).
+    // Only anonymous pages (not the zero page, not a file's page).  Pages
+    // shared with a fork relative are marked too: Linux 6.18's
+    // madvise_free_pte_range wants a page exclusive only when the folio is
+    // dirty or in the swap cache, which an anonymous page in vmspace never
+    // is (no swap; the dirt is in the PTE).  Only this PTE becomes lazily
+    // freeable; MADV_PAGEOUT discards the page once no one else maps it.
     const mem::pfn_t pfn = mem::pte_pfn(old);
-    if (pfn == phys->zero_pfn() || !exclusive_anon(phys, pfn)) return;
+    if (pfn == phys->zero_pfn() || !(phys->frame(pfn).mapping.load(std::memory_order_relaxed) & mem::kMappingAnon))
+      return;
     // A plain store (rule I of page_table.h does not apply): a writable
     // private anonymous PTE is dirty from the fault that made it writable,
     // and this makes it clean on purpose.
@@ -100,20 +109,48 @@ namespace {
 // Linux is_cow_mapping(): private and possibly writable.
 bool is_cow_mapping(vm_flags_t flags) { return (flags & (VM_SHARED | VM_MAYWRITE)) == VM_MAYWRITE; }
 
-// Linux copy_present_pte(), for one PTE under both tables' locks.
-void copy_present_pte(Vma* dst, Vma* src, std::atomic<mem::pte_t>& src_slot, std::atomic<mem::pte_t>& dst_slot,
-                      mem::pte_t pte) {
+// Per-table RSS deltas, added to the child's counters once per table
+// (Linux's rss[] / add_mm_rss_vec) rather than once per page.
+struct RssDelta {
+  std::int64_t anon = 0, shmem = 0;
+};
+
+// Linux copy_present_pte(), for one PTE under both tables' locks.  With
+// `copy_writable`, a writable private anonymous page is copied for the
+// child at once instead of shared (Linux's copy_present_page for pages
+// that may be pinned): the parent keeps its frame writable.  False only
+// when that copy cannot get a frame.
+bool copy_present_pte(Vma* dst, Vma* src, std::uint64_t va, std::atomic<mem::pte_t>& src_slot,
+                      std::atomic<mem::pte_t>& dst_slot, mem::pte_t pte, bool copy_writable, RssDelta& rss) {
   MmStruct* dst_mm = dst->vm_mm;
   mem::PhysMem* phys = dst_mm->phys;
   const mem::pfn_t pfn = mem::pte_pfn(pte);
+  const bool cow = is_cow_mapping(src->vm_flags);
   if (pfn != phys->zero_pfn()) {
     mem::Frame& fr = phys->frame(pfn);
-    phys->get(pfn);
-    fr.mapcount.fetch_add(1, std::memory_order_relaxed);
     const bool anon = (fr.mapping.load(std::memory_order_relaxed) & mem::kMappingAnon) != 0;
-    (anon ? dst_mm->rss_anon : dst_mm->rss_shmem).fetch_add(1, std::memory_order_relaxed);
+    if (copy_writable && cow && anon && mem::pte_write(pte)) {
+      const mem::pfn_t fresh = phys->alloc();
+      if (fresh == mem::kNoFrame) return false;
+      // The parent's writers may store meanwhile: the child gets the
+      // contents as of some moment during fork, as on Linux.
+      std::memcpy(phys->addr(fresh), phys->addr(pfn), mem::kFrameSize);
+      mem::Frame& nf = phys->frame(fresh);
+      AnonVma* av = dst->anon_vma.load(std::memory_order_relaxed);  // a copy of a VMA with an anon_vma has one
+      nf.mapping.store(reinterpret_cast<std::uintptr_t>(av) | mem::kMappingAnon, std::memory_order_relaxed);
+      nf.index.store(linear_page_index(dst, va), std::memory_order_relaxed);
+      nf.mapcount.store(1, std::memory_order_relaxed);
+      ++rss.anon;
+      dst_slot.store(mem::pte_mkold(mem::pte_modify_pfn(pte, fresh)), std::memory_order_release);
+      return true;
+    }
+    // One more reference and mapping (PhysMem::get, inline: the frame is
+    // mapped by the parent's PTE, whose lock we hold).
+    fr.refcount.fetch_add(1, std::memory_order_relaxed);
+    fr.mapcount.fetch_add(1, std::memory_order_relaxed);
+    ++(anon ? rss.anon : rss.shmem);
   }
-  if (is_cow_mapping(src->vm_flags) && mem::pte_write(pte)) {
+  if (cow && mem::pte_write(pte)) {
     // Both sides read-only from now on.  ptep_modify: a lockless writer of
     // the parent may set the dirty bit until the new value is in (rule I
     // of page_table.h); the bit is kept (and copied below).
@@ -127,16 +164,18 @@ void copy_present_pte(Vma* dst, Vma* src, std::atomic<mem::pte_t>& src_slot, std
     if (vma_wants_writenotify(dst)) pte = mem::pte_wrprotect(pte);
   }
   dst_slot.store(mem::pte_mkold(pte), std::memory_order_release);
+  return true;
 }
 
 }  // namespace
 
-bool copy_page_range(Vma* dst, Vma* src) {
+bool copy_page_range(Vma* dst, Vma* src, bool copy_writable) {
   MmStruct* src_mm = src->vm_mm;
   MmStruct* dst_mm = dst->vm_mm;
   const std::uint64_t end = src->vm_end;
   std::uint64_t va = src->vm_start;
-  while (va < end) {
+  bool ok = true;
+  while (va < end && ok) {
     const std::uint64_t table_end = (va & ~(mem::kPteTableSpan - 1)) + mem::kPteTableSpan;
     const std::uint64_t stop = std::min(table_end, end);
     // The parent's tables cannot come or go meanwhile (mmap W; its faults
@@ -153,6 +192,7 @@ bool copy_page_range(Vma* dst, Vma* src) {
     }
     mem::PteTable* dt = dst_mm->pgtables.pte_alloc(va);  // no pte_lock held
     if (dt == nullptr) return false;
+    RssDelta rss;
     st->lock.lock();
     dt->lock.lock(/*subclass=*/1);
     for (; va < stop; va += kPageSize) {
@@ -164,12 +204,17 @@ bool copy_page_range(Vma* dst, Vma* src) {
         dst_slot.store(pte, std::memory_order_release);
         continue;
       }
-      if (mem::pte_present(pte)) copy_present_pte(dst, src, src_slot, dst_slot, pte);
+      if (mem::pte_present(pte) && !copy_present_pte(dst, src, va, src_slot, dst_slot, pte, copy_writable, rss)) {
+        ok = false;
+        break;
+      }
     }
     dt->lock.unlock();
     st->lock.unlock();
+    if (rss.anon != 0) dst_mm->rss_anon.fetch_add(rss.anon, std::memory_order_relaxed);
+    if (rss.shmem != 0) dst_mm->rss_shmem.fetch_add(rss.shmem, std::memory_order_relaxed);
   }
-  return true;
+  return ok;
 }
 
 void change_protection(Vma* vma, std::uint64_t start, std::uint64_t end) {

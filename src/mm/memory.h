@@ -60,9 +60,10 @@ void zap_file_pages(Vma* vma, std::uint64_t start, std::uint64_t end);
 // False when a page table could not be allocated.
 bool install_guard_range(Vma* vma, std::uint64_t start, std::uint64_t end);
 
-// MADV_FREE on private anonymous memory: the pages of [start, end) that
-// this VMA alone maps become lazily freeable (clean, write-protected so
-// that a write makes them dirty again through a fault, kPteLazyFree).
+// MADV_FREE on private anonymous memory: the anonymous pages of [start,
+// end) become lazily freeable through this VMA's PTEs (clean,
+// write-protected so that a write makes them dirty again through a fault,
+// kPteLazyFree), also those a fork relative maps too.
 // Same locking as zap_vma_range.
 void mark_lazyfree_range(Vma* vma, std::uint64_t start, std::uint64_t end);
 // MADV_PAGEOUT: reclaim what can be reclaimed without swap (vmspace has
@@ -86,11 +87,15 @@ inline bool vma_needs_copy(const Vma* src) {
 // side has let go) reuses the page; the zero page stays the zero page;
 // guard markers are copied; the child's PTEs are old (and clean in shared
 // mappings, read-only there under write-notify, so that a write marks the
-// page dirty).  Requires both spaces' mmap W and src write-locked; takes
-// each pair of PTE tables' locks (src's, then dst's as subclass 1).
-// False when a page table of dst could not be allocated (what was copied
-// stays, counted: tearing dst down releases it).
-[[nodiscard]] bool copy_page_range(Vma* dst, Vma* src);
+// page dirty).  With `copy_writable` (fork inside an AccessScope, which
+// cannot wait for older translations to end), writable private anonymous
+// pages are copied for the child at once instead: a store through a
+// translation taken before fork then stays the parent's.  Requires both
+// spaces' mmap W and src write-locked; takes each pair of PTE tables'
+// locks (src's, then dst's as subclass 1).  False when a page table or a
+// frame for dst could not be allocated (what was copied stays, counted:
+// tearing dst down releases it).
+[[nodiscard]] bool copy_page_range(Vma* dst, Vma* src, bool copy_writable);
 
 // Bring the PTEs of [start, end) in line with vma->vm_flags (mprotect):
 // clear the write bit where writing is no longer allowed (private pages

@@ -125,9 +125,11 @@ bool mm_validate_rmap(MmStruct* mm, std::string* why) {
       const mem::pfn_t pfn = mem::pte_pfn(pte);
       if (pfn == phys->zero_pfn()) return;
       const mem::Frame& fr = phys->frame(pfn);
+      // Both at least 1 (this PTE).  Not refs >= maps: a fork or unmap in
+      // another space of the family changes the two one after the other.
+      const std::int32_t maps = fr.mapcount.load(std::memory_order_acquire);
       const std::int32_t refs = fr.refcount.load(std::memory_order_acquire);
-      const std::int32_t maps = fr.mapcount.load(std::memory_order_relaxed);
-      if (maps < 1 || refs < maps) {
+      if (maps < 1 || refs < 1) {
         msg = "page at " + hex(va) + ": refcount " + std::to_string(refs) + ", mapcount " + std::to_string(maps);
         return;
       }

@@ -114,10 +114,13 @@ int do_vmi_munmap_locked(MmStruct* mm, std::uint64_t start, std::uint64_t end);
 
 // Linux dup_mmap(): copy `oldmm` (the parent) into `mm`, a new empty space
 // with the same configuration and physical memory (fork.cpp says in what
-// order and why).  Takes both mmap_locks.  0, or -ENOMEM: the child is
-// then partly copied, consistent, and the caller destroys it (which
-// releases everything it took).
-int dup_mmap(MmStruct* mm, MmStruct* oldmm);
+// order and why).  Takes both mmap_locks.  `copy_writable`: copy
+// writable private anonymous pages for the child now instead of sharing
+// them (copy_page_range; for a caller that cannot wait for a grace period
+// afterwards).  0, or -ENOMEM: the child is then partly copied,
+// consistent, and the caller destroys it (which releases everything it
+// took).
+int dup_mmap(MmStruct* mm, MmStruct* oldmm, bool copy_writable);
 
 // ---- test hooks (deterministic fork races; compiled out of release) ----
 struct ForkHooks {

@@ -100,9 +100,9 @@ bool anon_vma_prepare(Vma* vma) {
   // page_table_lock makes exactly one of them install theirs.
   anon_vma_lock_write(av);
   // Room for the links first (Linux allocates the anon_vma_chain), under
-  // the same hold as the pushes below: racing prepares share `av`.  The
-  // chain's room is reserved by whichever racer gets here; only the
-  // installer (under the page_table_lock) pushes.
+  // the same hold as the pushes below (racing prepares may hold the same
+  // candidate or different ones: each reserves room in its own; only the
+  // installer, under the page_table_lock, pushes).
   bool room = !fail_nth::should_fail(fail_nth::Site::rmap_link);  // injected (tests)
   if (room) {
     try {
