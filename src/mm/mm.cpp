@@ -150,7 +150,7 @@ bool mm_validate_rmap(MmStruct* mm, std::string* why) {
     for (const auto& [va, av] : anon) {
       if (!msg.empty()) break;
       anon_vma_lock_read(av);
-      const bool linked = std::find(av->vmas.begin(), av->vmas.end(), v) != av->vmas.end();
+      const bool linked = av->vmas.contains(v);
       anon_vma_unlock_read(av);
       if (!linked) msg = "anonymous page at " + hex(va) + ": the VMA is not linked to its anon_vma";
     }

@@ -106,7 +106,7 @@ bool anon_vma_prepare(Vma* vma) {
   bool room = !fail_nth::should_fail(fail_nth::Site::rmap_link);  // injected (tests)
   if (room) {
     try {
-      av->vmas.reserve(av->vmas.size() + 1);
+      av->vmas.reserve(av->vmas.size() + 1);  // the buckets; the node below may still fail
     } catch (const std::bad_alloc&) {
       room = false;
     }
@@ -131,19 +131,25 @@ bool anon_vma_prepare(Vma* vma) {
     if (const AnonVmaHooks* h = tls_anon_vma_hooks; h != nullptr && h->installing != nullptr)
       h->installing(vma, av, h->arg);
 #endif
-    av->vmas.push_back(vma);  // cannot throw: room reserved
-    chain.push_back(av);      // cannot throw: room reserved
+    try {
+      av->vmas.insert(vma);
+      installed = true;
+    } catch (const std::bad_alloc&) {
+    }
+  }
+  if (installed) {
+    chain.push_back(av);  // cannot throw: room reserved
     vma->anon_vma_chain.swap(chain);
     av->num_active_vmas++;
     // Release: pairs with the acquire loads of faults (and of neighbours'
     // find_mergeable_anon_vma) that find it set; the chain is filled first.
     vma->anon_vma.store(av, std::memory_order_release);
-    installed = true;
   }
+  const bool lost = !installed && vma->anon_vma.load(std::memory_order_relaxed) == nullptr;
   mm->page_table_lock.unlock();
   anon_vma_unlock_write(av);
   if (!installed) put_anon_vma(av);
-  return true;
+  return !lost;  // lost: the link's node could not be allocated
 }
 
 namespace {
@@ -154,9 +160,9 @@ namespace {
 void link_chain(Vma* vma, const std::vector<AnonVma*>& chain) {
   std::size_t done = 0;
   try {
-    for (; done < chain.size(); ++done) chain[done]->vmas.push_back(vma);
+    for (; done < chain.size(); ++done) chain[done]->vmas.insert(vma);
   } catch (const std::bad_alloc&) {
-    while (done > 0) chain[--done]->vmas.pop_back();  // still the last: the lock is held
+    while (done > 0) chain[--done]->vmas.erase(vma);
     throw;
   }
   for (AnonVma* av : chain) {
@@ -217,7 +223,7 @@ bool anon_vma_fork(Vma* vma, const Vma* pvma) {
   av->refcount.store(1, std::memory_order_relaxed);  // vma's link
   anon_vma_lock_write(av);
   try {
-    av->vmas.push_back(vma);
+    av->vmas.insert(vma);
   } catch (const std::bad_alloc&) {
     anon_vma_unlock_write(av);
     delete av;  // never visible to anyone
@@ -238,8 +244,7 @@ void unlink_anon_vmas(Vma* vma) {
   AnonVma* root = vma->anon_vma_chain.front()->root;
   anon_vma_lock_write(root);
   for (AnonVma* av : vma->anon_vma_chain) {
-    auto it = std::find(av->vmas.begin(), av->vmas.end(), vma);
-    if (it != av->vmas.end()) av->vmas.erase(it);
+    av->vmas.erase(vma);
     if (av->vmas.empty()) av->parent->num_children--;  // Linux: its tree is empty
   }
   if (AnonVma* av = vma->anon_vma.load(std::memory_order_relaxed)) av->num_active_vmas--;
@@ -250,7 +255,8 @@ void unlink_anon_vmas(Vma* vma) {
 }
 
 namespace {
-void walk_list(const std::vector<Vma*>& vmas, std::uint64_t index,
+template <class List>
+void walk_list(const List& vmas, std::uint64_t index,
                const std::function<void(Vma*, std::uint64_t)>& fn) {
   for (Vma* v : vmas) {
     if (index < v->vm_pgoff || index >= v->vm_pgoff + v->pages()) continue;

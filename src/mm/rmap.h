@@ -18,6 +18,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <unordered_set>
 #include <vector>
 
 #include "mm/mm_types.h"
@@ -39,8 +40,10 @@ struct AnonVma {
   // anon_vma_lock_write()/anon_vma_lock_read().
   RwSemaphore rwsem{LockClass::anon_vma_rwsem};
   // The VMAs linked to this anon_vma: those whose chain holds it (Linux's
-  // rb_root of anon_vma_chain entries).  Root's rwsem.
-  std::vector<Vma*> vmas;
+  // rb_root of anon_vma_chain entries; a hash set here, so that unlinking
+  // one of the many VMAs a fork family links to its root is O(1)).
+  // Root's rwsem.
+  std::unordered_set<Vma*> vmas;
   // Linux's counts that decide whether fork may reuse this anon_vma for a
   // child VMA instead of making one (anon_vma_clone): anon_vmas whose
   // parent this is (a root counts itself), and VMAs whose anon_vma this is.
