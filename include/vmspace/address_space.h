@@ -204,7 +204,9 @@ class VMSPACE_API AddressSpace {
   // independently.  Commit charges (Overcommit::never) count parent and
   // children together, as Linux's system-wide count does.  Returns the
   // child, or nullptr with *err = -ENOMEM (the parent is unchanged but for
-  // pages write-protected for copy-on-write).  Thread-safe.  A space
+  // pages write-protected for copy-on-write).  Thread-safe; may be called
+  // inside an AccessScope (a failed fork then leaves the freeing of its
+  // partial copy to a later grace period).  A space
   // created with AddressSpaceOptions::phys requires its pool to outlive
   // every child.
   std::unique_ptr<AddressSpace> fork(int* err = nullptr);

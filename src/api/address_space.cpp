@@ -154,6 +154,11 @@ AddressSpace::AddressSpace(ForkTag, const AddressSpace& parent)
   mm_->faultin_page = fault::faultin_page_locked;
 }
 
+namespace {
+// Set while fork() releases a child it could not complete (~AddressSpace).
+thread_local bool releasing_failed_child = false;
+}  // namespace
+
 std::unique_ptr<AddressSpace> AddressSpace::fork(int* err) {
   std::unique_ptr<AddressSpace> child;
   try {
@@ -170,7 +175,13 @@ std::unique_ptr<AddressSpace> AddressSpace::fork(int* err) {
   }
   if (int r = mm::dup_mmap(child->mm_.get(), mm_.get()); r != 0) {
     if (err != nullptr) *err = r;
-    return nullptr;  // ~AddressSpace releases what the child took
+    // ~AddressSpace releases what the child took.  fork may be called
+    // inside an AccessScope, where its grace-period wait would abort; the
+    // child needs none: its pool is this space's, which outlives it.
+    releasing_failed_child = true;
+    child.reset();
+    releasing_failed_child = false;
+    return nullptr;
   }
   if (err != nullptr) *err = 0;
   return child;
@@ -183,8 +194,11 @@ AddressSpace::~AddressSpace() {
   // anonymous VMA can free its shmem pages: let them all run before an
   // owned pool goes away.  (Files with a backing that were let go are
   // written back and freed on the flusher thread; ~PhysMem waits for those
-  // of its pool: a shared pool outlives this space.)
-  rcu::barrier();
+  // of its pool: a shared pool outlives this space.)  Not for a child
+  // fork() could not complete: its parent keeps the pool, and fork may run
+  // inside an AccessScope (the callbacks then run after a later grace
+  // period).
+  if (!(releasing_failed_child && rcu::in_read_section())) rcu::barrier();
 }
 
 mem::PhysMem* AddressSpace::phys() const { return mm_->phys; }

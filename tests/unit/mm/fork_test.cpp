@@ -20,6 +20,7 @@
 //     mprotect, fork advice) against a model of every space's pages;
 //   - fork failing on each of its allocations in turn (sync/fail_nth.h)
 //     returns -ENOMEM, leaves the parent as it was and leaks nothing;
+//   - fork inside an AccessScope, succeeding and failing;
 // and validate() (the reverse map included) after every step.
 #include <sys/mman.h>
 
@@ -801,6 +802,45 @@ TEST_P(Fork, RandomFamilyMatchesModel) {
   }
   for (unsigned k = 0; k < seeds; ++k) {
     ASSERT_NO_FATAL_FAILURE(random_family(opts(), 20240615u + 7919u * k + static_cast<unsigned>(GetParam()), steps));
+  }
+}
+
+// fork is one of the calls an emulator thread may make inside an
+// AccessScope (address_space.h: every call but destroying a space).  A
+// fork that succeeds there gives a working child; one that fails (out of
+// memory) must release its partial child without waiting for a grace
+// period, which the scope would block: -ENOMEM, not an abort.
+TEST_P(Fork, ForkInsideAccessScope) {
+  AddressSpace parent(opts());
+  ASSERT_EQ(parent.mmap(P(0), 4 * kPage, kRW, kAnon), static_cast<long>(P(0)));
+  ASSERT_NO_FATAL_FAILURE(fill(parent, P(0), 0x42, 4));
+  std::unique_ptr<AddressSpace> child;
+  int err = 1;
+  {
+    AddressSpace::AccessScope scope(parent);
+    child = parent.fork(&err);
+    ASSERT_NE(scope.translate(P(0), false), nullptr);
+  }
+  ASSERT_NE(child, nullptr);
+  EXPECT_EQ(err, 0);
+  EXPECT_EQ(page_is(*child, P(0), 0x42), "");
+  EXPECT_VALID(*child, "child");
+  child.reset();
+  if (!fail_nth::armed()) GTEST_SKIP() << "allocation-failure injection is compiled out of release builds";
+  // Fail the fork after its first VMA is linked (so that the partial child
+  // has something to release), and at its first allocation.
+  for (std::uint64_t nth : {std::uint64_t{4}, std::uint64_t{1}}) {
+    std::unique_ptr<AddressSpace> failed;
+    err = 1;
+    {
+      AddressSpace::AccessScope scope(parent);
+      fail_nth::Scope inject(nth);
+      failed = parent.fork(&err);
+    }
+    EXPECT_EQ(failed, nullptr) << "N=" << nth;
+    EXPECT_EQ(err, -ENOMEM) << "N=" << nth;
+    EXPECT_VALID(parent, "after the failed fork");
+    EXPECT_EQ(page_is(parent, P(0), 0x42), "");
   }
 }
 
