@@ -210,12 +210,14 @@ class VMSPACE_API AddressSpace {
   // pages for the child at once instead (slower, same result).  A READ
   // translation taken before a page stopped being shared may, until its
   // scope ends, see what the space that now owns the page alone writes
-  // there (vmspace has no TLB shootdown for readers).  Commit charges (Overcommit::never) count parent and
-  // children together, as Linux's system-wide count does.  Returns the
-  // child, or nullptr with *err = -ENOMEM (the parent is unchanged but for
-  // pages write-protected for copy-on-write).  Thread-safe.  A space
-  // created with AddressSpaceOptions::phys requires its pool to outlive
-  // every child.
+  // there (vmspace has no TLB shootdown for readers).  Commit charges
+  // (Overcommit::never) count parent and children together, as Linux's
+  // system-wide count does.  Returns the child, or nullptr with *err =
+  // -ENOMEM (the parent is unchanged but for pages write-protected for
+  // copy-on-write).  Thread-safe; may be called inside an AccessScope (a
+  // failed fork then leaves the freeing of its partial copy to a later
+  // grace period).  A space created with AddressSpaceOptions::phys
+  // requires its pool to outlive every child.
   std::unique_ptr<AddressSpace> fork(int* err = nullptr);
 
   // ---- Files (Linux's memfds: shmem files) ---------------------------------
