@@ -155,6 +155,18 @@ AddressSpace::AddressSpace(ForkTag, const AddressSpace& parent)
 }
 
 std::unique_ptr<AddressSpace> AddressSpace::fork(int* err) {
+  // Inside an AccessScope fork cannot wait for older translations to end
+  // (its own would never end): it copies writable private pages instead
+  // of sharing them (fork.cpp, step 5), and cannot wait for another fork's
+  // window either (that fork waits for this scope): -EAGAIN then.
+  const bool in_scope = rcu::in_read_section();
+  std::unique_lock<std::mutex> serial(mm_->fork_mutex, std::defer_lock);
+  if (!in_scope) {
+    serial.lock();
+  } else if (!serial.try_lock()) {
+    if (err != nullptr) *err = -EAGAIN;
+    return nullptr;
+  }
   std::unique_ptr<AddressSpace> child;
   try {
     child.reset(new AddressSpace(ForkTag{}, *this));
@@ -168,17 +180,18 @@ std::unique_ptr<AddressSpace> AddressSpace::fork(int* err) {
     if (err != nullptr) *err = -ENOMEM;
     return nullptr;
   }
-  // Inside an AccessScope fork cannot wait for older translations to end
-  // (its own would never end): it copies writable private pages instead
-  // of sharing them (fork.cpp, step 5).
-  const bool in_scope = rcu::in_read_section();
-  if (int r = mm::dup_mmap(child->mm_.get(), mm_.get(), in_scope); r != 0) {
+  const int r = mm::dup_mmap(child->mm_.get(), mm_.get(), in_scope);
+  if (!in_scope) {
+    // Every translation of a now write-protected page taken before fork
+    // ends before the child is handed out (the parent's TLB flush); then
+    // the parent's faults stop redirecting copies to the child.
+    rcu::synchronize();
+    mm::fork_window_close(mm_.get());
+  }
+  if (r != 0) {
     if (err != nullptr) *err = r;
     return nullptr;  // ~AddressSpace releases what the child took
   }
-  // Every translation of a now write-protected page taken before fork
-  // ends before the child is handed out (the parent's TLB flush).
-  if (!in_scope) rcu::synchronize();
   if (err != nullptr) *err = 0;
   return child;
 }

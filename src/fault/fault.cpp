@@ -157,6 +157,46 @@ unsigned do_anonymous_page(Vmf& f, mem::PteTable* table) {
   return kFaultDone;
 }
 
+// fork's window (MmStruct::fork_child, fork.cpp step 5): the parent is
+// about to copy anonymous frame `old`, mapped at f.addr, while a store
+// through a translation taken before fork may still be on its way to it.
+// If the pending child maps `old` there, give the child a copy instead and
+// drop its mapping of `old`, so that the parent can keep it (the caller
+// re-checks exclusivity).  Under the parent's PTE lock; takes the child's
+// (subclass 1, the order fork itself uses).  The child is not running
+// yet: only faults of the parent in this window touch its page tables.
+void fork_window_give_copy(Vmf& f, pfn_t old) {
+  MmStruct* mm = f.mm;
+  mm->fork_window_users.fetch_add(1, std::memory_order_seq_cst);
+  MmStruct* child = mm->fork_child.load(std::memory_order_seq_cst);
+  if (child != nullptr) {
+    mem::PhysMem* phys = mm->phys;
+    rcu::ReadGuard g;  // the child's tables and tree: stable, read as a walker would
+    if (mem::PteTable* ct = child->pgtables.pte_table(f.addr)) {
+      SpinLock& cptl = mem::PageTables::pte_lock(ct);
+      cptl.lock(/*subclass=*/1);
+      std::atomic<pte_t>& cslot = mem::PageTables::pte_slot(ct, f.addr);
+      const pte_t cpte = cslot.load(std::memory_order_relaxed);
+      mm::Vma* cvma = nullptr;
+      if (mem::pte_present(cpte) && mem::pte_pfn(cpte) == old) cvma = mm::vma_lookup(child, f.addr);
+      const pfn_t fresh = cvma != nullptr ? phys->alloc() : mem::kNoFrame;
+      if (fresh != mem::kNoFrame) {  // (no frame: the page stays shared, as before the window)
+        std::memcpy(phys->addr(fresh), phys->addr(old), mem::kFrameSize);
+        mem::Frame& nf = phys->frame(fresh);
+        mm::AnonVma* av = cvma->anon_vma.load(std::memory_order_relaxed);
+        nf.mapping.store(reinterpret_cast<std::uintptr_t>(av) | mem::kMappingAnon, std::memory_order_relaxed);
+        nf.index.store(mm::linear_page_index(cvma, f.addr), std::memory_order_relaxed);
+        nf.mapcount.store(1, std::memory_order_relaxed);
+        cslot.store(mem::pte_modify_pfn(cpte, fresh), std::memory_order_release);
+        phys->frame(old).mapcount.fetch_sub(1, std::memory_order_relaxed);
+        phys->put(old);  // the child's reference
+      }
+      cptl.unlock();
+    }
+  }
+  mm->fork_window_users.fetch_sub(1, std::memory_order_seq_cst);
+}
+
 // Write to a write-protected private page: reuse it if we own it
 // exclusively, else copy it (copy-on-write; the zero frame is always
 // copied).
@@ -175,6 +215,9 @@ unsigned do_wp_page(Vmf& f, mem::PteTable* table, pte_t orig) {
   }
   if (!zero) {
     mem::Frame& fr = phys->frame(old);
+    if ((fr.mapping.load(std::memory_order_relaxed) & mem::kMappingAnon) &&
+        mm->fork_child.load(std::memory_order_relaxed) != nullptr)
+      fork_window_give_copy(f, old);
     // Linux 5.19+ wp_can_reuse_anon_folio(): reuse decided by references
     // alone.  The PTE we hold is the only one (after fork the other side
     // unmapped it, exited or copied it) and nobody pins the frame; the

@@ -26,8 +26,14 @@
 //      (Linux flushes the parent's TLB before fork returns).  Inside a
 //      scope fork cannot wait: it copies writable private pages at once
 //      instead (copy_writable), so no shared page is writable anywhere.
+//      Until the grace period ends the parent runs again, and a store
+//      through an older translation must not be lost: a copy-on-write
+//      fault of the parent in that window keeps the frame (where those
+//      stores land) and gives the pending child a copy instead
+//      (do_wp_page, MmStruct::fork_child).
 #include <cerrno>
 #include <new>
+#include <thread>
 
 #include "mm/memory.h"
 #include "mm/mm.h"
@@ -87,6 +93,14 @@ int dup_vma(MmStruct* mm, Vma* mpnt, bool copy_writable) {
 
 void set_fork_hooks(const ForkHooks* hooks) { tls_fork_hooks = hooks; }
 
+void fork_window_close(MmStruct* oldmm) {
+  oldmm->fork_child.store(nullptr, std::memory_order_seq_cst);
+  // A fault that loaded the pointer before the store above has counted
+  // itself first (seq_cst on both sides): wait for it to finish with the
+  // child.  It holds no lock we hold and never waits for us.
+  while (oldmm->fork_window_users.load(std::memory_order_seq_cst) != 0) std::this_thread::yield();
+}
+
 int dup_mmap(MmStruct* mm, MmStruct* oldmm, bool copy_writable) {
   mmap_write_lock(oldmm);
   mmap_write_lock(mm, /*subclass=*/1);
@@ -107,6 +121,9 @@ int dup_mmap(MmStruct* mm, MmStruct* oldmm, bool copy_writable) {
   });
   for (Vma* v : vmas) vma_start_write(v);
   FORK_HOOK(locked, oldmm);
+  // Step 5's window opens before the parent can fault again (when fork
+  // shares writable pages: not with copy_writable).
+  if (!copy_writable) oldmm->fork_child.store(mm, std::memory_order_seq_cst);
 
   // What the child inherits of the space itself.  The program break;
   // not mlockall(MCL_FUTURE) (Linux keeps only VM_NOHUGEPAGE of

@@ -122,6 +122,11 @@ int do_vmi_munmap_locked(MmStruct* mm, std::uint64_t start, std::uint64_t end);
 // took).
 int dup_mmap(MmStruct* mm, MmStruct* oldmm, bool copy_writable);
 
+// Close the window dup_mmap opened (without copy_writable): after the
+// grace period that ends every older translation, before the child is
+// handed out (or destroyed, when dup_mmap failed).  MmStruct::fork_child.
+void fork_window_close(MmStruct* oldmm);
+
 // ---- test hooks (deterministic fork races; compiled out of release) ----
 struct ForkHooks {
   // Every parent VMA is write-locked; nothing is copied yet.

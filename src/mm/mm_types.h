@@ -15,6 +15,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include "mem/file.h"
@@ -229,6 +230,23 @@ struct MmStruct {
   // pte_lock of the PTE that maps/unmaps the page.
   std::atomic<std::int64_t> rss_anon{0};
   std::atomic<std::int64_t> rss_shmem{0};
+
+  // ---- fork's window (fork.cpp, step 5) ----
+  // Between the moment fork unlocks this (parent) space and the end of the
+  // grace period it then waits for, a lockless writer may still store
+  // through a translation taken before fork write-protected its page.  A
+  // copy-on-write fault of the parent in that window must therefore keep
+  // the frame those stores go to and give the pending child the copy
+  // (do_wp_page).  fork_child: that child while the window is open, else
+  // null; set under mmap W by dup_mmap, cleared by the forking thread after
+  // the grace period.  fork_window_users: faults using fork_child (the
+  // forking thread waits for 0 after clearing it, Dekker-style, seq_cst
+  // both sides, before it hands the child out).  fork_mutex: one fork of
+  // this space at a time, held across the window (a fork inside an
+  // AccessScope only tries it).
+  std::atomic<MmStruct*> fork_child{nullptr};
+  std::atomic<int> fork_window_users{0};
+  std::mutex fork_mutex;
 
   // Fault pages in over [start, end) with the mmap_lock held (the fault
   // layer's populate_range_locked, installed by the AddressSpace: mm sits
