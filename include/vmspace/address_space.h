@@ -207,14 +207,18 @@ class VMSPACE_API AddressSpace {
   // older translation lands before fork returns (the child may see it, as
   // a write racing fork(2) may be), never after.  Called inside an
   // AccessScope fork cannot wait: it copies the parent's writable private
-  // pages for the child at once instead (slower, same result).  A READ
+  // pages for the child at once instead (slower, same result), and
+  // returns -EAGAIN if another fork of this space is still waiting.  Until
+  // fork returns, a write fault of the parent on a page it shares with the
+  // new child keeps the page (older translations still store there) and
+  // gives the child a copy, so no store is lost.  A READ
   // translation taken before a page stopped being shared may, until its
   // scope ends, see what the space that now owns the page alone writes
   // there (vmspace has no TLB shootdown for readers).  Commit charges
   // (Overcommit::never) count parent and children together, as Linux's
   // system-wide count does.  Returns the child, or nullptr with *err =
   // -ENOMEM (the parent is unchanged but for pages write-protected for
-  // copy-on-write).  Thread-safe; may be called inside an AccessScope (a
+  // copy-on-write) or -EAGAIN (above).  Thread-safe; may be called inside an AccessScope (a
   // failed fork then leaves the freeing of its partial copy to a later
   // grace period).  A space created with AddressSpaceOptions::phys
   // requires its pool to outlive every child.

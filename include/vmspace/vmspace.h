@@ -170,7 +170,8 @@ VMSPACE_API void vmspace_destroy(vmspace_t* vs) VMSPACE_NOEXCEPT;
  * inherited).  The child has the parent's options and lock mode and a
  * copy of its file table; destroy it with vmspace_destroy, in any order
  * relative to the parent.  Returns 0; -EFAULT for a NULL out; -ENOMEM (the
- * parent is unchanged but for pages write-protected for copy-on-write).
+ * parent is unchanged but for pages write-protected for copy-on-write);
+ * -EAGAIN inside a scope while another fork of parent is finishing.
  * Thread safety: may run concurrently with any call on parent but its
  * destruction; the parent's other calls wait while it is copied. */
 VMSPACE_API int vmspace_fork(vmspace_t* parent, vmspace_t** out) VMSPACE_NOEXCEPT;
