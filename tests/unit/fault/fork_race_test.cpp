@@ -54,7 +54,6 @@ constexpr std::uint64_t kBase = 0x200000000000;
 constexpr std::uint64_t kPage = 4096;
 constexpr int kRW = PROT_READ | PROT_WRITE;
 constexpr int kAnon = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED;
-constexpr auto kDeadline = std::chrono::seconds(10);
 
 #if defined(VMSPACE_DEBUG_CHECKS)
 constexpr bool kHooks = true;
@@ -64,32 +63,11 @@ constexpr bool kHooks = false;
 
 std::uint64_t P(std::uint64_t page) { return kBase + page * kPage; }
 
-void wait_or_die(const std::shared_future<void>& f, const char* what) {
-  if (f.wait_for(kDeadline) != std::future_status::ready) {
-    ADD_FAILURE() << what << ": did not happen within the deadline";
-    std::fflush(nullptr);
-    std::_Exit(1);
-  }
-}
-
-template <class T>
-T get_or_die(std::future<T>& f, const char* what) {
-  if (f.wait_for(kDeadline) != std::future_status::ready) {
-    ADD_FAILURE() << what << ": did not finish within the deadline";
-    std::fflush(nullptr);
-    std::_Exit(1);
-  }
-  return f.get();
-}
-
-template <class T>
-bool is_ready(std::future<T>& f) {
-  return f.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
-}
-template <class T>
-bool is_blocked(std::future<T>& f) {
-  return f.wait_for(test::kBlockedFor) == std::future_status::timeout;
-}
+using test::get_or_die;
+using test::is_blocked;
+using test::is_ready;
+using test::kDeadline;
+using test::wait_or_die;
 
 // ---- gates ------------------------------------------------------------------------
 

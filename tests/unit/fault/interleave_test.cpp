@@ -57,9 +57,6 @@ constexpr std::uint64_t kPage = 4096;
 constexpr int kRW = PROT_READ | PROT_WRITE;
 constexpr int kRWX = PROT_READ | PROT_WRITE | PROT_EXEC;
 constexpr int kAnon = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED;
-// How long a thread that must get somewhere may take before the test
-// declares the interleaving impossible.
-constexpr auto kDeadline = std::chrono::seconds(10);
 
 #if defined(VMSPACE_DEBUG_CHECKS)
 constexpr bool kHooks = true;
@@ -67,30 +64,11 @@ constexpr bool kHooks = true;
 constexpr bool kHooks = false;
 #endif
 
-// A thread that cannot arrive where the test needs it is stuck for good
-// (a deadlock, or the interleaving cannot happen): fail, don't hang.
-void wait_or_die(const std::shared_future<void>& f, const char* what) {
-  if (f.wait_for(kDeadline) != std::future_status::ready) {
-    ADD_FAILURE() << what << ": did not happen within the deadline";
-    std::fflush(nullptr);
-    std::_Exit(1);
-  }
-}
-
-template <class T>
-T get_or_die(std::future<T>& f, const char* what) {
-  if (f.wait_for(kDeadline) != std::future_status::ready) {
-    ADD_FAILURE() << what << ": did not finish within the deadline";
-    std::fflush(nullptr);
-    std::_Exit(1);
-  }
-  return f.get();
-}
-
-template <class T>
-bool is_blocked(std::future<T>& f) {
-  return f.wait_for(test::kBlockedFor) == std::future_status::timeout;
-}
+using test::get_or_die;
+using test::is_blocked;
+using test::is_ready;
+using test::kDeadline;
+using test::wait_or_die;
 
 // A gate on a hook point: the `at`-th call (1-based; kNever: none)
 // announces it arrived and waits to be let go; every call runs `each` first
