@@ -17,6 +17,7 @@
 #include "mem/phys_mem.h"
 #include "mm/mm.h"
 #include "mm/mmap_lock.h"
+#include "mm/tlb.h"
 #include "mm/truncate.h"
 #include "mm/writeback.h"
 #include "mm/vma.h"
@@ -456,12 +457,17 @@ template <class CopyFn>
 AccessResult AddressSpace::access(std::uint64_t va, std::uint64_t n, bool write, CopyFn&& copy) {
   mm::MmStruct* m = mm_.get();
   std::uint64_t done = 0;
+  // A translation holder (mm/tlb.h) while it copies, not while it faults:
+  // a copy-on-write fault taken here then releases the old frame at once.
+  mm::mm_tlb_enter(m);
   while (done < n) {
     const std::uint64_t a = va + done;
     const std::uint64_t chunk = std::min(n - done, mm::kPageSize - (a & (mm::kPageSize - 1)));
     bool hit = false;
     {
-      rcu::ReadGuard rcu;  // the frame cannot be reused while we copy
+      // The frame is neither reused (freed frames wait for a grace period)
+      // nor handed to a fork relative (mm/tlb.h) while we copy.
+      rcu::ReadGuard rcu;
       if (void* p = usable(m, a, write)) {
         copy(p, done, chunk);
         hit = true;
@@ -471,9 +477,12 @@ AccessResult AddressSpace::access(std::uint64_t va, std::uint64_t n, bool write,
       done += chunk;
       continue;
     }
+    mm::mm_tlb_exit(m);
     fault::FaultResult r = fault::handle_fault(m, a, write ? fault::Access::write : fault::Access::read);
     if (r != fault::FaultResult::ok) return AccessResult{to_fault(r), a & mm::kPageMask};
+    mm::mm_tlb_enter(m);
   }
+  mm::mm_tlb_exit(m);
   return AccessResult{};
 }
 
@@ -495,8 +504,17 @@ Fault AddressSpace::fault_in(std::uint64_t va, bool write) {
   return to_fault(fault::handle_fault(mm_.get(), va, write ? fault::Access::write : fault::Access::read));
 }
 
-AddressSpace::AccessScope::AccessScope(AddressSpace& as) : as_(as) { rcu::read_lock(); }
-AddressSpace::AccessScope::~AccessScope() { rcu::read_unlock(); }
+// A scope is an RCU read section and a translation holder (mm/tlb.h) for
+// its whole life: frames it may have translated are neither reused nor
+// handed to a fork relative until it ends.
+AddressSpace::AccessScope::AccessScope(AddressSpace& as) : as_(as) {
+  rcu::read_lock();
+  mm::mm_tlb_enter(as_.mm_.get());
+}
+AddressSpace::AccessScope::~AccessScope() {
+  mm::mm_tlb_exit(as_.mm_.get());
+  rcu::read_unlock();
+}
 
 void* AddressSpace::AccessScope::translate(std::uint64_t va, bool write) const {
   return usable(as_.mm_.get(), va, write);

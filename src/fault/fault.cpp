@@ -30,6 +30,7 @@
 #include "mm/mm.h"
 #include "mm/mmap_lock.h"
 #include "mm/rmap.h"
+#include "mm/tlb.h"
 #include "mm/vma.h"
 
 namespace vmspace::fault {
@@ -249,6 +250,7 @@ unsigned do_wp_page(Vmf& f, mem::PteTable* table, pte_t orig) {
   if (!zero) std::memcpy(phys->addr(fresh), phys->addr(old), mem::kFrameSize);
   set_anon_rmap(mm, f, fresh);
   bool installed = false;
+  mm::MmuGather tlb(mm);
   ptl.lock();
   if (slot.load(std::memory_order_relaxed) == orig) {
     slot.store(mem::pte_mkdirty(mem::pte_mkyoung(mem::make_pte(fresh, true))), std::memory_order_release);
@@ -261,12 +263,21 @@ unsigned do_wp_page(Vmf& f, mem::PteTable* table, pte_t orig) {
         mm->rss_shmem.fetch_sub(1, std::memory_order_relaxed);
         mm->rss_anon.fetch_add(1, std::memory_order_relaxed);
       }
-      ofr.mapcount.fetch_sub(1, std::memory_order_relaxed);
-      phys->put(old);  // the old PTE's reference
+      if (mm::frame_shared_anon(ofr)) {
+        // The other space may reuse it in place once this mapping is
+        // gone, while a lockless reader here still reads it through the
+        // old translation: released after them (Linux: ptep_clear_flush
+        // before the old page's mapping is dropped).
+        tlb.add(old);
+      } else {
+        ofr.mapcount.fetch_sub(1, std::memory_order_relaxed);
+        phys->put(old);  // the old PTE's reference
+      }
     }
     installed = true;
   }
   ptl.unlock();
+  tlb.finish();
   if (!zero) phys->put(old);  // our pin
   if (!installed) {
     phys->frame(fresh).mapcount.store(0, std::memory_order_relaxed);

@@ -6,29 +6,34 @@
 // PTE's lock, right after the PTE is cleared; the frame is reused only
 // after an RCU grace period (PhysMem::put), so a lockless reader that read
 // the old PTE just before the zap can finish its access safely — and any
-// access that starts after the zap returned sees no PTE.
+// access that starts after the zap returned sees no PTE.  An anonymous
+// frame that a fork relative maps too is not freed but may be reused in
+// place by the relative: its mapping and reference go through an
+// MmuGather (tlb.h), dropped only once no lockless reader of this space
+// can still use the old translation.
 #include "mm/memory.h"
 
 #include <cstring>
 
 #include "mm/rmap.h"
+#include "mm/tlb.h"
 
 namespace vmspace::mm {
 
 namespace {
 
-// Drop what a just-cleared present PTE of `vma` held: the frame's
-// mapcount, the RSS count and the PTE's reference (put: the frame is
-// reused only after a grace period).  Under the PTE's lock.  `old` is the
-// value the clearing replaced (ptep_get_and_clear: with a dirty bit a
-// lockless writer set up to that moment).
-void unmap_pte(Vma* vma, mem::pte_t old) {
+// Drop what a just-cleared present PTE of `vma` held: the RSS count, the
+// frame's mapcount and the PTE's reference (put: the frame is reused only
+// after a grace period; a frame a fork relative maps too goes to `tlb`
+// instead).  Under the PTE's lock.  `old` is the value the clearing
+// replaced (ptep_get_and_clear: with a dirty bit a lockless writer set up
+// to that moment).
+void unmap_pte(Vma* vma, mem::pte_t old, MmuGather& tlb) {
   MmStruct* mm = vma->vm_mm;
   mem::PhysMem* phys = mm->phys;
   const mem::pfn_t pfn = mem::pte_pfn(old);
   if (pfn == phys->zero_pfn()) return;
   mem::Frame& fr = phys->frame(pfn);
-  fr.mapcount.fetch_sub(1, std::memory_order_relaxed);
   // A file's page, or an anonymous one (private mappings of files have
   // both: their copies on write).
   const bool anon = (fr.mapping.load(std::memory_order_relaxed) & mem::kMappingAnon) != 0;
@@ -37,6 +42,11 @@ void unmap_pte(Vma* vma, mem::pte_t old) {
   // goes with its last mapping.
   if (!anon && mem::pte_dirty(old)) fr.flags.fetch_or(mem::kPgDirty, std::memory_order_relaxed);
   (anon ? mm->rss_anon : mm->rss_shmem).fetch_sub(1, std::memory_order_relaxed);
+  if (frame_shared_anon(fr)) {
+    tlb.add(pfn);
+    return;
+  }
+  fr.mapcount.fetch_sub(1, std::memory_order_relaxed);
   phys->put(pfn);
 }
 
@@ -50,23 +60,26 @@ bool exclusive_anon(mem::PhysMem* phys, mem::pfn_t pfn) {
 }  // namespace
 
 void zap_vma_range(Vma* vma, std::uint64_t start, std::uint64_t end, ZapMarkers markers) {
+  MmuGather tlb(vma->vm_mm);
   vma->vm_mm->pgtables.zap_range(
-      start, end, [&](std::uint64_t, mem::pte_t old) { unmap_pte(vma, old); }, markers == ZapMarkers::drop);
+      start, end, [&](std::uint64_t, mem::pte_t old) { unmap_pte(vma, old, tlb); }, markers == ZapMarkers::drop);
 }
 
 void zap_file_pages(Vma* vma, std::uint64_t start, std::uint64_t end) {
   mem::PhysMem* phys = vma->vm_mm->phys;
+  MmuGather tlb(vma->vm_mm);  // (only file pages here: it stays empty)
   vma->vm_mm->pgtables.for_each_present(start, end, [&](std::uint64_t, std::atomic<mem::pte_t>& slot, mem::pte_t old) {
     const mem::pfn_t pfn = mem::pte_pfn(old);
     if (pfn == phys->zero_pfn() || (phys->frame(pfn).mapping.load(std::memory_order_relaxed) & mem::kMappingAnon))
       return;  // a private copy: stays
-    unmap_pte(vma, mem::ptep_get_and_clear(slot, old));
+    unmap_pte(vma, mem::ptep_get_and_clear(slot, old), tlb);
   });
 }
 
 bool install_guard_range(Vma* vma, std::uint64_t start, std::uint64_t end) {
+  MmuGather tlb(vma->vm_mm);
   return vma->vm_mm->pgtables.install_guard_markers(start, end,
-                                                    [&](std::uint64_t, mem::pte_t old) { unmap_pte(vma, old); });
+                                                    [&](std::uint64_t, mem::pte_t old) { unmap_pte(vma, old, tlb); });
 }
 
 void mark_lazyfree_range(Vma* vma, std::uint64_t start, std::uint64_t end) {
@@ -93,6 +106,7 @@ void mark_lazyfree_range(Vma* vma, std::uint64_t start, std::uint64_t end) {
 void pageout_range(Vma* vma, std::uint64_t start, std::uint64_t end) {
   MmStruct* mm = vma->vm_mm;
   mem::PhysMem* phys = mm->phys;
+  MmuGather tlb(mm);  // (only exclusive pages here: it stays empty)
   mm->pgtables.for_each_present(start, end, [&](std::uint64_t, std::atomic<mem::pte_t>& slot, mem::pte_t old) {
     // Would need swap: stays.  (A lazily freeable PTE is read-only until a
     // write fault makes it dirty: no lockless writer can dirty it, rule I.)
@@ -100,7 +114,7 @@ void pageout_range(Vma* vma, std::uint64_t start, std::uint64_t end) {
     const mem::pfn_t pfn = mem::pte_pfn(old);
     if (pfn == phys->zero_pfn() || !exclusive_anon(phys, pfn)) return;
     slot.store(0, std::memory_order_release);
-    unmap_pte(vma, old);
+    unmap_pte(vma, old, tlb);
   });
 }
 

@@ -248,6 +248,18 @@ struct MmStruct {
   std::atomic<int> fork_window_users{0};
   std::mutex fork_mutex;
 
+  // ---- the soft MMU's TLB (tlb.h) ----
+  // Threads holding translations of this space (AccessScope, or
+  // AddressSpace::access around its copies), counted in shards of one
+  // cache line (a thread always uses the same one).  Raised with a fence
+  // after it, read after a fence by MmuGather::finish: Dekker-style with
+  // the PTE change before that fence.
+  struct alignas(64) TlbShard {
+    std::atomic<std::int64_t> n{0};
+  };
+  static constexpr unsigned kTlbShards = 16;
+  TlbShard tlb_holders[kTlbShards];
+
   // Fault pages in over [start, end) with the mmap_lock held (the fault
   // layer's populate_range_locked, installed by the AddressSpace: mm sits
   // below the fault layer and cannot call it directly).  Static.
