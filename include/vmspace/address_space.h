@@ -211,10 +211,14 @@ class VMSPACE_API AddressSpace {
   // returns -EAGAIN if another fork of this space is still waiting.  Until
   // fork returns, a write fault of the parent on a page it shares with the
   // new child keeps the page (older translations still store there) and
-  // gives the child a copy, so no store is lost.  A READ
-  // translation taken before a page stopped being shared may, until its
-  // scope ends, see what the space that now owns the page alone writes
-  // there (vmspace has no TLB shootdown for readers).  Commit charges
+  // gives the child a copy, so no store is lost.  A read through a
+  // translation taken before this space stopped sharing a page (its
+  // copy-on-write fault, MADV_DONTNEED, munmap) still sees the page as it
+  // was, never what the relative that now owns it writes there: while a
+  // thread of this space holds translations (an open AccessScope, or a
+  // read/write/fill copying), the page stays counted as shared until a
+  // grace period has passed (smaps shows it shared that much longer; the
+  // relative copies instead of reusing it in place).  Commit charges
   // (Overcommit::never) count parent and children together, as Linux's
   // system-wide count does.  Returns the child, or nullptr with *err =
   // -ENOMEM (the parent is unchanged but for pages write-protected for
@@ -407,9 +411,10 @@ class VMSPACE_API AddressSpace {
   Fault fault_in(std::uint64_t va, bool write);
 
   // A scope in which translate() hands out host pointers.  Pointers stay
-  // valid (the frames are not reused) until the scope ends, even if the
-  // page is unmapped meanwhile; an access that starts after munmap/
-  // mprotect/MADV_DONTNEED returned never gets the old translation.
+  // valid (the frames are not reused, not even in place by a fork
+  // relative that shared the page) until the scope ends, even if the page
+  // is unmapped or copied on write meanwhile; an access that starts after
+  // munmap/mprotect/MADV_DONTNEED returned never gets the old translation.
   // A scope is an RCU read-side section, so freed memory is not reusable
   // until it ends.  Every other call of this class may be made inside one
   // (an emulator thread can hold a scope across guest code and service the
