@@ -29,6 +29,7 @@
 #include <string>
 #include <thread>
 
+#include "support/smaps.h"
 #include "vmspace/address_space.h"
 
 namespace vmspace {
@@ -44,13 +45,8 @@ AddressSpaceOptions options(LockMode mode) {
   return o;
 }
 
-// The smaps line `name` of the first mapping, in kB (-1: none).
-long smaps_kb(const AddressSpace& as, const std::string& name) {
-  const std::string s = as.smaps();
-  const std::size_t at = s.find("\n" + name + ":");
-  if (at == std::string::npos) return -1;
-  return std::stol(s.substr(at + name.size() + 2));
-}
+// The smaps figure `name` of the test's mapping, in kB.
+long smaps_kb(const AddressSpace& as, const std::string& name) { return test::smaps_kb(as, kBase, name + ":"); }
 
 // Until `pred` holds (a release after a grace period), at most 10 s.
 bool eventually(const std::function<bool()>& pred) {

@@ -44,6 +44,7 @@
 #include "support/test_host.h"
 #include "sync/fail_nth.h"
 #include "sync/rcu.h"
+#include "support/smaps.h"
 #include "vmspace/address_space.h"
 #include "vmspace/mman.h"
 #include "vmspace/physical_memory.h"
@@ -106,24 +107,7 @@ mm::AnonVma* anon_vma_at(AddressSpace& as, std::uint64_t va) {
   return av;
 }
 
-// The line starting with `key` in the smaps block of the VMA that starts at
-// `start`.
-std::string smaps_line(AddressSpace& as, std::uint64_t start, const std::string& key) {
-  const std::string text = as.smaps();
-  char head[40];
-  std::snprintf(head, sizeof head, "%llx-", static_cast<unsigned long long>(start));
-  const std::size_t at = text.find(head);
-  if (at == std::string::npos || (at != 0 && text[at - 1] != '\n')) return "<no VMA>";
-  std::size_t pos = text.find('\n', at) + 1;
-  while (pos < text.size()) {
-    const std::size_t nl = text.find('\n', pos);
-    std::string line = text.substr(pos, nl - pos);
-    if (line.compare(0, key.size(), key) == 0) return line;
-    if (line.compare(0, 8, "VmFlags:") == 0) break;
-    pos = nl + 1;
-  }
-  return "<no " + key + ">";
-}
+using test::smaps_line;
 bool has_vmflag(AddressSpace& as, std::uint64_t start, const char* two) {
   return smaps_line(as, start, "VmFlags:").find(std::string(" ") + two + " ") != std::string::npos;
 }

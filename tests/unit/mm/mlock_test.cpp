@@ -31,6 +31,7 @@
 #include "support/test_host.h"
 #include "sync/fail_nth.h"
 #include "sync/rcu.h"
+#include "support/smaps.h"
 #include "vmspace/address_space.h"
 
 namespace vmspace::mm {
@@ -83,24 +84,7 @@ vm_flags_t flags_at(AddressSpace& as, std::uint64_t addr) {
   return f;
 }
 
-// The smaps block of the VMA starting at `start`: its lines after the
-// maps line, "Key: value" with the value's spaces squeezed.
-std::string smaps_line(AddressSpace& as, std::uint64_t start, const std::string& key) {
-  const std::string text = as.smaps();
-  char head[40];
-  std::snprintf(head, sizeof head, "%llx-", static_cast<unsigned long long>(start));
-  std::size_t at = text.find(head);
-  if (at == std::string::npos || (at != 0 && text[at - 1] != '\n')) return "<no VMA>";
-  std::size_t pos = text.find('\n', at) + 1;
-  while (pos < text.size()) {
-    const std::size_t nl = text.find('\n', pos);
-    std::string line = text.substr(pos, nl - pos);
-    if (line.compare(0, key.size(), key) == 0) return line;
-    if (line.compare(0, 8, "VmFlags:") == 0) break;  // the block's last line
-    pos = nl + 1;
-  }
-  return "<no " + key + ">";
-}
+using test::smaps_line;
 
 std::string vmflags(AddressSpace& as, std::uint64_t start) { return smaps_line(as, start, "VmFlags:"); }
 
