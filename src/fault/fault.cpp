@@ -110,14 +110,6 @@ unsigned vmf_anon_prepare(Vmf& f) {
   return r;
 }
 
-void set_anon_rmap(MmStruct* mm, const Vmf& f, pfn_t pfn) {
-  mem::Frame& fr = mm->phys->frame(pfn);
-  mm::AnonVma* av = f.vma->anon_vma.load(std::memory_order_acquire);
-  fr.mapping.store(reinterpret_cast<std::uintptr_t>(av) | mem::kMappingAnon, std::memory_order_relaxed);
-  fr.index.store(mm::linear_page_index(f.vma, f.addr), std::memory_order_relaxed);
-  fr.mapcount.store(1, std::memory_order_relaxed);
-}
-
 // First touch of private anonymous memory.
 unsigned do_anonymous_page(Vmf& f, mem::PteTable* table) {
   MmStruct* mm = f.mm;
@@ -136,7 +128,7 @@ unsigned do_anonymous_page(Vmf& f, mem::PteTable* table) {
   if (unsigned r = vmf_anon_prepare(f)) return r;
   pfn_t pfn = alloc_page(mm, /*zeroed=*/true);
   if (pfn == mem::kNoFrame) return kFaultOom;
-  set_anon_rmap(mm, f, pfn);
+  mm::folio_add_new_anon_rmap(mm->phys->frame(pfn), f.vma, f.addr);
   bool installed = false;
   ptl.lock();
   if (mem::pte_none(slot.load(std::memory_order_relaxed))) {
@@ -183,11 +175,7 @@ void fork_window_give_copy(Vmf& f, pfn_t old) {
       const pfn_t fresh = cvma != nullptr ? phys->alloc() : mem::kNoFrame;
       if (fresh != mem::kNoFrame) {  // (no frame: the page stays shared, as before the window)
         std::memcpy(phys->addr(fresh), phys->addr(old), mem::kFrameSize);
-        mem::Frame& nf = phys->frame(fresh);
-        mm::AnonVma* av = cvma->anon_vma.load(std::memory_order_relaxed);
-        nf.mapping.store(reinterpret_cast<std::uintptr_t>(av) | mem::kMappingAnon, std::memory_order_relaxed);
-        nf.index.store(mm::linear_page_index(cvma, f.addr), std::memory_order_relaxed);
-        nf.mapcount.store(1, std::memory_order_relaxed);
+        mm::folio_add_new_anon_rmap(phys->frame(fresh), cvma, f.addr);
         cslot.store(mem::pte_modify_pfn(cpte, fresh), std::memory_order_release);
         phys->frame(old).mapcount.fetch_sub(1, std::memory_order_relaxed);
         phys->put(old);  // the child's reference
@@ -248,7 +236,7 @@ unsigned do_wp_page(Vmf& f, mem::PteTable* table, pte_t orig) {
     return r;
   }
   if (!zero) std::memcpy(phys->addr(fresh), phys->addr(old), mem::kFrameSize);
-  set_anon_rmap(mm, f, fresh);
+  mm::folio_add_new_anon_rmap(mm->phys->frame(fresh), f.vma, f.addr);
   bool installed = false;
   mm::MmuGather tlb(mm);
   ptl.lock();
@@ -439,7 +427,7 @@ unsigned do_cow_fault(Vmf& f, mem::PteTable* table) {
     }
     std::memcpy(phys->addr(fresh), phys->addr(src), mem::kFrameSize);
     FAULT_HOOK(shared_page_taken);
-    set_anon_rmap(mm, f, fresh);
+    mm::folio_add_new_anon_rmap(mm->phys->frame(fresh), f.vma, f.addr);
     bool installed = false, again = false;
     ptl.lock();
     if (mem::pte_none(slot.load(std::memory_order_relaxed))) {

@@ -149,11 +149,7 @@ bool copy_present_pte(Vma* dst, Vma* src, std::uint64_t va, std::atomic<mem::pte
       // The parent's writers may store meanwhile: the child gets the
       // contents as of some moment during fork, as on Linux.
       std::memcpy(phys->addr(fresh), phys->addr(pfn), mem::kFrameSize);
-      mem::Frame& nf = phys->frame(fresh);
-      AnonVma* av = dst->anon_vma.load(std::memory_order_relaxed);  // a copy of a VMA with an anon_vma has one
-      nf.mapping.store(reinterpret_cast<std::uintptr_t>(av) | mem::kMappingAnon, std::memory_order_relaxed);
-      nf.index.store(linear_page_index(dst, va), std::memory_order_relaxed);
-      nf.mapcount.store(1, std::memory_order_relaxed);
+      folio_add_new_anon_rmap(phys->frame(fresh), dst, va);  // (a copy of a VMA with an anon_vma has one)
       ++rss.anon;
       dst_slot.store(mem::pte_mkold(mem::pte_modify_pfn(pte, fresh)), std::memory_order_release);
       return true;

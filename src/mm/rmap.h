@@ -21,6 +21,8 @@
 #include <unordered_set>
 #include <vector>
 
+#include "mem/phys_mem.h"
+#include "mm/memory.h"  // linear_page_index
 #include "mm/mm_types.h"
 
 namespace vmspace::mm {
@@ -61,6 +63,18 @@ inline void anon_vma_lock_write(AnonVma* av) { av->root->rwsem.lock(); }
 inline void anon_vma_unlock_write(AnonVma* av) { av->root->rwsem.unlock(); }
 inline void anon_vma_lock_read(AnonVma* av) { av->root->rwsem.lock_shared(); }
 inline void anon_vma_unlock_read(AnonVma* av) { av->root->rwsem.unlock_shared(); }
+
+// Linux folio_add_new_anon_rmap(): a frame just allocated for `vma` at
+// `addr` becomes one of its anonymous pages, mapped once: it points back
+// to the VMA's own anon_vma (which it must have), at the VMA's linear
+// index.  Before the PTE that maps it is published (release), which
+// orders these stores for lockless readers.
+inline void folio_add_new_anon_rmap(mem::Frame& fr, const Vma* vma, std::uint64_t addr) {
+  AnonVma* av = vma->anon_vma.load(std::memory_order_acquire);
+  fr.mapping.store(reinterpret_cast<std::uintptr_t>(av) | mem::kMappingAnon, std::memory_order_relaxed);
+  fr.index.store(linear_page_index(vma, addr), std::memory_order_relaxed);
+  fr.mapcount.store(1, std::memory_order_relaxed);
+}
 
 // Linux vmf_anon_prepare()/__anon_vma_prepare(): make sure `vma` has an
 // anon_vma, reusing a compatible neighbour's (find_mergeable_anon_vma) or
