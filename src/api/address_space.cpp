@@ -78,7 +78,8 @@ Fault to_fault(fault::FaultResult r) {
 void* usable(const mm::MmStruct* mm, std::uint64_t va, bool write) {
   std::atomic<mem::pte_t>* slot = mm->pgtables.lookup_slot(va);
   if (slot == nullptr) return nullptr;
-  mem::pte_t pte = slot->load(std::memory_order_acquire);
+  // seq_cst: the holder's half of the soft MMU's Dekker pair (mm/tlb.h).
+  mem::pte_t pte = slot->load(std::memory_order_seq_cst);
   if (write && !mem::pte_dirty(pte)) pte = mem::pte_mkdirty_hw(*slot, pte);
   if (!mem::pte_present(pte) || !mem::pte_user(pte) || (write && !mem::pte_write(pte))) return nullptr;
   return static_cast<char*>(mm->phys->addr(mem::pte_pfn(pte))) + (va & (mm::kPageSize - 1));

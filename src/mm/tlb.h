@@ -22,10 +22,10 @@
 // Until then the frame counts one mapping too many: the relative copies
 // instead of reusing, and smaps shows the page shared a little longer.
 //
-// Ordering (Dekker, seq_cst): the releaser clears the PTE, then fences and
-// reads the holder counts; a holder raises its count, fences, then reads
-// PTEs.  Either the releaser sees the holder, or the holder's lookups see
-// the cleared PTE.
+// Ordering (Dekker): the releaser changes the PTE, then issues a seq_cst
+// fence and reads the holder counts (seq_cst); a holder raises its count
+// (a seq_cst RMW), then reads PTEs with seq_cst loads.  Either the
+// releaser sees the holder, or the holder's lookups see the new PTE.
 #pragma once
 
 #include <cstdint>
@@ -36,11 +36,12 @@
 namespace vmspace::mm {
 
 // Count this thread as holding translations of `mm` (nests).  Pairs with
-// mm_tlb_exit on the same thread.  Lock-free; never blocks.
+// mm_tlb_exit on the same thread.  Lock-free; never blocks.  The PTE
+// loads of the translations taken meanwhile must be seq_cst.
 void mm_tlb_enter(MmStruct* mm);
 void mm_tlb_exit(MmStruct* mm);
 
-// After a full fence: does any thread hold translations of `mm`?  Call
+// After a seq_cst fence: does any thread hold translations of `mm`?  Call
 // after the PTE changes whose old translations matter.
 bool mm_tlb_held(MmStruct* mm);
 
