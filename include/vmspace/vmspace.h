@@ -285,8 +285,9 @@ VMSPACE_API vmspace_fault_t vmspace_fault_in(vmspace_t* vs, uint64_t va, int wri
 
 /* A scope in which guest addresses translate to host pointers
  * (AddressSpace::AccessScope): an RCU read-side section.  A pointer stays
- * valid (its frame is not reused) until the scope ends, even if the page
- * is unmapped meanwhile.  Other calls may be made inside a scope (a fault
+ * valid (its frame is not reused, not even in place by a forked space that
+ * shared the page) until the scope ends, even if the page is unmapped or
+ * copied on write meanwhile.  Other calls may be made inside a scope (a fault
  * there that finds no free frame reports VMSPACE_FAULT_OOM instead of
  * waiting for freed ones), except vmspace_destroy.
  * Thread safety: a scope belongs to the thread that began it; scopes nest
