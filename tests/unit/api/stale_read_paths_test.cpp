@@ -10,7 +10,6 @@
 
 #include <atomic>
 #include <chrono>
-#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -29,21 +28,30 @@ thread_local bool t_fail_nothrow_new = false;
 thread_local int t_failed_nothrow_new = 0;
 }  // namespace
 
+// Otherwise the throwing operator new (the runtime's, or a sanitizer's:
+// operator delete must match it).
 void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
   if (t_fail_nothrow_new) {
     ++t_failed_nothrow_new;
     return nullptr;
   }
-  return std::malloc(n == 0 ? 1 : n);
+  try {
+    return ::operator new(n);
+  } catch (...) {
+    return nullptr;
+  }
 }
 void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
   if (t_fail_nothrow_new) {
     ++t_failed_nothrow_new;
     return nullptr;
   }
-  return std::malloc(n == 0 ? 1 : n);
+  try {
+    return ::operator new[](n);
+  } catch (...) {
+    return nullptr;
+  }
 }
-// (libstdc++'s default operator delete frees with free(): malloc above matches.)
 
 namespace vmspace {
 namespace {
