@@ -18,10 +18,18 @@
 // bench_ctx.h lists where the workloads and the report live.
 #include "bench.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <exception>
+#include <filesystem>
 #include <sstream>
+#include <string>
+#include <system_error>
 #include <thread>
 
 #include "bench_ctx.h"
@@ -34,8 +42,11 @@ using namespace bench;
 void add_bench(CLI::App& app, BenchArgs& args) {
   auto* sub = app.add_subcommand("bench", "Measure the lock modes side by side (and the host kernel)");
   sub->add_flag("--quick", args.quick, "Short runs (about 30 s on 2 cores); skips the 1M-VMA lookup");
-  sub->add_option("--json", args.json, "Write machine info, results and targets as JSON to FILE");
-  sub->add_option("--svg", args.svg, "Write fault-churn latency CDFs and fault-scaling bars as SVG into DIR");
+  sub->add_option("--json", args.json,
+                  "Write machine info, results and targets as JSON to FILE (checked writable before measuring)");
+  sub->add_option("--svg", args.svg,
+                  "Write fault-churn latency CDFs and fault-scaling bars as SVG into DIR (created, and checked "
+                  "writable, before measuring)");
   sub->add_option("--workload", args.workloads,
                   "Run only this workload (repeatable): fault, fault-scaling, fault-churn, lookup, mmap, mremap, "
                   "file-fault, space, fork");
@@ -46,6 +57,32 @@ void add_bench(CLI::App& app, BenchArgs& args) {
                   "thread waits for a CPU)")
       ->check(CLI::Range(1, 64));
 }
+
+namespace {
+
+// The output paths, checked before anything is measured (a bad --json
+// path must fail at once, not after minutes of measuring): the JSON file
+// can be opened for writing (it is created if missing, left as it is
+// otherwise); the SVG directory exists or can be created, and is
+// writable.  "" if both are fine, else what is wrong.
+std::string check_output_paths(const BenchArgs& args) {
+  if (!args.json.empty()) {
+    const int fd = ::open(args.json.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) return "cannot write --json file " + args.json + ": " + std::strerror(errno);
+    ::close(fd);
+  }
+  if (!args.svg.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(args.svg, ec);
+    if (ec) return "cannot create --svg directory " + args.svg + ": " + ec.message();
+    if (!std::filesystem::is_directory(args.svg, ec)) return "--svg " + args.svg + " is not a directory";
+    if (::access(args.svg.c_str(), W_OK) != 0)
+      return "cannot write into --svg directory " + args.svg + ": " + std::strerror(errno);
+  }
+  return "";
+}
+
+}  // namespace
 
 int cmd_bench(const BenchArgs& args) {
   Ctx c;
@@ -74,6 +111,10 @@ int cmd_bench(const BenchArgs& args) {
       std::fprintf(stderr, "vmspace bench: unknown workload '%s'\n", w.c_str());
       return 2;
     }
+  if (const std::string bad = check_output_paths(args); !bad.empty()) {
+    std::fprintf(stderr, "vmspace bench: %s\n", bad.c_str());
+    return 2;
+  }
   if (!kRelease)
     std::fprintf(stderr,
                  "vmspace bench: WARNING: this is a %s build (NDEBUG not defined); its figures are not meaningful. "
