@@ -91,8 +91,10 @@ void MmuGather::finish() {
   if (!mm_tlb_held(mm_)) {
     release(phys, pfns_, n_);
   } else {
-    // Every holder's translations are used inside an RCU read section that
-    // began before its count was seen raised: a grace period outlasts them.
+    // A holder that may still use an old translation read the PTE before
+    // the change, inside an RCU read section that had begun by then (its
+    // copy's ReadGuard, or its scope): the grace period rcu::call waits
+    // for outlasts that section.
     void* p = ::operator new(sizeof(DeferredRelease) + n_ * sizeof(mem::pfn_t), std::nothrow);
     if (p != nullptr) {
       auto* d = new (p) DeferredRelease{};
