@@ -44,6 +44,7 @@
 #include "support/test_host.h"
 #include "sync/rcu.h"
 #include "unit/sync/test_util.h"
+#include "support/expect_valid.h"
 #include "vmspace/address_space.h"
 #include "vmspace/physical_memory.h"
 
@@ -195,12 +196,6 @@ mm::AnonVma* anon_vma_at(AddressSpace& as, std::uint64_t va) {
   mm::Vma* v = vma_at(as, va);
   return v != nullptr ? v->anon_vma.load() : nullptr;
 }
-
-#define EXPECT_VALID(as, where)                                   \
-  do {                                                            \
-    std::string why_;                                             \
-    EXPECT_TRUE((as).validate(&why_)) << (where) << ": " << why_; \
-  } while (0)
 
 // ---- the fixture --------------------------------------------------------------------
 

@@ -45,6 +45,7 @@
 #include "sync/fail_nth.h"
 #include "sync/rcu.h"
 #include "support/smaps.h"
+#include "support/expect_valid.h"
 #include "vmspace/address_space.h"
 #include "vmspace/mman.h"
 #include "vmspace/physical_memory.h"
@@ -127,12 +128,6 @@ std::string maps_without(const std::string& maps, const std::vector<std::uint64_
   }
   return out;
 }
-
-#define EXPECT_VALID(as, where)          \
-  do {                                   \
-    std::string why_;                    \
-    EXPECT_TRUE((as).validate(&why_)) << (where) << ": " << why_; \
-  } while (0)
 
 // ---- the fixture ----------------------------------------------------------------
 
