@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "vmspace/export.h"
 #include "vmspace/file_backing.h"
@@ -48,6 +49,15 @@ struct AddressSpaceOptions {
   // randomization: TASK_SIZE minus the stack limit and guard gap, clamped
   // to at least 128 MiB (0x7ffff7fff000 for an 8 MiB stack).
   std::uint64_t mmap_base = 0;
+  // ---- Guest geometry ----------------------------------------------------
+  // TASK_SIZE, the end of user space.  0 = x86-64's 47-bit user space
+  // (0x7ffffffff000).  kTaskSize57 = five-level paging (0x00fffffffffff000):
+  // as Linux, mappings go above the 47-bit window only when the hint (or
+  // MAP_FIXED address) asks for it.  kTaskSize32 = a 32-bit (ia32) guest
+  // (0xffffe000): every mapping, the stack and the heap stay below it and
+  // mmap_base defaults to TASK_SIZE minus the stack gap as for 64 bits.
+  // Any other value: the constructor throws std::invalid_argument.
+  std::uint64_t task_size = 0;
   // A read fault on never-written private anonymous memory maps the shared
   // zero page (true, upstream) or allocates a zeroed page (false: Linux's
   // mm_forbids_zeropage(), and hosts booted without a zero page).  With
@@ -119,15 +129,95 @@ struct AddressSpaceOptions {
   mem::PhysMem* phys = nullptr;
 };
 
+// The page size of every guest: vmspace maps 4 KiB pages only.
+inline constexpr std::uint64_t kGuestPageSize = 4096;
+// AddressSpaceOptions::task_size values (see there).
+inline constexpr std::uint64_t kTaskSize47 = (std::uint64_t{1} << 47) - kGuestPageSize;
+inline constexpr std::uint64_t kTaskSize57 = (std::uint64_t{1} << 56) - kGuestPageSize;
+inline constexpr std::uint64_t kTaskSize32 = 0xffffe000;
+
+// What an access does to a page, as the CPU's fault error code says it:
+// a data read, a data write, or an instruction fetch.  Linux x86-64 with
+// NX: a fetch needs PROT_EXEC (PROT_READ does not imply it: no
+// READ_IMPLIES_EXEC personality); a read needs any of PROT_READ, WRITE or
+// EXEC (PROT_EXEC alone is readable unless AddressSpaceOptions::
+// exec_only_pkey); a write needs PROT_WRITE.  A fetch is a read as far as
+// faulting pages in goes (it never copies on write).
+enum class AccessKind : unsigned char { read, write, exec };
+
 // What an access that could not be completed ran into: the fault the
-// kernel would signal, at the page holding the first byte that faulted.
+// kernel would signal, at the first byte that faulted (si_addr).
 enum class Fault { none, segv_maperr, segv_accerr, sigbus, oom };
 struct AccessResult {
   Fault fault = Fault::none;
-  std::uint64_t addr = 0;  // page address of the first faulting byte
+  std::uint64_t addr = 0;  // the first byte that faulted, exact (si_addr); 0 when ok
+  std::uint64_t done = 0;  // bytes completed before it (all of them when ok)
   bool ok() const { return fault == Fault::none; }
 };
 VMSPACE_API const char* fault_name(Fault f);
+
+// One VMA as the query API returns it (a copy: it stays valid whatever
+// happens to the space afterwards).
+struct VmaInfo {
+  std::uint64_t start = 0, end = 0;  // [start, end), page aligned
+  int prot = 0;                      // PROT_READ | PROT_WRITE | PROT_EXEC
+  int flags = 0;                     // MAP_SHARED or MAP_PRIVATE, | MAP_GROWSDOWN | MAP_LOCKED
+  std::uint64_t vm_flags = 0;        // Linux's VM_* bits, as smaps VmFlags shows them
+  std::uint64_t offset = 0;          // file offset of `start` in bytes (0 for anonymous memory)
+  std::string name;                  // the maps name: a file's, "[heap]", "[stack]", "[anon:NAME]", ""
+};
+
+// Invalidation notifiers (Linux's mmu_notifier): why translations of a
+// range die.
+enum class InvalidateReason : unsigned char {
+  unmap,        // munmap, MAP_FIXED over a mapping, brk shrinking, mremap's source
+  protection,   // mprotect (or pkey) taking rights away; write-watch arming
+  remap,        // mremap moving pages
+  discard,      // MADV_DONTNEED / DONTNEED_LOCKED / FREE / REMOVE / GUARD_INSTALL
+  cow,          // a copy-on-write fault replacing a page with its copy
+  truncate,     // ftruncate or a hole punched in a file mapped here
+  fork_wrprotect,  // fork write-protecting private pages for copy on write
+  other,        // anything else that changes a PTE (page migration, writeback clean)
+};
+struct InvalidateRange {
+  std::uint64_t start = 0, end = 0;  // [start, end), page aligned
+  InvalidateReason reason = InvalidateReason::other;
+};
+// An embedder's view of translations (its own TLB, a JIT's code cache).
+// Thread safety: callbacks run on the thread making the change, possibly
+// concurrently for disjoint ranges; they must not call into this
+// AddressSpace other than translation_generation(), and must not block on
+// a thread that may be inside a call of this space.  They may take the
+// embedder's own locks.
+class VMSPACE_API InvalidationNotifier {
+ public:
+  virtual ~InvalidationNotifier() = default;
+  // Before any PTE of the range changes: after it returns, a translation
+  // of the range the embedder caches must not be used for a new access.
+  virtual void invalidate_range_start(const InvalidateRange& r) = 0;
+  // After the change is complete (the range may be faulted in again).
+  virtual void invalidate_range_end(const InvalidateRange& r) { (void)r; }
+};
+
+// Write-watch callback: the guest is about to write to the watched page
+// at `page` (page aligned) through `as`.  Called before the write
+// proceeds, on the writing thread, with no lock of the space held; the
+// same rules as InvalidationNotifier callbacks.
+class AddressSpace;
+using WriteWatchFn = void (*)(void* arg, AddressSpace& as, std::uint64_t page);
+
+// A futex key (Linux's get_futex_key): two accesses wait on the same futex
+// exactly when their keys compare equal.  Private futexes and private
+// memory: the space and the address; shared memory (MAP_SHARED anonymous
+// memory and files) with a shared futex: the shared object and the byte
+// offset in it, the same in every mapping of it (in any space sharing the
+// object).  Stable while the mapping (for shared objects: the object)
+// lives.
+struct FutexKey {
+  const void* object = nullptr;
+  std::uint64_t offset = 0;
+  bool operator==(const FutexKey&) const = default;
+};
 
 // Events counted as /proc/vmstat names them, and vmspace's own:
 // madvise_vma_lock / madvise_mmap_lock count the madvise(DONTNEED,
@@ -402,13 +492,106 @@ class VMSPACE_API AddressSpace {
 
   // Guest memory access (the soft MMU).  Copies in ascending address order,
   // faulting pages in as needed; stops at the first fault it cannot
-  // resolve (the bytes before it are done).
+  // resolve: AccessResult::done bytes are done, AccessResult::addr is the
+  // first byte not done (va + done).  `fetch` reads as instruction fetch
+  // does (AccessKind::exec: the pages must be executable).
   AccessResult read(std::uint64_t va, void* dst, std::uint64_t n);
+  AccessResult fetch(std::uint64_t va, void* dst, std::uint64_t n);
   AccessResult write(std::uint64_t va, const void* src, std::uint64_t n);
   AccessResult fill(std::uint64_t va, unsigned char byte, std::uint64_t n);
-  // Make the page at va usable for `write` (or read) access, as a CPU
-  // fault would.
-  Fault fault_in(std::uint64_t va, bool write);
+  // Make the page at va usable for the access, as a CPU fault would.
+  Fault fault_in(std::uint64_t va, AccessKind kind);
+  Fault fault_in(std::uint64_t va, bool write) {
+    return fault_in(va, write ? AccessKind::write : AccessKind::read);
+  }
+
+  // ---- Atomics on guest memory -------------------------------------------
+  // `size` is 1, 2, 4 or 8 and va a multiple of it (else Fault::sigbus at
+  // va, BUS_ADRALN, with nothing done; a size of another value is a
+  // programming error: std::invalid_argument).  Each is one sequentially
+  // consistent atomic operation on the guest's page (atomic with respect
+  // to every other access of any space mapping the page, and to host code
+  // using a translate()d pointer with std::atomic_ref), faulting the page
+  // in first as the CPU would (loads read faults, the others write
+  // faults).  Values are little-endian guest values zero-extended to 64
+  // bits (wider bits of inputs ignored).  On a fault nothing is changed
+  // and the outputs are untouched.
+  AccessResult atomic_load(std::uint64_t va, unsigned size, std::uint64_t* value);
+  AccessResult atomic_store(std::uint64_t va, unsigned size, std::uint64_t value);
+  AccessResult atomic_exchange(std::uint64_t va, unsigned size, std::uint64_t value, std::uint64_t* old);
+  // Stores `desired` if the value is *expected; else writes the value
+  // found to *expected.  *success says which.  (Faults as a write even
+  // when the comparison fails, as x86's CMPXCHG.)
+  AccessResult atomic_compare_exchange(std::uint64_t va, unsigned size, std::uint64_t* expected,
+                                       std::uint64_t desired, bool* success);
+  AccessResult atomic_fetch_add(std::uint64_t va, unsigned size, std::uint64_t value, std::uint64_t* old);
+  // The futex key of the 4-byte word at va (`shared`: not FUTEX_PRIVATE_FLAG).
+  // 0; -EINVAL when va is not 4-byte aligned; -EFAULT when no VMA maps it
+  // readable (faults nothing in).
+  int futex_key(std::uint64_t va, bool shared, FutexKey* key) const;
+
+  // ---- Querying the layout -----------------------------------------------
+  // The VMA containing addr, or false.  Safe concurrently with faults and
+  // with every other call: in the per-VMA lock modes it reads under that
+  // VMA's read lock (as Linux 6.17+'s /proc/pid/maps, lock_next_vma),
+  // falling back to the mmap_lock for reading only when the VMA is being
+  // changed; in mmap_lock mode under the mmap_lock for reading.
+  bool find_vma(std::uint64_t addr, VmaInfo* out) const;
+  // Every VMA that intersects [start, end), in address order; each one
+  // is a consistent snapshot of that VMA (not of the whole list: as
+  // /proc/pid/maps, a VMA changed while the walk is past it is not seen
+  // again).  Same locking as find_vma.
+  std::vector<VmaInfo> vmas(std::uint64_t start = 0, std::uint64_t end = UINT64_MAX) const;
+  // prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, addr, len, name), Linux 6.18:
+  // names the anonymous VMAs of [addr, addr + len) ("[anon:NAME]" in maps;
+  // shared anonymous ones "[anon_shmem:NAME]"), splitting at the edges;
+  // the name is part of the merge key (VMAs merge only with equal names).
+  // nullptr or "" removes the name.  -EINVAL: addr not page aligned, end
+  // wraps, a name longer than 79 bytes, or one with a byte that is not
+  // printable ASCII or is one of \ ` $ [ ]; -EBADF: a VMA of the range is
+  // a file mapping (the ones before it are named); -ENOMEM: a hole (every
+  // mapped part is named).  0 on success.
+  int set_anon_name(std::uint64_t addr, std::uint64_t len, const char* name);
+
+  // ---- Knowing when translations die --------------------------------------
+  // Register / unregister a notifier (it is not owned; unregister before
+  // destroying it).  Every change that ends translations of a range
+  // (reasons in InvalidateReason) calls invalidate_range_start before any
+  // PTE of the range changes and invalidate_range_end after, on the
+  // changing thread.  Registration is thread-safe; a notifier registered
+  // while a change runs may miss that change's start (it sees its end).
+  // unregister_notifier returns after every callback of it has returned.
+  // A forked child does not inherit notifiers.  0, -EEXIST (registered
+  // already), -ENOENT (not registered).
+  int register_notifier(InvalidationNotifier* n);
+  int unregister_notifier(InvalidationNotifier* n);
+  // Bumped (atomically, release) before any translation dies, whether or
+  // not notifiers are registered: a cache of translate()d pointers taken
+  // inside an AccessScope stays usable while the generation it recorded
+  // (acquire-load before translating) is unchanged and the scope is open.
+  std::uint64_t translation_generation() const;
+
+  // ---- Write-watch (self-modifying code) ----------------------------------
+  // The callback that armed pages report to (nullptr: none).  Set it
+  // before arming; thread-safe.
+  void set_write_watch(WriteWatchFn fn, void* arg);
+  // Arm every mapped page of [addr, addr + len): the next write to each
+  // (through write/fill/atomics, a write fault_in, or a translate(va,
+  // write) after which the caller writes) first calls the callback once
+  // for that page, then proceeds; the page is then disarmed (writable
+  // again for the guest) and marked written.  Arming write-protects the
+  // pages (notifiers see InvalidateReason::protection).  Pages faulted in
+  // later are armed too while the range stays armed.  Forked children do
+  // not inherit watches.  0, -EINVAL (unaligned addr, wrap), -ENOMEM (a
+  // hole: the mapped parts are armed).
+  int write_watch_arm(std::uint64_t addr, std::uint64_t len);
+  // Disarm [addr, addr + len) without reporting.  0 / -EINVAL.
+  int write_watch_disarm(std::uint64_t addr, std::uint64_t len);
+  // PAGEMAP_SCAN with PM_SCAN_WP_MATCHING and PAGE_IS_WRITTEN: append to
+  // *written the page addresses in [addr, addr + len) written since they
+  // were armed, and re-arm those pages when `rearm`.  The count appended,
+  // or -EINVAL.
+  long write_watch_scan(std::uint64_t addr, std::uint64_t len, bool rearm, std::vector<std::uint64_t>* written);
 
   // A scope in which translate() hands out host pointers.  Pointers stay
   // valid (the frames are not reused, not even in place by a fork
@@ -432,6 +615,7 @@ class VMSPACE_API AddressSpace {
     // Host pointer to the byte at va if the page is mapped for this access
     // right now, else nullptr (call fault_in outside the scope, then retry).
     void* translate(std::uint64_t va, bool write) const;
+    void* translate(std::uint64_t va, AccessKind kind) const;
 
    private:
     AddressSpace& as_;
