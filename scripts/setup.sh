@@ -13,6 +13,7 @@ packages=(
   nlohmann-json3-dev
   valgrind
   spin gcc            # the model tier: tests/model (spin, and cc for its verifiers)
+  libunicorn-dev      # examples/unicorn-linux (vmspace-unicorn; gcc builds its guests)
 )
 
 missing=()
