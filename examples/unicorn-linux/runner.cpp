@@ -52,6 +52,7 @@ struct GuestSigaction {
 constexpr const char* kKindName[] = {"read", "write", "exec"};
 constexpr std::uint64_t kSaRestorer = 0x04000000;
 constexpr std::uint64_t kRedZone = 128;
+constexpr int kMaxFaultRepeats = 1000;
 
 #if VMSPACE_UNICORN_NOTIFIERS
 vmspace::AccessKind access_kind(int k) { return static_cast<vmspace::AccessKind>(k); }
@@ -132,6 +133,20 @@ bool Runner::handle_fault(Kind kind, std::uint64_t address, int size) {
   if (last != page) {
     auto it = mapped_.find(page);
     if (it != mapped_.end() && (it->second.perms & kNeed[static_cast<int>(kind)])) page = fault_addr = last;
+  }
+  // No progress: Unicorn faulting again and again on a page just mapped
+  // for the access would be a bug here (only the guest's own system calls
+  // take mappings away, and they reset the count).
+  if (page == last_fault_page_ && kind == last_fault_kind_) {
+    if (++fault_repeats_ > kMaxFaultRepeats) {
+      std::fprintf(stderr, "vmspace-unicorn: no progress: %s faults at 0x%" PRIx64 " repeat\n",
+                   kKindName[static_cast<int>(kind)], address);
+      internal_error_ = true;
+      uc_emu_stop(uc_);
+      return false;
+    }
+  } else {
+    last_fault_page_ = page, last_fault_kind_ = kind, fault_repeats_ = 0;
   }
   vmspace::Fault f = fault_and_map(page, kind);
   if (trace_)
@@ -289,6 +304,7 @@ void Runner::on_syscall(uc_engine*, void* user) { static_cast<Runner*>(user)->do
 
 void Runner::do_syscall() {
   stats_.syscalls++;
+  fault_repeats_ = 0;
   const std::uint64_t nr = reg(UC_X86_REG_RAX);
   const std::uint64_t a0 = reg(UC_X86_REG_RDI), a1 = reg(UC_X86_REG_RSI), a2 = reg(UC_X86_REG_RDX),
                       a3 = reg(UC_X86_REG_R10), a4 = reg(UC_X86_REG_R8), a5 = reg(UC_X86_REG_R9);
@@ -472,6 +488,7 @@ int Runner::run(std::uint64_t entry, std::uint64_t sp) {
     // or an error, never by reaching it.
     uc_err e = uc_emu_start(uc_, pc, UINT64_MAX, 0, 0);
     if (exited_) return exit_status_;
+    if (internal_error_) return 1;
     if (has_deferred_fetch_) {
       has_deferred_fetch_ = false;
       pc = reg(UC_X86_REG_RIP);

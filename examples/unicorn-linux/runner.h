@@ -26,9 +26,23 @@
 //      executable page is mapped readable + executable and write-watched
 //      (write_watch_arm); the guest's first store to it faults into the
 //      hook, whose write fault_in fires the watch (the callback drops
-//      Unicorn's translated code for the page) and the page is mapped
-//      readable + writable; the next instruction fetch from it maps it
-//      readable + executable again and re-arms the watch.
+//      Unicorn's translated code for the page) and the page becomes
+//      readable + writable; the next instruction fetch from it faults, and
+//      the page is mapped readable + executable again with the watch
+//      re-armed.  So every guest rewrite of code it has run goes through
+//      vmspace's write fault and the watch.
+//
+// Unicorn 2.0.1 constraints the code works around (runner.cpp says where):
+// a FETCH_PROT hook that handled the fault makes Unicorn fetch through a
+// stale TLB entry, so fetch-permission faults are handled outside the
+// emulation (run() restarts at the instruction, which is where Unicorn
+// stops before translating it); a region made read-only with uc_mem_protect
+// silently drops the store that faults on it even once the hook made it
+// writable, so rights are only ever taken away by unmapping the page.  A
+// store that faults into a signal is reported exactly (si_addr), but
+// Unicorn finishes the translation block it was in before stopping; the
+// handler starts after that (harmless for handlers that do not return,
+// the only kind this runner supports: rt_sigreturn kills the guest).
 #pragma once
 
 #include <unicorn/unicorn.h>
@@ -146,6 +160,10 @@ class Runner
   int in_handler_ = 0;  // the signal whose handler runs (it is blocked meanwhile)
   std::uint64_t deferred_fetch_ = 0;  // a UC_MEM_FETCH_PROT fault left to run()
   bool has_deferred_fetch_ = false;
+  std::uint64_t last_fault_page_ = 0;  // the no-progress check of handle_fault
+  Kind last_fault_kind_ = Kind::read;
+  int fault_repeats_ = 0;
+  bool internal_error_ = false;
   bool trace_ = false;  // VMSPACE_UNICORN_TRACE=1: every fault on stderr
   bool exited_ = false;
   int exit_status_ = 0;
