@@ -53,6 +53,7 @@ constexpr const char* kKindName[] = {"read", "write", "exec"};
 constexpr std::uint64_t kSaRestorer = 0x04000000;
 constexpr std::uint64_t kRedZone = 128;
 constexpr int kMaxFaultRepeats = 1000;
+constexpr std::uint64_t kNoPage = UINT64_MAX;
 
 #if VMSPACE_UNICORN_NOTIFIERS
 vmspace::AccessKind access_kind(int k) { return static_cast<vmspace::AccessKind>(k); }
@@ -164,6 +165,22 @@ bool Runner::handle_fault(Kind kind, std::uint64_t address, int size) {
 }
 
 vmspace::Fault Runner::fault_and_map(std::uint64_t page, Kind kind) {
+  if (kind != Kind::write) return map_page(page, kind);
+  // A write fault may end the page's own translation (a copy on write, or
+  // a PTE rewritten in place): the notifier leaves this one page to
+  // map_page, which replaces it (another frame) or only adds the write
+  // right (the same frame), rather than unmapping it from inside Unicorn's
+  // store path (see runner.h).  Unicorn makes no access until the hook
+  // returns; on a fault the page is unmapped here.
+  write_fault_page_ = page;
+  write_fault_stale_ = false;
+  vmspace::Fault f = map_page(page, kind);
+  write_fault_page_ = kNoPage;
+  if (f != vmspace::Fault::none && write_fault_stale_) unmap_range(page, page + kPage);
+  return f;
+}
+
+vmspace::Fault Runner::map_page(std::uint64_t page, Kind kind) {
   void* host = nullptr;
   int prot = 0;
   // Each round faults the page in; translate() can still miss when the
@@ -265,12 +282,17 @@ int Runner::vma_prot(std::uint64_t va) const {
 #endif
 }
 
-void Runner::unmap_range(std::uint64_t start, std::uint64_t end) {
+void Runner::unmap_range(std::uint64_t start, std::uint64_t end, std::uint64_t keep) {
   for (auto it = mapped_.lower_bound(start); it != mapped_.end() && it->first < end;) {
-    uc_mem_unmap(uc_, it->first, kPage);
     // Unicorn keys translated code by guest address: code translated from
-    // this page must not outlive the mapping.
+    // this page must not outlive the mapping.  (Removed while the page is
+    // still mapped: Unicorn finds the code through the mapping.)
     if (it->second.perms & UC_PROT_EXEC) uc_ctl_remove_cache(uc_, it->first, it->first + kPage);
+    if (it->first == keep) {
+      ++it;
+      continue;
+    }
+    uc_mem_unmap(uc_, it->first, kPage);
     stats_.pages_unmapped++;
     it = mapped_.erase(it);
   }
@@ -279,7 +301,8 @@ void Runner::unmap_range(std::uint64_t start, std::uint64_t end) {
 #if VMSPACE_UNICORN_NOTIFIERS
 void Runner::invalidate_range_start(const vmspace::InvalidateRange& r) {
   stats_.invalidations++;
-  unmap_range(r.start, r.end);
+  if (write_fault_page_ >= r.start && write_fault_page_ < r.end) write_fault_stale_ = true;
+  unmap_range(r.start, r.end, write_fault_page_);
 }
 #endif
 

@@ -124,8 +124,11 @@ class Runner
   // Fault `page` in for `kind` and map it into Unicorn.  Fault::none or
   // what the guest gets.
   vmspace::Fault fault_and_map(std::uint64_t page, Kind kind);
+  vmspace::Fault map_page(std::uint64_t page, Kind kind);
   int vma_prot(std::uint64_t va) const;  // PROT_* of the VMA holding va, or -1
-  void unmap_range(std::uint64_t start, std::uint64_t end);
+  // Unmap the runner's pages of [start, end) from Unicorn, all but `keep`
+  // (whose translated code is dropped all the same).
+  void unmap_range(std::uint64_t start, std::uint64_t end, std::uint64_t keep = UINT64_MAX);
   // Fallback (rule 2): after the guest's memory syscalls and the runner's
   // own writes; nothing with notifiers.
   void changed(std::uint64_t start, std::uint64_t end);
@@ -158,6 +161,10 @@ class Runner
   std::array<Sigaction, 65> sigactions_{};
   PendingSignal pending_;
   int in_handler_ = 0;  // the signal whose handler runs (it is blocked meanwhile)
+  // The page a write fault is mapping (UINT64_MAX: none), and whether a
+  // notifier ended its translation meanwhile (fault_and_map).
+  std::uint64_t write_fault_page_ = UINT64_MAX;
+  bool write_fault_stale_ = false;
   std::uint64_t deferred_fetch_ = 0;  // a UC_MEM_FETCH_PROT fault left to run()
   bool has_deferred_fetch_ = false;
   std::uint64_t last_fault_page_ = 0;  // the no-progress check of handle_fault
