@@ -31,6 +31,15 @@ static void* small_alloc(u64 n) {
   return p;
 }
 
+// Deep recursion: the stack grows well past its first pages (a
+// MAP_GROWSDOWN stack grows on the faults below it).
+__attribute__((noinline)) static u64 deep(int n) {
+  volatile u8 frame[512];
+  for (int i = 0; i < 512; i += 64) frame[i] = (u8)(n + i);
+  if (n == 0) return frame[0];
+  return deep(n - 1) * 31 + frame[64];
+}
+
 int main(int argc, char** argv) {
   (void)argv;
   say_dec("argc", argc);
@@ -94,5 +103,17 @@ int main(int argc, char** argv) {
   say_dec("small blocks intact", sum2 == sum);
   say_dec("brk shrink", sys_brk(heap_start) == heap_start);
   say_dec("brk below start refused", sys_brk(heap_start - 4096 * 1024) == heap_start);
+
+  // 1 MiB of stack.
+  say_hex("deep recursion", deep(1800));
+
+  // A thread pointer (arch_prctl ARCH_SET_FS), read through %fs.
+  u64* tls = (u64*)sys_mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS);
+  if (is_err(tls)) die("mmap failed");
+  tls[1] = 0x1234abcd;
+  say_dec("arch_prctl(ARCH_SET_FS)", syscall3(SYS_arch_prctl, 0x1002, tls, 0));
+  u64 via_fs;
+  __asm__ volatile("mov %%fs:8, %0" : "=r"(via_fs));
+  say_hex("read through fs", via_fs);
   return 0;
 }
