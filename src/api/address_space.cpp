@@ -501,8 +501,8 @@ AccessResult AddressSpace::fill(std::uint64_t va, unsigned char byte, std::uint6
   return access(va, n, true, [&](void* p, std::uint64_t, std::uint64_t len) { std::memset(p, byte, len); });
 }
 
-Fault AddressSpace::fault_in(std::uint64_t va, bool write) {
-  return to_fault(fault::handle_fault(mm_.get(), va, write ? fault::Access::write : fault::Access::read));
+Fault AddressSpace::fault_in(std::uint64_t va, AccessKind kind) {
+  return to_fault(fault::handle_fault(mm_.get(), va, kind == AccessKind::write ? fault::Access::write : fault::Access::read));
 }
 
 // A scope is an RCU read section and a translation holder (mm/tlb.h) for

@@ -33,6 +33,7 @@
 #include <thread>
 
 #include "bench_ctx.h"
+#include "bench_rounds.h"
 #include "build_kind.h"
 
 namespace vmspace::cli {
@@ -56,6 +57,14 @@ void add_bench(CLI::App& app, BenchArgs& args) {
                   "fault-churn: fault threads beside the writer (default: cores - 1, at least 1, so that no "
                   "thread waits for a CPU)")
       ->check(CLI::Range(1, 64));
+  sub->add_option("--rounds", args.rounds,
+                  "Run exactly N measured rounds (default: 3 to 6, or 2 to 4 with --quick, stopping once every "
+                  "target's spread over the rounds is at most 1.10)")
+      ->check(CLI::Range(1, 100));
+  sub->add_flag("!--no-warmup", args.warmup, "Skip the unrecorded warm-up round (a --quick pass of every workload)");
+  sub->add_flag("--check", args.check,
+                "Exit with status 1 when a target FAILs (UNSTABLE and N/A do not count); without it the exit "
+                "status is 0 whatever the figures");
 }
 
 namespace {
@@ -121,28 +130,60 @@ int cmd_bench(const BenchArgs& args) {
                  "Use build/release/vmspace.\n",
                  vmspace::cli::build_kind());
   auto want = [&](const char* w) { return std::find(wl.begin(), wl.end(), w) != wl.end(); };
+  auto run_all = [&](Ctx& r) {
+    if (want("fault")) run_fault(r);
+    if (want("fault-scaling")) run_fault_scaling(r);
+    if (want("fault-churn")) run_fault_churn(r);
+    if (want("lookup")) run_lookup(r);
+    if (want("mmap")) run_mmap(r);
+    if (want("mremap")) run_mremap(r);
+    if (want("file-fault")) run_file_fault(r);
+    if (want("space")) run_space(r);
+    if (want("fork")) run_fork(r);
+  };
   auto t0 = Clock::now();
+  bool failed = false;
   try {
-    if (want("fault")) run_fault(c);
-    if (want("fault-scaling")) run_fault_scaling(c);
-    if (want("fault-churn")) run_fault_churn(c);
-    if (want("lookup")) run_lookup(c);
-    if (want("mmap")) run_mmap(c);
-    if (want("mremap")) run_mremap(c);
-    if (want("file-fault")) run_file_fault(c);
-    if (want("space")) run_space(c);
-    if (want("fork")) run_fork(c);
-    const std::vector<Target> ts = targets(c);
+    if (args.warmup) {
+      // Every pool, every kernel region and every code path touched once,
+      // and the CPU's frequency up, before anything is recorded: a fresh
+      // machine's first figures are not its own (issue 18).
+      progress("warm-up: one unrecorded --quick round of every workload");
+      Ctx w = c;
+      w.quick = true;
+      w.warmup = true;
+      run_all(w);
+      c.warmed_up = true;
+    }
+    const RoundPlan plan = round_plan(c.quick, args.rounds);
+    std::vector<std::vector<Result>> results;
+    std::vector<std::vector<Target>> round_targets;
+    std::vector<Target> ts;
+    for (int round = 1; round <= plan.max_rounds; ++round) {
+      progress("round %d (at least %d, at most %d)", round, plan.min_rounds, plan.max_rounds);
+      // Notes and the latency CDF are the last round's; figures combine.
+      c.results.clear();
+      c.notes.clear();
+      c.cdf.clear();
+      run_all(c);
+      results.push_back(c.results);
+      round_targets.push_back(targets(c));
+      ts = combine_targets(round_targets);
+      if (round >= plan.min_rounds && settled(ts, plan.settle_spread)) break;
+    }
+    c.results = combine_results(results);
+    c.rounds = static_cast<int>(results.size());
     print_report(c, ts);
     std::fflush(stdout);
     if (!args.json.empty()) write_json(c, ts, args.json);
     if (!args.svg.empty()) write_svgs(c, args.svg);
+    for (const Target& t : ts) failed |= verdict(t) == Verdict::fail;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "vmspace bench: %s\n", e.what());
     return 2;
   }
   progress("done in %.1f s", secs(Clock::now() - t0));
-  return 0;
+  return args.check && failed ? 1 : 0;
 }
 
 }  // namespace vmspace::cli

@@ -62,20 +62,29 @@ struct Mode {
   LockMode lock = LockMode::mmap_lock;
 };
 
+// One figure.  After the rounds are combined (bench_rounds.h): the median
+// of the rounds kept, their spread (max/min) and how many were kept.
 struct Result {
   std::string workload, mode, metric;
   double value;
   std::string unit;
+  double spread = 1;
+  int rounds = 1;
 };
 
 struct Target {
   std::string name, cmp;  // cmp: "<=" or ">="
   double value, limit;
   std::string why_na;     // non-empty: not applicable
+  double spread = 1;      // over the rounds (bench_rounds.h)
+  int rounds = 1;
 };
 
 struct Ctx {
   bool quick = false;
+  bool warmup = false;  // the unrecorded warm-up round
+  int rounds = 0;       // measured rounds combined into `results` (set at the end)
+  bool warmed_up = false;  // an unrecorded warm-up round ran first
   int churn_threads = 1;
   std::vector<Mode> modes;
   std::vector<Result> results;

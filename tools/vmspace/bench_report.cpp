@@ -14,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bench_rounds.h"
 #include "build_kind.h"
 
 namespace vmspace::cli::bench {
@@ -142,30 +143,45 @@ std::vector<Target> targets(const Ctx& c) {
 
 namespace {
 
-bool passes(const Target& t) { return t.cmp == "<=" ? t.value <= t.limit : t.value >= t.limit; }
+// "x1.04": a figure's spread over the rounds; "-" for one round or none.
+std::string spread_str(double spread, int rounds) {
+  if (rounds <= 1) return "-";
+  if (std::isnan(spread)) return "n/a";
+  char b[32];
+  std::snprintf(b, sizeof b, "x%.2f", spread);
+  return b;
+}
 
 }  // namespace
 
 void print_report(const Ctx& c, const std::vector<Target>& ts) {
-  std::printf("vmspace bench (%s build%s)\n\n", vmspace::cli::build_kind(), c.quick ? ", --quick" : "");
-  std::printf("%-14s %-17s %-34s %12s %-9s %s\n", "workload", "mode", "metric", "value", "unit", "ratios");
+  std::printf("vmspace bench (%s build%s): median of %d round%s %s; spread = max/min of the rounds kept\n\n",
+              vmspace::cli::build_kind(), c.quick ? ", --quick" : "", c.rounds, c.rounds == 1 ? "" : "s",
+              c.warmed_up ? "after a warm-up" : "without a warm-up (--no-warmup)");
+  std::printf("%-14s %-17s %-34s %12s %-9s %-7s %s\n", "workload", "mode", "metric", "value", "unit", "spread",
+              "ratios");
   std::string last;
   for (const Result& r : c.results) {
     if (r.workload != last && !last.empty()) std::printf("\n");
     last = r.workload;
-    std::printf("%-14s %-17s %-34s %12s %-9s %s\n", r.workload.c_str(), r.mode.c_str(), r.metric.c_str(),
-                fmt(r.value).c_str(), r.unit.c_str(), note_for(c, r).c_str());
+    std::printf("%-14s %-17s %-34s %12s %-9s %-7s %s\n", r.workload.c_str(), r.mode.c_str(), r.metric.c_str(),
+                fmt(r.value).c_str(), r.unit.c_str(), spread_str(r.spread, r.rounds).c_str(), note_for(c, r).c_str());
   }
   if (!c.notes.empty()) {
-    std::printf("\nnotes:\n");
+    std::printf("\nnotes (from the last round):\n");
     for (const auto& n : c.notes) std::printf("  %s\n", n.c_str());
   }
-  std::printf("\ntargets:\n");
+  std::printf("\ntargets (UNSTABLE: the rounds' spread is above x%.2f, too wide to judge):\n", kUnstableSpread);
   for (const Target& t : ts) {
-    if (!t.why_na.empty()) std::printf("  N/A   %-66s (%s)\n", t.name.c_str(), t.why_na.c_str());
-    else
-      std::printf("  %-5s %-66s %s %s %s\n", passes(t) ? "PASS" : "FAIL", t.name.c_str(), fmt(t.value, 2).c_str(),
-                  t.cmp.c_str(), fmt(t.limit, 2).c_str());
+    const Verdict v = verdict(t);
+    if (v == Verdict::na) {
+      std::printf("  %-8s %-66s (%s)\n", verdict_name(v), t.name.c_str(), t.why_na.c_str());
+      continue;
+    }
+    std::string head = verdict_name(v);
+    if (v == Verdict::unstable) head += " (spread " + fmt(t.spread, 2) + ")";
+    std::printf("  %-8s %-66s %s %s %s  spread %s\n", head.c_str(), t.name.c_str(), fmt(t.value, 2).c_str(),
+                t.cmp.c_str(), fmt(t.limit, 2).c_str(), spread_str(t.spread, t.rounds).c_str());
   }
 }
 
@@ -194,15 +210,29 @@ void write_json(const Ctx& c, const std::vector<Target>& ts, const std::string& 
                   {"cores", std::thread::hardware_concurrency()},
                   {"kernel", u.release},
                   {"build_type", vmspace::cli::build_kind()},
-                  {"quick", c.quick}};
+                  {"quick", c.quick},
+                  {"rounds", c.rounds},
+                  {"warmed_up", c.warmed_up},
+                  {"unstable_spread", kUnstableSpread}};
   j["results"] = nlohmann::json::array();
   for (const Result& r : c.results)
     j["results"].push_back(
-        {{"workload", r.workload}, {"mode", r.mode}, {"metric", r.metric}, {"value", num(r.value)}, {"unit", r.unit}});
+        {{"workload", r.workload},
+         {"mode", r.mode},
+         {"metric", r.metric},
+         {"value", num(r.value)},
+         {"unit", r.unit},
+         {"spread", num(r.spread)},
+         {"rounds", r.rounds}});
   j["targets"] = nlohmann::json::array();
   for (const Target& t : ts) {
-    nlohmann::json e = {{"name", t.name}, {"value", num(t.value)}, {"limit", t.limit}, {"comparison", t.cmp}};
-    if (t.why_na.empty()) e["pass"] = passes(t);
+    const Verdict v = verdict(t);
+    nlohmann::json e = {{"name", t.name},       {"value", num(t.value)},        {"limit", t.limit},
+                        {"comparison", t.cmp},  {"spread", num(t.spread)},      {"rounds", t.rounds},
+                        {"status", verdict_name(v)}};
+    // "pass": true/false when judged, null when N/A or UNSTABLE.
+    if (v == Verdict::pass || v == Verdict::fail) e["pass"] = v == Verdict::pass;
+    else if (v == Verdict::unstable) e["pass"] = nullptr;
     else {
       e["pass"] = nullptr;
       e["na"] = t.why_na;
