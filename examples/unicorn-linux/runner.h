@@ -56,12 +56,17 @@
 #include "loader.h"
 #include "vmspace/address_space.h"
 
-// 1: invalidation notifiers, write-watch, AccessKind faults and find_vma of
-// issue 17 (address_space.h) are used.  0: the single-threaded fallback of
-// rule 2 above, and the runner emulates the write-watch of rule 3 in its
-// own fault hook.  Set by CMake (VMSPACE_UNICORN_NOTIFIERS).
+// What of issue 17's API (address_space.h) the runner uses; set by CMake
+// from what the library implements.  VMSPACE_UNICORN_NOTIFIERS: 1 =
+// invalidation notifiers and write-watch; 0 = the single-threaded fallback
+// of rule 2 above, with the write-watch of rule 3 emulated in the runner's
+// own fault hook.  VMSPACE_UNICORN_FIND_VMA: 1 = a VMA's protection from
+// find_vma; 0 = from maps().
 #ifndef VMSPACE_UNICORN_NOTIFIERS
 #define VMSPACE_UNICORN_NOTIFIERS 1
+#endif
+#ifndef VMSPACE_UNICORN_FIND_VMA
+#define VMSPACE_UNICORN_FIND_VMA 1
 #endif
 
 namespace unicorn_linux {
