@@ -21,7 +21,11 @@
 //      memory syscall, and after each write the runner makes, the pages of
 //      the affected ranges are unmapped instead.  That is enough for one
 //      guest thread, whose own syscalls and the runner's own faults are the
-//      only things that change its translations.)
+//      only things that change its translations.)  So no AccessScope is
+//      held while guest code runs: a frame is freed only after its PTE is
+//      gone, and Unicorn's mapping of it is gone before the PTE (in the
+//      fallback: right after, before the guest runs again); a scope is
+//      open only between translate() and uc_mem_map_ptr.
 //   3. Writable and executable are never both given to Unicorn (W^X): an
 //      executable page is mapped readable + executable and write-watched
 //      (write_watch_arm); the guest's first store to it faults into the
