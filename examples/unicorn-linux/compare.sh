@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # compare.sh RUNNER MODE GUEST [ARGS...]
-# Run GUEST natively and under `RUNNER --mode MODE`; fail unless both
-# print the same stdout and end with the same exit status (a signal's
-# death as the shell reports it: 128 + N).  The runner's stderr (its
+# Run GUEST natively and under `RUNNER --mode MODE $UNICORN_RUNNER_FLAGS`;
+# fail unless both print the same stdout and end with the same exit status
+# (a signal's death as the shell reports it: 128 + N).  The runner's stderr (its
 # write-watch count) is shown, not compared.
 set -u
 runner=$1 mode=$2
@@ -14,10 +14,11 @@ trap 'rm -rf "$tmp"' EXIT
 # without the shell's own "Segmentation fault" line.
 (exec "$@") >"$tmp/native.out" 2>"$tmp/native.err"
 native=$?
-(exec "$runner" --mode "$mode" --stats "$@") >"$tmp/emu.out" 2>"$tmp/emu.err"
+# shellcheck disable=SC2086  # the flags are words
+(exec "$runner" --mode "$mode" --stats ${UNICORN_RUNNER_FLAGS:-} "$@") >"$tmp/emu.out" 2>"$tmp/emu.err"
 emu=$?
 
-echo "native: exit $native; under vmspace-unicorn --mode $mode: exit $emu"
+echo "native: exit $native; under vmspace-unicorn --mode $mode ${UNICORN_RUNNER_FLAGS:-}: exit $emu"
 echo "--- runner stderr"
 cat "$tmp/emu.err"
 status=0

@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 #include <iterator>
+#include <random>
 
 namespace unicorn_linux {
 namespace {
@@ -100,6 +101,18 @@ ElfImage read_elf(const std::string& path) {
     img.segments.push_back(Segment{ph.p_vaddr, ph.p_memsz, ph.p_offset, ph.p_filesz, prot_of(ph.p_flags)});
   }
   if (img.segments.empty()) fail(path, "no PT_LOAD segment");
+  // Where the program headers are in memory: PT_PHDR, else the PT_LOAD
+  // holding them in the file.
+  img.phnum = eh.e_phnum;
+  img.phent = eh.e_phentsize;
+  for (unsigned i = 0; i < eh.e_phnum; i++) {
+    Elf64_Phdr ph;
+    std::memcpy(&ph, f.data() + eh.e_phoff + i * sizeof ph, sizeof ph);
+    if (ph.p_type == PT_PHDR) img.phdr = ph.p_vaddr;
+  }
+  if (img.phdr == 0)
+    for (const Segment& s : img.segments)
+      if (eh.e_phoff >= s.offset && eh.e_phoff - s.offset < s.filesz) img.phdr = s.vaddr + (eh.e_phoff - s.offset);
   img.entry = eh.e_entry;
   bool entry_mapped = false;
   for (const Segment& s : img.segments)
@@ -131,7 +144,7 @@ std::uint64_t build_stack(vmspace::AddressSpace& as, const ElfImage& img, const 
                 MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_GROWSDOWN),
         "mmap of the stack");
   // The strings at the top (below an 8-byte end marker, as Linux leaves
-  // the program's path there; here zeros).
+  // the program's path there; here zeros), the platform, AT_RANDOM's bytes.
   std::uint64_t sp = kStackTop - 8;
   std::vector<std::uint64_t> argv_ptrs;
   for (const std::string& a : argv) {
@@ -139,6 +152,16 @@ std::uint64_t build_stack(vmspace::AddressSpace& as, const ElfImage& img, const 
     write_guest(as, sp, a.c_str(), a.size() + 1);
     argv_ptrs.push_back(sp);
   }
+  static constexpr char kPlatform[] = "x86_64";
+  sp -= sizeof kPlatform;
+  write_guest(as, sp, kPlatform, sizeof kPlatform);
+  const std::uint64_t platform = sp;
+  unsigned char random[16];
+  std::random_device rd;
+  for (unsigned char& b : random) b = static_cast<unsigned char>(rd());
+  sp = (sp - sizeof random) & ~std::uint64_t{15};
+  write_guest(as, sp, random, sizeof random);
+  const std::uint64_t at_random = sp;
   // argc, argv[argc] = NULL, envp[0] = NULL, auxv pairs: one block written
   // at a 16-byte aligned stack pointer, as the ABI requires at _start.
   std::vector<std::uint64_t> words;
@@ -146,7 +169,12 @@ std::uint64_t build_stack(vmspace::AddressSpace& as, const ElfImage& img, const 
   words.insert(words.end(), argv_ptrs.begin(), argv_ptrs.end());
   words.push_back(0);  // end of argv
   words.push_back(0);  // envp: empty
-  const std::uint64_t auxv[] = {AT_PAGESZ, kPage, AT_ENTRY, img.entry, AT_NULL, 0};
+  const std::uint64_t auxv[] = {
+      AT_PHDR,   img.phdr,  AT_PHENT,  img.phent, AT_PHNUM,   img.phnum,     AT_PAGESZ, kPage,
+      AT_BASE,   0,         AT_FLAGS,  0,         AT_ENTRY,   img.entry,     AT_UID,    ::getuid(),
+      AT_EUID,   ::geteuid(), AT_GID,  ::getgid(), AT_EGID,   ::getegid(),   AT_SECURE, 0,
+      AT_RANDOM, at_random, AT_EXECFN, argv_ptrs.empty() ? 0 : argv_ptrs[0], AT_PLATFORM, platform,
+      AT_CLKTCK, 100,       AT_NULL,   0};
   words.insert(words.end(), std::begin(auxv), std::end(auxv));
   sp = (sp - words.size() * 8) & ~std::uint64_t{15};
   write_guest(as, sp, words.data(), words.size() * 8);

@@ -28,6 +28,9 @@ struct Segment {
 
 struct ElfImage {
   std::uint64_t entry = 0;
+  // The program headers in guest memory (AT_PHDR; 0 when no segment loads
+  // them), their count and size (AT_PHNUM, AT_PHENT).
+  std::uint64_t phdr = 0, phnum = 0, phent = 0;
   std::vector<Segment> segments;
   std::vector<unsigned char> file;  // the whole file
   // Linux's start_brk without randomization: the page after the highest
@@ -43,10 +46,14 @@ ElfImage read_elf(const std::string& path);
 // Throws LoadError when vmspace refuses (the message has the -errno).
 void map_segments(vmspace::AddressSpace& as, const ElfImage& image);
 
-// The initial stack: a MAP_GROWSDOWN mapping ending at the top of user
-// space, with the argument strings, then (16-byte aligned, from the
-// returned stack pointer up) argc, argv[], NULL, envp NULL, auxv
-// (AT_PAGESZ, AT_ENTRY, AT_NULL).  Returns the initial RSP.
+// The initial stack as Linux's create_elf_tables() lays it out: a
+// MAP_GROWSDOWN mapping ending at the top of user space, with the argument
+// strings, the platform string and AT_RANDOM's 16 bytes at the top, then
+// (16-byte aligned, from the returned stack pointer up) argc, argv[],
+// NULL, envp NULL (an empty environment), and the auxiliary vector
+// (AT_PHDR, AT_PHENT, AT_PHNUM, AT_PAGESZ, AT_ENTRY, the host's ids,
+// AT_SECURE, AT_RANDOM, AT_EXECFN, AT_PLATFORM, AT_CLKTCK, AT_NULL), which
+// is what a static glibc program needs to start.  Returns the initial RSP.
 std::uint64_t build_stack(vmspace::AddressSpace& as, const ElfImage& image,
                           const std::vector<std::string>& argv);
 

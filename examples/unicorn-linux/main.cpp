@@ -24,20 +24,25 @@ constexpr int kExitUsage = 2;
 
 void usage(std::FILE* out) {
   std::fprintf(out,
-               "usage: vmspace-unicorn [--mode per_vma_refcount|per_vma_rwsem|mmap_lock] [--stats] GUEST [ARGS...]\n"
+               "usage: vmspace-unicorn [--mode per_vma_refcount|per_vma_rwsem|mmap_lock] [--stats]\n"
+               "                       [--eager-write] GUEST [ARGS...]\n"
                "\n"
                "Run GUEST, a static x86-64 Linux executable (ET_EXEC, not PIE), on the Unicorn CPU\n"
                "emulator with a vmspace address space as its memory: its segments, heap (brk),\n"
                "stack and mmap'ed memory live in vmspace, Unicorn's memory faults go through\n"
                "vmspace's fault path, and faults vmspace cannot resolve reach the guest as SIGSEGV\n"
                "or SIGBUS.  System calls: mmap (anonymous), munmap, mprotect, mremap, madvise, brk,\n"
-               "write (fds 1 and 2), rt_sigaction, arch_prctl, exit, exit_group; others fail with\n"
-               "ENOSYS (reported on stderr).\n"
+               "write (fds 1 and 2), rt_sigaction, arch_prctl, set_tid_address, set_robust_list,\n"
+               "exit, exit_group; others fail with ENOSYS (reported on stderr).\n"
                "\n"
-               "  --mode M    the AddressSpace lock mode (default %s)\n"
-               "  --stats     print figures of the run on stderr at exit (faults, pages mapped\n"
-               "              into Unicorn, invalidations, write-watch events, vmspace counters)\n"
-               "  --help      this text\n"
+               "  --mode M       the AddressSpace lock mode (default %s)\n"
+               "  --stats        print figures of the run on stderr at exit (faults, pages mapped\n"
+               "                 into Unicorn, invalidations, write-watch events, vmspace counters)\n"
+               "  --eager-write  serve a read fault on a writable page as a write fault: needed by\n"
+               "                 guests using atomic read-modify-write instructions (static glibc\n"
+               "                 programs), which Unicorn 2.0.1 cannot resume after a fault on a\n"
+               "                 read-only page\n"
+               "  --help         this text\n"
                "\n"
                "The exit status is the guest's, or 128 + N when signal N killed it (as a shell\n"
                "reports it); 2 for bad usage or a file that cannot be run.  The number of\n"
@@ -50,6 +55,7 @@ void usage(std::FILE* out) {
 int main(int argc, char** argv) {
   vmspace::LockMode mode = vmspace::kDefaultLockMode;
   bool stats = false;
+  bool eager_write = false;
   int i = 1;
   for (; i < argc; i++) {
     std::string_view a = argv[i];
@@ -58,6 +64,8 @@ int main(int argc, char** argv) {
       return 0;
     } else if (a == "--stats") {
       stats = true;
+    } else if (a == "--eager-write") {
+      eager_write = true;
     } else if (a == "--mode" || a.starts_with("--mode=")) {
       std::string_view v;
       if (a == "--mode") {
@@ -105,7 +113,7 @@ int main(int argc, char** argv) {
     int status;
     unicorn_linux::RunStats st;
     {
-      unicorn_linux::Runner runner(as);
+      unicorn_linux::Runner runner(as, eager_write);
       status = runner.run(image.entry, sp);
       st = runner.stats();
     }

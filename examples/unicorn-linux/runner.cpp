@@ -32,7 +32,8 @@ constexpr std::uint64_t end_sat(std::uint64_t start, std::uint64_t len) {
 enum : std::uint64_t {
   kSysWrite = 1, kSysMmap = 9, kSysMprotect = 10, kSysMunmap = 11, kSysBrk = 12,
   kSysRtSigaction = 13, kSysRtSigreturn = 15, kSysMremap = 25, kSysMadvise = 28,
-  kSysExit = 60, kSysArchPrctl = 158, kSysExitGroup = 231,
+  kSysExit = 60, kSysArchPrctl = 158, kSysSetTidAddress = 218, kSysExitGroup = 231,
+  kSysSetRobustList = 273,
 };
 
 // The kernel's siginfo_t for a fault (128 bytes; <signal.h> makes the
@@ -65,7 +66,7 @@ void uc_check(uc_err e, const char* what) {
 
 }  // namespace
 
-Runner::Runner(vmspace::AddressSpace& as) : as_(as) {
+Runner::Runner(vmspace::AddressSpace& as, bool eager_write) : as_(as), eager_write_(eager_write) {
   const char* trace = std::getenv("VMSPACE_UNICORN_TRACE");
   trace_ = trace && *trace && std::strcmp(trace, "0") != 0;
   uc_check(uc_open(UC_ARCH_X86, UC_MODE_64, &uc_), "uc_open");
@@ -163,6 +164,12 @@ bool Runner::handle_fault(Kind kind, std::uint64_t address, int size) {
 }
 
 vmspace::Fault Runner::fault_and_map(std::uint64_t page, Kind kind) {
+  // --eager-write: a read of a writable page is served as a write, so the
+  // guest never writes to a page Unicorn has read-only (see runner.h).
+  if (kind == Kind::read && eager_write_) {
+    const int prot = vma_prot(page);
+    if (prot > 0 && (prot & PROT_WRITE)) kind = Kind::write;
+  }
   if (kind != Kind::write) return map_page(page, kind);
   // A write fault may end the page's own translation (a copy on write, or
   // a PTE rewritten in place): the notifier leaves this one page to
@@ -364,6 +371,11 @@ void Runner::do_syscall() {
     case kSysWrite: ret = sys_write(static_cast<int>(a0), a1, a2); break;
     case kSysRtSigaction: ret = sys_rt_sigaction(a0, a1, a2, a3); break;
     case kSysArchPrctl: ret = sys_arch_prctl(a0, a1); break;
+    // What a static glibc program's start-up asks of its one thread: the
+    // clear_child_tid address (used at thread exit: never, here) and the
+    // robust futex list (used at death: nothing to release, here).
+    case kSysSetTidAddress: ret = ::getpid(); break;
+    case kSysSetRobustList: ret = a1 == 24 ? 0 : -EINVAL; break;  // sizeof(struct robust_list_head)
     case kSysExit:
     case kSysExitGroup: exit_guest(static_cast<int>(a0)); return;
     case kSysRtSigreturn:

@@ -47,6 +47,13 @@
 // Unicorn finishes the translation block it was in before stopping; the
 // handler starts after that (harmless for handlers that do not return,
 // the only kind this runner supports: rt_sigreturn kills the guest).
+// An atomic read-modify-write instruction (LOCK CMPXCHG, XCHG...) on a
+// page Unicorn has read-only crashes Unicorn 2.0.1 once the fault hook
+// makes the page writable (plain stores are fine).  Guests that use them
+// on memory they read first, as every static glibc program does, need
+// --eager-write (Runner's eager_write): a read fault on a writable page is
+// then served as a write fault (the page is copied or dirtied at once
+// instead of on its first store; rule 1 is given up for such pages).
 #pragma once
 
 #include <unicorn/unicorn.h>
@@ -96,8 +103,9 @@ class Runner
 {
  public:
   // The space must outlive the runner.  Throws std::runtime_error when
-  // Unicorn cannot be set up.
-  explicit Runner(vmspace::AddressSpace& as);
+  // Unicorn cannot be set up.  `eager_write`: see the Unicorn constraints
+  // above.
+  explicit Runner(vmspace::AddressSpace& as, bool eager_write = false);
   ~Runner();
   Runner(const Runner&) = delete;
   Runner& operator=(const Runner&) = delete;
@@ -158,6 +166,7 @@ class Runner
   void set_reg(int r, std::uint64_t v);
 
   vmspace::AddressSpace& as_;
+  const bool eager_write_;
   uc_engine* uc_ = nullptr;
   uc_hook fault_hook_ = 0, syscall_hook_ = 0;
   // The pages mapped into Unicorn: page address -> the host address of
