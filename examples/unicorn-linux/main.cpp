@@ -123,7 +123,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr,
                    "vmspace-unicorn: mode %s, %s\n"
                    "  faults taken (read/write/exec)  %" PRIu64 " / %" PRIu64 " / %" PRIu64 "\n"
-                   "  pages mapped into Unicorn       %" PRIu64 " (unmapped %" PRIu64 ", at most %" PRIu64 " at once, %" PRIu64 " re-protected)\n"
+                   "  pages mapped into Unicorn       %" PRIu64 " (unmapped %" PRIu64 " of which %" PRIu64 " evicted, at most %" PRIu64 " at once, %" PRIu64 " re-protected)\n"
                    "  invalidations                   %" PRIu64 "\n"
                    "  system calls                    %" PRIu64 "\n"
                    "  signals delivered to handlers   %" PRIu64 "\n"
@@ -132,7 +132,7 @@ int main(int argc, char** argv) {
                    std::string(vmspace::lock_mode_name(mode)).c_str(),
                    unicorn_linux::kVmspaceNotifiers ? "invalidation notifiers and write-watch"
                                                     : "fallback: invalidation after each memory syscall",
-                   st.faults[0], st.faults[1], st.faults[2], st.pages_mapped, st.pages_unmapped,
+                   st.faults[0], st.faults[1], st.faults[2], st.pages_mapped, st.pages_unmapped, st.evictions,
                    st.max_pages_resident, st.reprotects, st.invalidations, st.syscalls, st.signals,
                    as.vm_stat(vmspace::VmStat::pgfault), as.vm_stat(vmspace::VmStat::vma_lock_success),
                    as.vm_stat(vmspace::VmStat::vma_lock_miss), as.rss_pages(), as.map_count());

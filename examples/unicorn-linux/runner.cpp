@@ -55,6 +55,9 @@ constexpr std::uint64_t kSaRestorer = 0x04000000;
 constexpr std::uint64_t kRedZone = 128;
 constexpr int kMaxFaultRepeats = 1000;
 constexpr std::uint64_t kNoPage = UINT64_MAX;
+// Pages Unicorn maps at most (evict_data_pages), and how many go at once.
+constexpr std::size_t kMaxResidentPages = 256;
+constexpr std::size_t kEvictBatch = 32;
 
 vmspace::AccessKind access_kind(int k) { return static_cast<vmspace::AccessKind>(k); }
 static_assert(static_cast<int>(vmspace::AccessKind::read) == 0 && static_cast<int>(vmspace::AccessKind::write) == 1 &&
@@ -247,6 +250,7 @@ vmspace::Fault Runner::map_page(std::uint64_t page, Kind kind) {
       continue;
     }
     unmap_range(page, page + kPage);  // another frame: replace it
+    evict_data_pages(page);
     uc_err e = uc_mem_map_ptr(uc_, page, kPage, perms, host);
     if (e != UC_ERR_OK) {
       std::fprintf(stderr, "vmspace-unicorn: uc_mem_map_ptr(0x%" PRIx64 "): %s\n", page, uc_strerror(e));
@@ -261,6 +265,27 @@ vmspace::Fault Runner::map_page(std::uint64_t page, Kind kind) {
     return vmspace::Fault::sigbus;
   }
   return vmspace::Fault::none;
+}
+
+void Runner::evict_data_pages(std::uint64_t keep) {
+  // Unicorn 2.0.1 rebuilds its view of memory on every map and unmap, in
+  // time linear in the number of regions: with one region per page, a
+  // guest touching thousands of pages spends its time there.  Above
+  // kMaxResidentPages, non-executable pages are unmapped round-robin (they
+  // fault back in when touched).  Executable ones stay: dropping one would
+  // need its translated code dropped, maybe the code running now.
+  if (mapped_.size() < kMaxResidentPages) return;
+  for (std::size_t scanned = 0; scanned < mapped_.size() && mapped_.size() >= kMaxResidentPages - kEvictBatch;
+       scanned++) {
+    auto it = mapped_.upper_bound(evict_hand_);
+    if (it == mapped_.end()) it = mapped_.begin();
+    evict_hand_ = it->first;
+    if (it->first == keep || (it->second.perms & UC_PROT_EXEC)) continue;
+    uc_mem_unmap(uc_, it->first, kPage);
+    stats_.pages_unmapped++;
+    stats_.evictions++;
+    mapped_.erase(it);
+  }
 }
 
 int Runner::vma_prot(std::uint64_t va) const {

@@ -89,6 +89,7 @@ struct RunStats {
   std::uint64_t pages_mapped = 0;     // uc_mem_map_ptr calls
   std::uint64_t pages_unmapped = 0;   // uc_mem_unmap calls
   std::uint64_t reprotects = 0;       // uc_mem_protect calls (same frame, other rights)
+  std::uint64_t evictions = 0;        // pages unmapped to bound Unicorn's region count
   std::uint64_t invalidations = 0;    // invalidate_range_start calls (or fallback drops)
   std::uint64_t write_watch_events = 0;
   std::uint64_t syscalls = 0;
@@ -143,6 +144,7 @@ class Runner
   vmspace::Fault fault_and_map(std::uint64_t page, Kind kind);
   vmspace::Fault map_page(std::uint64_t page, Kind kind);
   int vma_prot(std::uint64_t va) const;  // PROT_* of the VMA holding va, or -1
+  void evict_data_pages(std::uint64_t keep);
   // Unmap the runner's pages of [start, end) from Unicorn, all but `keep`
   // (whose translated code is dropped all the same).
   void unmap_range(std::uint64_t start, std::uint64_t end, std::uint64_t keep = UINT64_MAX);
@@ -176,6 +178,7 @@ class Runner
     std::uint32_t perms = 0;
   };
   std::map<std::uint64_t, Mapping> mapped_;
+  std::uint64_t evict_hand_ = 0;  // evict_data_pages' clock hand
   std::array<Sigaction, 65> sigactions_{};
   PendingSignal pending_;
   int in_handler_ = 0;  // the signal whose handler runs (it is blocked meanwhile)
