@@ -24,10 +24,17 @@
 // not free (it re-checks and does nothing).
 //
 // Memory ordering: a holder's release RMW -> grant()'s acq_rel CAS on the
-// same word -> the granted waiter flag (release store, acquire load by the
-// waiter).  So the next owner observes everything the previous owner wrote.
+// same word -> the granted waiter flag (release store in wake(), acquire
+// load by the waiter).  So the next owner observes everything the previous
+// owner wrote.
 //
-// A Waiter lives on its thread's stack.  grant() reads w->next before it
+// grant() only decides (under wait_lock_); wake() tells the new owners
+// after wait_lock_ is dropped, so that no thread is ever preempted by the
+// thread it wakes while holding wait_lock_.  Between the two, the granted
+// waiters are owners in state_ but off the queue, on the granter's list:
+// nobody else can reach them.
+//
+// A Waiter lives on its thread's stack.  wake() reads w->next before it
 // publishes w->granted, and touches only the futex address afterwards (a
 // stale futex wake-up is harmless: waiters re-check their own flag).
 #include "sync/rwsem.h"
@@ -42,7 +49,8 @@ namespace vmspace {
 struct RwSemaphore::Waiter {
   Waiter* next = nullptr;
   bool writer = false;
-  // 0 while queued; 1 once grant() has made this thread the (co-)owner.
+  // 0 while queued; 1 once grant() has made this thread the (co-)owner and
+  // wake() has told it.
   std::atomic<std::uint32_t> granted{0};
 };
 
@@ -160,11 +168,12 @@ void RwSemaphore::enqueue_and_wait(Waiter* w, std::uint64_t s) {
   // The lock may have become free between our CAS and here only if the
   // releaser then saw kWaiters and is now spinning on wait_lock_ to grant;
   // if nobody holds it at all (s was just kWaiters) hand it out ourselves.
-  if ((s & ~kWaiters) == 0) grant();
+  Waiter* woken = (s & ~kWaiters) == 0 ? grant() : nullptr;
   wait_lock_.unlock();
+  wake(woken);
 
   int spins = 0;
-  // Acquire pairs with the release store in grant().
+  // Acquire pairs with the release store in wake().
   while (w->granted.load(std::memory_order_acquire) == 0) {
     if (++spins < kSpinBeforeFutex)
       cpu_relax();
@@ -177,14 +186,35 @@ void RwSemaphore::unlock_slow() {
   // Write-locked with waiters queued: drop the write bit and hand off.
   wait_lock_.lock();
   state_.fetch_sub(kWriter, std::memory_order_release);  // pairs with grant()'s acquire
-  grant();
+  Waiter* woken = grant();
   wait_lock_.unlock();
+  wake(woken);
 }
 
 void RwSemaphore::wake_waiters() {
   wait_lock_.lock();
-  grant();
+  Waiter* woken = grant();
   wait_lock_.unlock();
+  wake(woken);
+}
+
+// Tell the waiters grant() made owners, after wait_lock_ is dropped: a
+// futex wake-up may switch this CPU to the woken thread at once (the
+// scheduler's wake-up preemption), and a thread preempted while holding
+// wait_lock_ would stall every other locker, spinning, until its next
+// time slice.  (With more runnable threads than CPUs, mmap/munmap from 4
+// threads on 2 CPUs ran 30x slower than from 2 for exactly that.)
+void RwSemaphore::wake(Waiter* chain) {
+  while (chain != nullptr) {
+    Waiter* w = chain;
+    chain = w->next;  // read before w can return
+    // Release pairs with the acquire load in enqueue_and_wait(); w may
+    // return (and its stack frame go) as soon as it sees the flag, so
+    // only the futex address is used after it: a stale wake-up is a
+    // harmless spurious one.
+    w->granted.store(1, std::memory_order_release);
+    futex_wake(&w->granted, 1);
+  }
 }
 
 void RwSemaphore::downgrade() {
@@ -207,14 +237,17 @@ void RwSemaphore::downgrade() {
 
 // Hand the lock to the head of the queue if it can have it now: a writer
 // when nobody holds the lock; readers (every queued reader, as the kernel
-// does) when no writer holds it.  Requires wait_lock_.
-void RwSemaphore::grant() {
+// does) when no writer holds it.  The new owners are counted in state_
+// and unlinked from the queue here; the caller tells them with wake()
+// after dropping wait_lock_.  Returns them, linked through next (nullptr:
+// none).  Requires wait_lock_.
+RwSemaphore::Waiter* RwSemaphore::grant() {
   wait_lock_.assert_locked();
   std::uint64_t s = state_.load(std::memory_order_relaxed);
   for (;;) {
-    if (head_ == nullptr) return;  // kWaiters is clear too
+    if (head_ == nullptr) return nullptr;  // kWaiters is clear too
     if (head_->writer) {
-      if (s & ~kWaiters) return;  // still held; the last holder will call us
+      if (s & ~kWaiters) return nullptr;  // still held; the last holder will call us
       std::uint64_t next = kWriter | (head_->next != nullptr ? kWaiters : 0);
       if (!state_.compare_exchange_weak(s, next, std::memory_order_acq_rel,
                                         std::memory_order_relaxed))
@@ -222,11 +255,10 @@ void RwSemaphore::grant() {
       Waiter* w = head_;
       head_ = w->next;
       if (head_ == nullptr) tail_ = nullptr;
-      w->granted.store(1, std::memory_order_release);  // w may return now
-      futex_wake(&w->granted, 1);
-      return;
+      w->next = nullptr;
+      return w;
     }
-    if (s & kWriter) return;
+    if (s & kWriter) return nullptr;
     std::uint64_t readers = 0;
     bool writers_left = false;
     for (Waiter* w = head_; w != nullptr; w = w->next) {
@@ -255,13 +287,7 @@ void RwSemaphore::grant() {
         granted = w;
       }
     }
-    while (granted != nullptr) {
-      Waiter* w = granted;
-      granted = w->next;  // read before w can return
-      w->granted.store(1, std::memory_order_release);
-      futex_wake(&w->granted, 1);
-    }
-    return;
+    return granted;
   }
 }
 

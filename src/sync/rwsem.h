@@ -144,7 +144,8 @@ class RwSemaphore {
   void lock_shared_slow();
   void unlock_slow();
   void wake_waiters();
-  void grant();  // requires wait_lock_
+  Waiter* grant();  // requires wait_lock_; returns the new owners for wake()
+  static void wake(Waiter* chain);  // without wait_lock_
   void enqueue_and_wait(Waiter* w, std::uint64_t s);
   void check_unlock() const;
   void set_owner();

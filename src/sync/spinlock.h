@@ -26,6 +26,7 @@ class SpinLock {
     lockdep::acquire(this, cls_, lockdep::Mode::exclusive, subclass, /*trylock=*/false);
     // Acquire pairs with the release in unlock() of the previous holder.
     if (__builtin_expect(locked_.exchange(true, std::memory_order_acquire), 0)) lock_slow();
+    count_held(1);
   }
 
   [[nodiscard]] bool try_lock() {
@@ -33,6 +34,7 @@ class SpinLock {
         locked_.exchange(true, std::memory_order_acquire))
       return false;
     lockdep::acquire(this, cls_, lockdep::Mode::exclusive, 0, /*trylock=*/true);
+    count_held(1);
     return true;
   }
 
@@ -41,6 +43,7 @@ class SpinLock {
       if (!lockdep::held(this)) lockdep::fail(this, cls_, "SpinLock::unlock: not held by this thread");
       lockdep::release(this);
     }
+    count_held(-1);
     locked_.store(false, std::memory_order_release);  // pairs with lock()'s acquire
   }
 
@@ -54,6 +57,15 @@ class SpinLock {
   LockClass lock_class() const { return cls_; }
 
  private:
+  // Debug builds: futex.h's per-thread count of spinlocks held.
+  static void count_held(int delta) {
+#if defined(VMSPACE_DEBUG_CHECKS)
+    spinlocks_held += static_cast<unsigned>(delta);
+#else
+    (void)delta;
+#endif
+  }
+
   void lock_slow() {
     unsigned spins = 0;
     do {

@@ -29,7 +29,11 @@ std::atomic<std::size_t> g_slab_bytes{0};
 struct Global {
   std::atomic<Block*> returned{nullptr};
   std::mutex mu;
-  std::vector<void*> slabs;  // keeps heap slabs reachable (leak checkers)
+  std::vector<void*> slabs;  // mu; keeps heap slabs reachable (leak checkers)
+  // mu: the free lists of threads that exited, each a whole chain (its
+  // tail is unknown, and finding it would walk the list: one cold miss
+  // per block, for every thread exit).
+  std::vector<Block*> orphans;
   std::atomic<std::size_t> bytes{0};
 };
 // Never destroyed: RCU callbacks may still return blocks during exit.
@@ -48,13 +52,18 @@ void push_chain(Class c, Block* head, Block* tail) {
 
 struct Local {
   Block* head[2] = {nullptr, nullptr};
+  // A thread's free list outlives it as an orphan chain, in O(1): a
+  // thread that freed many nodes (or took a long chain in refill) used to
+  // walk its whole list to find the tail here, and short-lived threads
+  // then spent most of their time exiting (CortenMM's bench: 41% of all
+  // samples).
   ~Local() {
     for (unsigned c = 0; c < 2; ++c) {
       Block* h = head[c];
       if (h == nullptr) continue;
-      Block* t = h;
-      while (t->next != nullptr) t = t->next;
-      push_chain(Class(c), h, t);
+      Global& g = pool_of(Class(c));
+      std::lock_guard<std::mutex> lk(g.mu);
+      g.orphans.push_back(h);
       head[c] = nullptr;
     }
   }
@@ -88,6 +97,14 @@ Block* refill(Class c) {
   if (h != nullptr) return h;
   const std::size_t sz = kClassSize[c];
   Global& g = pool_of(c);
+  {
+    std::lock_guard<std::mutex> lk(g.mu);
+    if (!g.orphans.empty()) {
+      h = g.orphans.back();
+      g.orphans.pop_back();
+      return h;
+    }
+  }
   char* slab = nullptr;
   std::size_t blocks = kSmallSlabBlocks;
   if (g.bytes.load(std::memory_order_relaxed) >= kSmallSlabLimit) {

@@ -13,6 +13,9 @@
 //   space          a default AddressSpace: construction time, resident memory
 //   fork           fork of 256 MiB populated / of 1,000 VMAs; the child's
 //                  copy-on-write faults against first-touch faults
+//   page_fault1/2/3, mmap1   will-it-scale's, thread mode, 1/2/2x-cores threads
+//   cortenmm       CortenMM's micro-benchmarks on 16 KiB regions
+//   maps           mmap/munmap latency while threads read maps()
 // Results go to stdout as a table (with the ratios that matter), optionally
 // to JSON and SVG; progress goes to stderr.  This file is the command line;
 // bench_ctx.h lists where the workloads and the report live.
@@ -50,7 +53,7 @@ void add_bench(CLI::App& app, BenchArgs& args) {
                   "writable, before measuring)");
   sub->add_option("--workload", args.workloads,
                   "Run only this workload (repeatable): fault, fault-scaling, fault-churn, lookup, mmap, mremap, "
-                  "file-fault, space, fork");
+                  "file-fault, space, fork, page_fault1, page_fault2, page_fault3, mmap1, cortenmm, maps");
   sub->add_option("--modes", args.modes, "Comma-separated: mmap_lock, per_vma_rwsem, per_vma_refcount, kernel")
       ->capture_default_str();
   sub->add_option("--churn-threads", args.churn_threads,
@@ -140,6 +143,12 @@ int cmd_bench(const BenchArgs& args) {
     if (want("file-fault")) run_file_fault(r);
     if (want("space")) run_space(r);
     if (want("fork")) run_fork(r);
+    if (want("page_fault1")) run_page_fault1(r);
+    if (want("page_fault2")) run_page_fault2(r);
+    if (want("page_fault3")) run_page_fault3(r);
+    if (want("mmap1")) run_mmap1(r);
+    if (want("cortenmm")) run_cortenmm(r);
+    if (want("maps")) run_maps_bench(r);
   };
   auto t0 = Clock::now();
   bool failed = false;

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstring>
 #include <stdexcept>
+#include <thread>
 
 namespace vmspace::cli::bench {
 
@@ -69,6 +70,32 @@ std::string fmt(double v, int prec) {
   if (std::fabs(v) >= 1e6 || (v != 0 && std::fabs(v) < 0.1)) std::snprintf(b, sizeof b, "%.3g", v);
   else std::snprintf(b, sizeof b, "%.*f", prec, v);
   return b;
+}
+
+// Runs `threads` workers for about `dur` seconds; each calls body(i, stop)
+// and returns its count.  Returns (sum of counts, wall seconds).
+std::pair<std::uint64_t, double> run_threads(int threads, double dur,
+                                             const std::function<std::uint64_t(int, const std::atomic<bool>&)>& body) {
+  std::atomic<int> ready{0};
+  std::atomic<bool> go{false}, stop{false};
+  std::vector<std::uint64_t> counts(static_cast<std::size_t>(threads), 0);
+  std::vector<std::thread> ts;
+  for (int i = 0; i < threads; ++i)
+    ts.emplace_back([&, i] {
+      ready.fetch_add(1);
+      while (!go.load(std::memory_order_acquire)) std::this_thread::yield();
+      counts[static_cast<std::size_t>(i)] = body(i, stop);
+    });
+  while (ready.load() != threads) std::this_thread::yield();
+  auto t0 = Clock::now();
+  go.store(true, std::memory_order_release);
+  std::this_thread::sleep_for(std::chrono::duration<double>(dur));
+  stop.store(true);
+  for (auto& t : ts) t.join();
+  double wall = secs(Clock::now() - t0);
+  std::uint64_t total = 0;
+  for (auto n : counts) total += n;
+  return {total, wall};
 }
 
 std::string ratio(double v) { return std::isnan(v) ? "n/a" : fmt(v, 2) + "x"; }

@@ -4,13 +4,16 @@
 // number formatting.  One workload family per file: bench_fault.cpp
 // (fault, fault-scaling, fault-churn), bench_vma.cpp (lookup, mmap),
 // bench_mremap.cpp (mremap), bench_file.cpp (file-fault), bench_space.cpp
-// (space), bench_fork.cpp (fork); the report (table, targets, JSON, SVG)
+// (space), bench_fork.cpp (fork), bench_field.cpp (will-it-scale,
+// CortenMM, maps); the report (table, targets, JSON, SVG)
 // is bench_report.cpp.
 #pragma once
 
 #include <sys/mman.h>
 
+#include <atomic>
 #include <chrono>
+#include <functional>
 #include <cstdint>
 #include <limits>
 #include <map>
@@ -34,9 +37,10 @@ constexpr int kRW = PROT_READ | PROT_WRITE;
 constexpr int kAnonFixed = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED;
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-const std::vector<std::string> kWorkloads = {"fault", "fault-scaling", "fault-churn", "lookup",
-                                             "mmap",  "mremap",        "file-fault",  "space",
-                                             "fork"};
+const std::vector<std::string> kWorkloads = {"fault",       "fault-scaling", "fault-churn", "lookup",
+                                             "mmap",        "mremap",        "file-fault",  "space",
+                                             "fork",        "page_fault1",   "page_fault2", "page_fault3",
+                                             "mmap1",       "cortenmm",      "maps"};
 
 #if defined(NDEBUG)
 constexpr bool kRelease = true;
@@ -115,6 +119,11 @@ void guest_dontneed(AddressSpace& as, std::uint64_t addr, std::uint64_t len);
 unsigned char* kernel_map(std::uint64_t len);
 void kernel_unmap(unsigned char* p, std::uint64_t len);
 
+// Runs `threads` workers for about `dur` seconds; each calls body(i, stop)
+// and returns its count.  Returns (sum of counts, wall seconds).
+std::pair<std::uint64_t, double> run_threads(int threads, double dur,
+                                             const std::function<std::uint64_t(int, const std::atomic<bool>&)>& body);
+
 // A figure for tables and notes: n/a, fixed point, or 3 significant digits.
 std::string fmt(double v, int prec = 1);
 std::string ratio(double v);  // "1.23x" or "n/a"
@@ -129,6 +138,13 @@ void run_mremap(Ctx& c);
 void run_file_fault(Ctx& c);
 void run_space(Ctx& c);
 void run_fork(Ctx& c);
+// The field's benchmarks (bench_field.cpp).
+void run_page_fault1(Ctx& c);
+void run_page_fault2(Ctx& c);
+void run_page_fault3(Ctx& c);
+void run_mmap1(Ctx& c);
+void run_cortenmm(Ctx& c);
+void run_maps_bench(Ctx& c);
 
 // ---- the report ----
 std::vector<Target> targets(const Ctx& c);

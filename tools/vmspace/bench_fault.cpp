@@ -107,40 +107,36 @@ void run_fault(Ctx& c) {
 
 // ---- fault-scaling -------------------------------------------------------
 
-namespace {
-
-// Runs `threads` workers for about `dur` seconds; each calls body(i, stop)
-// and returns its count.  Returns (sum of counts, wall seconds).
-std::pair<std::uint64_t, double> run_threads(int threads, double dur,
-                                             const std::function<std::uint64_t(int, const std::atomic<bool>&)>& body) {
-  std::atomic<int> ready{0};
-  std::atomic<bool> go{false}, stop{false};
-  std::vector<std::uint64_t> counts(static_cast<std::size_t>(threads), 0);
-  std::vector<std::thread> ts;
-  for (int i = 0; i < threads; ++i)
-    ts.emplace_back([&, i] {
-      ready.fetch_add(1);
-      while (!go.load(std::memory_order_acquire)) std::this_thread::yield();
-      counts[static_cast<std::size_t>(i)] = body(i, stop);
-    });
-  while (ready.load() != threads) std::this_thread::yield();
-  auto t0 = Clock::now();
-  go.store(true, std::memory_order_release);
-  std::this_thread::sleep_for(std::chrono::duration<double>(dur));
-  stop.store(true);
-  for (auto& t : ts) t.join();
-  double wall = secs(Clock::now() - t0);
-  std::uint64_t total = 0;
-  for (auto n : counts) total += n;
-  return {total, wall};
-}
-
-}  // namespace
-
 void run_fault_scaling(Ctx& c) {
   const std::uint64_t len = 64 * kMiB;
   const double dur = c.quick ? 0.25 : 1.0;
   for (int threads : {1, 2, 4}) {
+    {
+      // The floor: each thread zeroes every 4 KiB page of its own present
+      // region (what a fault cannot avoid: zeroing a cold frame), so that
+      // how far faults scale can be read against how far the machine's
+      // memory bandwidth does (issue 18's fault-scaling target).
+      progress("fault-scaling: memset floor, %d thread(s)", threads);
+      std::vector<unsigned char*> regions;
+      for (int i = 0; i < threads; ++i) {
+        regions.push_back(kernel_map(len));
+        std::memset(regions.back(), 0, len);
+      }
+      auto r = run_threads(threads, dur, [&](int i, const std::atomic<bool>& stop) {
+        unsigned char* p = regions[static_cast<std::size_t>(i)];
+        std::uint64_t n = 0;
+        while (!stop.load(std::memory_order_relaxed))
+          for (std::uint64_t off = 0; off < len && !stop.load(std::memory_order_relaxed); off += kPage, ++n) {
+            std::memset(p + off, static_cast<int>(n), kPage);
+            clobber(p + off);
+          }
+        return n;
+      });
+      for (auto* p : regions) kernel_unmap(p, len);
+      const double total = static_cast<double>(r.first) / r.second;
+      const std::string t = std::to_string(threads);
+      c.add("fault-scaling", "floor", "pages_per_s_total_" + t + "t", total, "pages/s");
+    }
     for (const Mode& m : c.modes) {
       progress("fault-scaling: %s, %d thread(s)", m.name.c_str(), threads);
       std::pair<std::uint64_t, double> r;
