@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# rejects.sh RUNNER TEXT_FILE
+# rejects.sh RUNNER TEXT_FILE STATIC_GUEST
 # The runner refuses what it cannot run with a message and exit status 2:
-# no such file, not an ELF file, a dynamically linked executable, bad usage.
+# no such file, not an ELF file, a truncated one, a dynamically linked
+# executable, bad usage.
 set -u
-runner=$1 text=$2
+runner=$1 text=$2 guest=$3
 fail=0
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+head -c 64 "$guest" >"$tmp/truncated"   # the ELF header alone
 expect2() {
   local what=$1
   shift
@@ -21,6 +25,7 @@ expect2() {
 expect2 "no such file" /nonexistent/guest
 expect2 "not an ELF file" "$text"
 expect2 "a directory" /
+expect2 "a truncated ELF file" "$tmp/truncated"
 expect2 "a PIE, dynamically linked executable" /bin/sh
 expect2 "no guest" --stats
 expect2 "unknown lock mode" --mode fastest /bin/true
