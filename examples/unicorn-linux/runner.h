@@ -54,6 +54,10 @@
 // --eager-write (Runner's eager_write): a read fault on a writable page is
 // then served as a write fault (the page is copied or dirtied at once
 // instead of on its first store; rule 1 is given up for such pages).
+// Each map or unmap costs Unicorn time that grows with its number of
+// regions (one per page here), so at most a few hundred pages stay mapped:
+// data pages beyond that are unmapped round-robin and fault back in when
+// touched (evict_data_pages).
 #pragma once
 
 #include <unicorn/unicorn.h>
