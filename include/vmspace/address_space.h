@@ -142,7 +142,10 @@ inline constexpr std::uint64_t kTaskSize32 = 0xffffe000;
 // READ_IMPLIES_EXEC personality); a read needs any of PROT_READ, WRITE or
 // EXEC (PROT_EXEC alone is readable unless AddressSpaceOptions::
 // exec_only_pkey); a write needs PROT_WRITE.  A fetch is a read as far as
-// faulting pages in goes (it never copies on write).
+// faulting pages in goes (it never copies on write); as on x86, a fetch
+// from memory that is accessible but not executable faults the page in
+// before it reports SEGV_ACCERR (the NX protection fault of the retried
+// fetch), so mincore sees the page afterwards.
 enum class AccessKind : unsigned char { read, write, exec };
 
 // What an access that could not be completed ran into: the fault the
@@ -515,7 +518,8 @@ class VMSPACE_API AddressSpace {
   // in first as the CPU would (loads read faults, the others write
   // faults).  Values are little-endian guest values zero-extended to 64
   // bits (wider bits of inputs ignored).  On a fault nothing is changed
-  // and the outputs are untouched.
+  // and the outputs are untouched.  Success: AccessResult::done is `size`.
+  // `old` and `success` may be nullptr (not wanted).
   AccessResult atomic_load(std::uint64_t va, unsigned size, std::uint64_t* value);
   AccessResult atomic_store(std::uint64_t va, unsigned size, std::uint64_t value);
   AccessResult atomic_exchange(std::uint64_t va, unsigned size, std::uint64_t value, std::uint64_t* old);
@@ -527,7 +531,8 @@ class VMSPACE_API AddressSpace {
   AccessResult atomic_fetch_add(std::uint64_t va, unsigned size, std::uint64_t value, std::uint64_t* old);
   // The futex key of the 4-byte word at va (`shared`: not FUTEX_PRIVATE_FLAG).
   // 0; -EINVAL when va is not 4-byte aligned; -EFAULT when no VMA maps it
-  // readable (faults nothing in).
+  // readable (faults nothing in).  Private memory (a MAP_PRIVATE file
+  // mapping too) is keyed by the space and va even for a shared futex.
   int futex_key(std::uint64_t va, bool shared, FutexKey* key) const;
 
   // ---- Querying the layout -----------------------------------------------
@@ -674,7 +679,7 @@ class VMSPACE_API AddressSpace {
 
  private:
   template <class CopyFn>
-  AccessResult access(std::uint64_t va, std::uint64_t n, bool write, CopyFn&& copy);
+  AccessResult access(std::uint64_t va, std::uint64_t n, AccessKind kind, CopyFn&& copy);
 
   struct FileTable;
   struct ForkTag {};

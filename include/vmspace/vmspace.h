@@ -262,7 +262,8 @@ typedef enum vmspace_fault_kind {
 
 /* The result of an access: kind VMSPACE_FAULT_NONE when it completed;
  * otherwise addr is the page address of the first byte that faulted (the
- * bytes before it were transferred). */
+ * bytes before it were transferred).  vmspace_access_result_t (below) has
+ * the exact address and the count of bytes done. */
 typedef struct vmspace_fault {
   vmspace_fault_kind_t kind;
   uint64_t addr;
@@ -283,6 +284,37 @@ VMSPACE_API vmspace_fault_t vmspace_fill(vmspace_t* vs, uint64_t va, unsigned ch
  * CPU fault would; addr is that page's address. */
 VMSPACE_API vmspace_fault_t vmspace_fault_in(vmspace_t* vs, uint64_t va, int write) VMSPACE_NOEXCEPT;
 
+/* The access an instruction makes (AccessKind): a data read, a data
+ * write, or an instruction fetch (Linux x86-64 with NX: a fetch needs
+ * PROT_EXEC; PROT_READ does not imply it). */
+typedef enum vmspace_access_kind {
+  VMSPACE_ACCESS_READ = 0,
+  VMSPACE_ACCESS_WRITE = 1,
+  VMSPACE_ACCESS_EXEC = 2
+} vmspace_access_kind_t;
+
+/* The result of an access, exactly (AccessResult): kind as above; addr is
+ * the first byte not done, exact (the si_addr of the signal), 0 when the
+ * access completed; done is the number of bytes completed (n when it
+ * completed). */
+typedef struct vmspace_access_result {
+  vmspace_fault_kind_t kind;
+  uint64_t addr;
+  uint64_t done;
+} vmspace_access_result_t;
+
+/* vmspace_read / vmspace_write / vmspace_fill with the exact result, and
+ * vmspace_access_fetch: a read as instruction fetch does (the pages must
+ * be executable).  Preconditions: dst / src hold n bytes. */
+VMSPACE_API vmspace_access_result_t vmspace_access_read(vmspace_t* vs, uint64_t va, void* dst, uint64_t n) VMSPACE_NOEXCEPT;
+VMSPACE_API vmspace_access_result_t vmspace_access_fetch(vmspace_t* vs, uint64_t va, void* dst, uint64_t n) VMSPACE_NOEXCEPT;
+VMSPACE_API vmspace_access_result_t vmspace_access_write(vmspace_t* vs, uint64_t va, const void* src, uint64_t n) VMSPACE_NOEXCEPT;
+VMSPACE_API vmspace_access_result_t vmspace_access_fill(vmspace_t* vs, uint64_t va, unsigned char byte, uint64_t n) VMSPACE_NOEXCEPT;
+/* Fault the page holding va in for the access `kind`, as a CPU fault
+ * would; on a fault addr is va itself and done 0.  An unknown kind is
+ * treated as a read. */
+VMSPACE_API vmspace_access_result_t vmspace_access_fault_in(vmspace_t* vs, uint64_t va, vmspace_access_kind_t kind) VMSPACE_NOEXCEPT;
+
 /* A scope in which guest addresses translate to host pointers
  * (AddressSpace::AccessScope): an RCU read-side section.  A pointer stays
  * valid (its frame is not reused, not even in place by a forked space that
@@ -299,6 +331,9 @@ VMSPACE_API vmspace_scope_t* vmspace_scope_begin(vmspace_t* vs) VMSPACE_NOEXCEPT
 /* The host address of guest va if its page is mapped for this access right
  * now, else NULL (leave the scope or not, call vmspace_fault_in, retry). */
 VMSPACE_API void* vmspace_scope_translate(const vmspace_scope_t* scope, uint64_t va, int write) VMSPACE_NOEXCEPT;
+/* The same for the access `kind` (an unknown kind is treated as a read):
+ * VMSPACE_ACCESS_EXEC gives NULL for a page whose mapping lacks PROT_EXEC. */
+VMSPACE_API void* vmspace_scope_translate_kind(const vmspace_scope_t* scope, uint64_t va, vmspace_access_kind_t kind) VMSPACE_NOEXCEPT;
 /* End the scope (NULL is ignored). */
 VMSPACE_API void vmspace_scope_end(vmspace_scope_t* scope) VMSPACE_NOEXCEPT;
 

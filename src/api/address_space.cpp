@@ -21,8 +21,13 @@
 #include "mm/truncate.h"
 #include "mm/writeback.h"
 #include "mm/vma.h"
+#include "api/soft_mmu.h"
 
 namespace vmspace {
+
+using api::to_access;
+using api::to_fault;
+using api::usable;
 
 namespace {
 
@@ -55,34 +60,6 @@ std::unique_ptr<mem::PhysMem> make_phys(const AddressSpaceOptions& o) {
   po.capacity_bytes = o.phys_bytes;
   po.pretouch = o.phys_pretouch;
   return std::make_unique<mem::PhysMem>(po);
-}
-
-Fault to_fault(fault::FaultResult r) {
-  switch (r) {
-    case fault::FaultResult::ok: return Fault::none;
-    case fault::FaultResult::segv_maperr: return Fault::segv_maperr;
-    case fault::FaultResult::segv_accerr: return Fault::segv_accerr;
-    case fault::FaultResult::sigbus: return Fault::sigbus;
-    case fault::FaultResult::oom: return Fault::oom;
-  }
-  return Fault::oom;
-}
-
-// The host address of va if its PTE allows the access now.  Inside an RCU
-// read-side section: the frame is not reused before the section ends.
-// A write sets the PTE's dirty bit first, as the MMU does on the first
-// write through a clean entry (page_table.h rule I: a lockless
-// compare-exchange; PTE-lock holders replace such entries atomically, so
-// the bit is never lost).  When the entry changed meanwhile, its new value
-// is checked instead.
-void* usable(const mm::MmStruct* mm, std::uint64_t va, bool write) {
-  std::atomic<mem::pte_t>* slot = mm->pgtables.lookup_slot(va);
-  if (slot == nullptr) return nullptr;
-  // seq_cst: the holder's half of the soft MMU's Dekker pair (mm/tlb.h).
-  mem::pte_t pte = slot->load(std::memory_order_seq_cst);
-  if (write && !mem::pte_dirty(pte)) pte = mem::pte_mkdirty_hw(*slot, pte);
-  if (!mem::pte_present(pte) || !mem::pte_user(pte) || (write && !mem::pte_write(pte))) return nullptr;
-  return static_cast<char*>(mm->phys->addr(mem::pte_pfn(pte))) + (va & (mm::kPageSize - 1));
 }
 
 }  // namespace
@@ -455,7 +432,7 @@ int AddressSpace::mincore(std::uint64_t addr, std::uint64_t len, unsigned char* 
 std::uint64_t AddressSpace::brk(std::uint64_t new_brk) { return mm::do_brk(mm_.get(), new_brk); }
 
 template <class CopyFn>
-AccessResult AddressSpace::access(std::uint64_t va, std::uint64_t n, bool write, CopyFn&& copy) {
+AccessResult AddressSpace::access(std::uint64_t va, std::uint64_t n, AccessKind kind, CopyFn&& copy) {
   mm::MmStruct* m = mm_.get();
   std::uint64_t done = 0;
   // A translation holder (mm/tlb.h) while it copies, not while it faults:
@@ -469,7 +446,7 @@ AccessResult AddressSpace::access(std::uint64_t va, std::uint64_t n, bool write,
       // The frame is neither reused (freed frames wait for a grace period)
       // nor handed to a fork relative (mm/tlb.h) while we copy.
       rcu::ReadGuard rcu;
-      if (void* p = usable(m, a, write)) {
+      if (void* p = usable(m, a, kind)) {
         copy(p, done, chunk);
         hit = true;
       }
@@ -479,30 +456,40 @@ AccessResult AddressSpace::access(std::uint64_t va, std::uint64_t n, bool write,
       continue;
     }
     mm::mm_tlb_exit(m);
-    fault::FaultResult r = fault::handle_fault(m, a, write ? fault::Access::write : fault::Access::read);
-    if (r != fault::FaultResult::ok) return AccessResult{to_fault(r), a & mm::kPageMask};
+    fault::FaultResult r = fault::handle_fault(m, a, to_access(kind));
+    // The exact first byte not done (si_addr): the pages before a's were
+    // copied whole, so that is a itself, and `done` bytes went through.
+    if (r != fault::FaultResult::ok) return AccessResult{to_fault(r), a, done};
     mm::mm_tlb_enter(m);
   }
   mm::mm_tlb_exit(m);
-  return AccessResult{};
+  return AccessResult{Fault::none, 0, n};
 }
 
 AccessResult AddressSpace::read(std::uint64_t va, void* dst, std::uint64_t n) {
   auto* out = static_cast<unsigned char*>(dst);
-  return access(va, n, false, [&](void* p, std::uint64_t off, std::uint64_t len) { std::memcpy(out + off, p, len); });
+  return access(va, n, AccessKind::read,
+                [&](void* p, std::uint64_t off, std::uint64_t len) { std::memcpy(out + off, p, len); });
+}
+
+AccessResult AddressSpace::fetch(std::uint64_t va, void* dst, std::uint64_t n) {
+  auto* out = static_cast<unsigned char*>(dst);
+  return access(va, n, AccessKind::exec,
+                [&](void* p, std::uint64_t off, std::uint64_t len) { std::memcpy(out + off, p, len); });
 }
 
 AccessResult AddressSpace::write(std::uint64_t va, const void* src, std::uint64_t n) {
   const auto* in = static_cast<const unsigned char*>(src);
-  return access(va, n, true, [&](void* p, std::uint64_t off, std::uint64_t len) { std::memcpy(p, in + off, len); });
+  return access(va, n, AccessKind::write,
+                [&](void* p, std::uint64_t off, std::uint64_t len) { std::memcpy(p, in + off, len); });
 }
 
 AccessResult AddressSpace::fill(std::uint64_t va, unsigned char byte, std::uint64_t n) {
-  return access(va, n, true, [&](void* p, std::uint64_t, std::uint64_t len) { std::memset(p, byte, len); });
+  return access(va, n, AccessKind::write, [&](void* p, std::uint64_t, std::uint64_t len) { std::memset(p, byte, len); });
 }
 
 Fault AddressSpace::fault_in(std::uint64_t va, AccessKind kind) {
-  return to_fault(fault::handle_fault(mm_.get(), va, kind == AccessKind::write ? fault::Access::write : fault::Access::read));
+  return to_fault(fault::handle_fault(mm_.get(), va, to_access(kind)));
 }
 
 // A scope is an RCU read section and a translation holder (mm/tlb.h) for
@@ -518,7 +505,11 @@ AddressSpace::AccessScope::~AccessScope() {
 }
 
 void* AddressSpace::AccessScope::translate(std::uint64_t va, bool write) const {
-  return usable(as_.mm_.get(), va, write);
+  return usable(as_.mm_.get(), va, write ? AccessKind::write : AccessKind::read);
+}
+
+void* AddressSpace::AccessScope::translate(std::uint64_t va, AccessKind kind) const {
+  return usable(as_.mm_.get(), va, kind);
 }
 
 std::string AddressSpace::maps() const { return mm::show_maps(mm_.get()); }

@@ -56,11 +56,23 @@ static_assert(static_cast<int>(vmspace::Overcommit::never) == VMSPACE_OVERCOMMIT
 static_assert(static_cast<int>(vmspace::Fault::oom) == VMSPACE_FAULT_OOM);
 static_assert(static_cast<int>(vmspace::Fault::segv_accerr) == VMSPACE_FAULT_SEGV_ACCERR);
 
-vmspace_fault_t to_c(vmspace::AccessResult r) {
-  return vmspace_fault_t{static_cast<vmspace_fault_kind_t>(r.fault), r.addr};
-}
-
 constexpr std::uint64_t kPageMask = ~std::uint64_t{4095};
+
+// vmspace_fault_t keeps its page address (as before AccessResult became
+// exact); vmspace_access_result_t has the exact one.
+vmspace_fault_t to_c(vmspace::AccessResult r) {
+  return vmspace_fault_t{static_cast<vmspace_fault_kind_t>(r.fault), r.addr & kPageMask};
+}
+vmspace_access_result_t to_c_exact(vmspace::AccessResult r) {
+  return vmspace_access_result_t{static_cast<vmspace_fault_kind_t>(r.fault), r.addr, r.done};
+}
+vmspace::AccessKind to_kind(vmspace_access_kind_t k) {
+  switch (k) {
+    case VMSPACE_ACCESS_WRITE: return vmspace::AccessKind::write;
+    case VMSPACE_ACCESS_EXEC: return vmspace::AccessKind::exec;
+    default: return vmspace::AccessKind::read;
+  }
+}
 
 // Out of host memory in an access: the fault an emulator handles as OOM.
 vmspace_fault_t oom_at(std::uint64_t va) { return vmspace_fault_t{VMSPACE_FAULT_OOM, va & kPageMask}; }
@@ -413,10 +425,56 @@ vmspace_fault_t vmspace_fault_in(vmspace_t* vs, uint64_t va, int write) noexcept
   }
 }
 
+vmspace_access_result_t vmspace_access_read(vmspace_t* vs, uint64_t va, void* dst, uint64_t n) noexcept {
+  try {
+    return to_c_exact(vs->as.read(va, dst, n));
+  } catch (const std::bad_alloc&) {
+    return vmspace_access_result_t{VMSPACE_FAULT_OOM, va, 0};
+  }
+}
+
+vmspace_access_result_t vmspace_access_fetch(vmspace_t* vs, uint64_t va, void* dst, uint64_t n) noexcept {
+  try {
+    return to_c_exact(vs->as.fetch(va, dst, n));
+  } catch (const std::bad_alloc&) {
+    return vmspace_access_result_t{VMSPACE_FAULT_OOM, va, 0};
+  }
+}
+
+vmspace_access_result_t vmspace_access_write(vmspace_t* vs, uint64_t va, const void* src, uint64_t n) noexcept {
+  try {
+    return to_c_exact(vs->as.write(va, src, n));
+  } catch (const std::bad_alloc&) {
+    return vmspace_access_result_t{VMSPACE_FAULT_OOM, va, 0};
+  }
+}
+
+vmspace_access_result_t vmspace_access_fill(vmspace_t* vs, uint64_t va, unsigned char byte, uint64_t n) noexcept {
+  try {
+    return to_c_exact(vs->as.fill(va, byte, n));
+  } catch (const std::bad_alloc&) {
+    return vmspace_access_result_t{VMSPACE_FAULT_OOM, va, 0};
+  }
+}
+
+vmspace_access_result_t vmspace_access_fault_in(vmspace_t* vs, uint64_t va, vmspace_access_kind_t kind) noexcept {
+  try {
+    vmspace::Fault f = vs->as.fault_in(va, to_kind(kind));
+    if (f == vmspace::Fault::none) return vmspace_access_result_t{VMSPACE_FAULT_NONE, 0, 0};
+    return vmspace_access_result_t{static_cast<vmspace_fault_kind_t>(f), va, 0};
+  } catch (const std::bad_alloc&) {
+    return vmspace_access_result_t{VMSPACE_FAULT_OOM, va, 0};
+  }
+}
+
 vmspace_scope_t* vmspace_scope_begin(vmspace_t* vs) noexcept { return new (std::nothrow) vmspace_scope(vs->as); }
 
 void* vmspace_scope_translate(const vmspace_scope_t* scope, uint64_t va, int write) noexcept {
   return scope->scope.translate(va, write != 0);
+}
+
+void* vmspace_scope_translate_kind(const vmspace_scope_t* scope, uint64_t va, vmspace_access_kind_t kind) noexcept {
+  return scope->scope.translate(va, to_kind(kind));
 }
 
 void vmspace_scope_end(vmspace_scope_t* scope) noexcept { delete scope; }

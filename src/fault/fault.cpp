@@ -70,10 +70,24 @@ struct Vmf {
   bool vma_locked;  // FAULT_FLAG_VMA_LOCK: only a VMA read lock is held
 };
 
+// Linux x86 access_error(), before the fault is handled.  A fetch is
+// checked as a read of a not-present page, minus the protection key
+// (pkeys never apply to instruction fetches: arch_vma_access_permitted
+// with execute).  NX is checked after (exec_denied), as the CPU does on
+// the retried fetch.
 bool access_error(const Vma* vma, Access a) {
-  if (a == Access::write) return !(vma->vm_flags & mm::VM_WRITE);
-  return !mm::vma_data_accessible(vma);  // execute-only: the pkey denies reads
+  switch (a) {
+    case Access::write: return !(vma->vm_flags & mm::VM_WRITE);
+    case Access::read: return !mm::vma_data_accessible(vma);  // execute-only: the pkey denies reads
+    case Access::exec: return !mm::vma_is_accessible(vma);
+  }
+  return true;
 }
+
+// The fetch that follows a successful fault on a VMA without VM_EXEC
+// finds the PTE present with NX set: x86 reports a protection fault on an
+// instruction fetch, which access_error() refuses ("read, present").
+bool exec_denied(const Vma* vma, Access a) { return a == Access::exec && !(vma->vm_flags & mm::VM_EXEC); }
 
 VMSPACE_TLS_FAST thread_local const FaultHooks* tls_fault_hooks = nullptr;
 
@@ -121,7 +135,7 @@ unsigned do_anonymous_page(Vmf& f, mem::PteTable* table) {
     // PTE is writable where the VMA is.)
     ptl.lock();
     if (mem::pte_none(slot.load(std::memory_order_relaxed)))
-      slot.store(mem::make_pte(mm->phys->zero_pfn(), false), std::memory_order_release);
+      slot.store(mm::pte_apply_vma_prot(mem::make_pte(mm->phys->zero_pfn(), false), f.vma), std::memory_order_release);
     ptl.unlock();
     return kFaultDone;
   }
@@ -137,7 +151,7 @@ unsigned do_anonymous_page(Vmf& f, mem::PteTable* table) {
     // and dirty when the VMA is writable (a read fault on a host without
     // the zero page may install one into a read-only VMA).
     const bool writable = (f.vma->vm_flags & mm::VM_WRITE) != 0;
-    const pte_t pte = mem::make_pte(pfn, writable);
+    const pte_t pte = mm::pte_apply_vma_prot(mem::make_pte(pfn, writable), f.vma);
     slot.store(mem::pte_mkyoung(writable ? mem::pte_mkdirty(pte) : pte), std::memory_order_release);
     mm->rss_anon.fetch_add(1, std::memory_order_relaxed);
     installed = true;
@@ -241,7 +255,8 @@ unsigned do_wp_page(Vmf& f, mem::PteTable* table, pte_t orig) {
   mm::MmuGather tlb(mm);
   ptl.lock();
   if (slot.load(std::memory_order_relaxed) == orig) {
-    slot.store(mem::pte_mkdirty(mem::pte_mkyoung(mem::make_pte(fresh, true))), std::memory_order_release);
+    slot.store(mem::pte_mkdirty(mem::pte_mkyoung(mm::pte_apply_vma_prot(mem::make_pte(fresh, true), f.vma))),
+               std::memory_order_release);
     if (zero) {
       mm->rss_anon.fetch_add(1, std::memory_order_relaxed);
     } else {
@@ -320,7 +335,7 @@ void do_fault_around(Vmf& f, mem::PteTable* table) {
     if (pfn == mem::kNoFrame) continue;
     phys->get(pfn);  // the PTE's reference
     // Release: as for every PTE install.
-    slot.store(mem::pte_mkyoung(mem::make_pte(pfn, writable)), std::memory_order_release);
+    slot.store(mem::pte_mkyoung(mm::pte_apply_vma_prot(mem::make_pte(pfn, writable), vma)), std::memory_order_release);
     phys->frame(pfn).mapcount.fetch_add(1, std::memory_order_relaxed);
     ++mapped;
   }
@@ -391,7 +406,7 @@ unsigned do_read_fault(Vmf& f, mem::PteTable* table) {
   // faults here again (writeback.h).
   if ((fresh || upgrade) && f.write && writable) phys->frame(pfn).flags.fetch_or(mem::kPgDirty, std::memory_order_release);
   if (fresh) {
-    const pte_t pte = mem::pte_mkyoung(mem::make_pte(pfn, map_writable));
+    const pte_t pte = mem::pte_mkyoung(mm::pte_apply_vma_prot(mem::make_pte(pfn, map_writable), f.vma));
     slot.store(f.write && writable ? mem::pte_mkdirty(pte) : pte, std::memory_order_release);
     phys->frame(pfn).mapcount.fetch_add(1, std::memory_order_relaxed);
     mm->rss_shmem.fetch_add(1, std::memory_order_relaxed);
@@ -434,7 +449,8 @@ unsigned do_cow_fault(Vmf& f, mem::PteTable* table) {
       // A copy of a page the cache no longer holds (truncated or punched
       // meanwhile) must not appear after that call returned: again.
       if (mem::shmem_page_cached(file, index, src)) {
-        slot.store(mem::pte_mkdirty(mem::pte_mkyoung(mem::make_pte(fresh, true))), std::memory_order_release);
+        slot.store(mem::pte_mkdirty(mem::pte_mkyoung(mm::pte_apply_vma_prot(mem::make_pte(fresh, true), f.vma))),
+                   std::memory_order_release);
         mm->rss_anon.fetch_add(1, std::memory_order_relaxed);
         installed = true;
       } else {
@@ -504,11 +520,15 @@ unsigned handle_mm_fault(Vmf& f) {
   if (!mem::pte_user(orig) || (f.write && !mem::pte_write(orig))) {
     if (file && shared) return do_read_fault(f, table);
     if (f.write) return do_wp_page(f, table, orig);
-    // A readable page whose PTE lost its access bit: bring it back.
-    SpinLock& ptl = mem::PageTables::pte_lock(table);
-    ptl.lock();
-    if (slot.load(std::memory_order_relaxed) == orig) slot.store(orig | mem::kPteUser, std::memory_order_release);
-    ptl.unlock();
+    // A readable page whose PTE lost its access bit: bring it back.  Not
+    // for an execute-only VMA (a fetch gets here: the PTE is present and
+    // not NX, nothing to do; it must stay unreadable as data).
+    if (mm::vma_data_accessible(f.vma)) {
+      SpinLock& ptl = mem::PageTables::pte_lock(table);
+      ptl.lock();
+      if (slot.load(std::memory_order_relaxed) == orig) slot.store(orig | mem::kPteUser, std::memory_order_release);
+      ptl.unlock();
+    }
   }
   return kFaultDone;  // present and usable: a spurious fault (another thread won)
 }
@@ -567,10 +587,12 @@ FaultResult fault_once(MmStruct* mm, std::uint64_t addr, Access access) {
     Vmf f{mm, vma, addr, access == Access::write, /*vma_locked=*/true};
     FAULT_HOOK(fault_locked);
     unsigned r = handle_mm_fault(f);
+    const bool nx = exec_denied(vma, access);  // (vm_flags: still under the VMA lock)
     mm::vma_end_read(vma);
     if (!(r & kFaultRetry)) {
       mm->events.count(mm::VmEvent::vma_lock_success);
-      return to_result(r);
+      const FaultResult res = to_result(r);
+      return res == FaultResult::ok && nx ? FaultResult::segv_accerr : res;
     }
     mm->events.count(mm::VmEvent::vma_lock_retry);
   }
@@ -604,8 +626,10 @@ FaultResult fault_once(MmStruct* mm, std::uint64_t addr, Access access) {
   Vmf f{mm, vma, addr, access == Access::write, /*vma_locked=*/false};
   FAULT_HOOK(fault_locked);
   unsigned r = handle_mm_fault(f);
+  const bool nx = exec_denied(vma, access);
   mm::mmap_read_unlock(mm);
-  return to_result(r);
+  const FaultResult res = to_result(r);
+  return res == FaultResult::ok && nx ? FaultResult::segv_accerr : res;
 }
 
 }  // namespace

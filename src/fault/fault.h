@@ -10,7 +10,11 @@
 
 namespace vmspace::fault {
 
-enum class Access { read, write };
+// What the faulting access was (the x86 error code's W and I/D bits): a
+// data read, a data write, or an instruction fetch.  A fetch faults pages
+// in as a read does (never copy on write); only the NX bit of the PTE
+// (kPteNx, from VM_EXEC) tells it apart, as on x86 (see handle_fault).
+enum class Access { read, write, exec };
 
 // How a fault ended; what a signal handler would be told.
 enum class FaultResult {
@@ -26,6 +30,14 @@ const char* fault_result_name(FaultResult r);
 // Resolve a fault at `addr`.  The caller holds no mm lock.  It may be
 // inside an RCU read section (an AccessScope): then an out-of-memory fault
 // is reported without waiting for frames that a grace period would free.
+// An instruction fetch (Access::exec) behaves as on Linux x86-64, where
+// access_error() has no VM_EXEC test and NX is the CPU's business: the
+// fetch faults the page in as a read when the VMA is accessible (any of
+// VM_READ/WRITE/EXEC; an execute-only protection key does not stop
+// fetches), and when the VMA lacks VM_EXEC the retried fetch hits the NX
+// PTE and faults again with the protection bit: SEGV_ACCERR, with the page
+// left mapped (mincore sees it).  So: segv_accerr for a VMA without
+// VM_EXEC unless the fault itself failed (maperr, sigbus, oom first).
 FaultResult handle_fault(mm::MmStruct* mm, std::uint64_t addr, Access access);
 
 // Test hook points (deterministic interleaving tests), called on the

@@ -95,6 +95,13 @@ inline constexpr pte_t kPteLazyFree = pte_t{1} << 9;
 // like any other entry.  It names no frame: pte_pfn() of it is 0 and it must
 // never be taken for a mapping (lockless walkers test pte_present()).
 inline constexpr pte_t kPteMarkerGuard = pte_t{1} << 10;
+// No-execute (x86's _PAGE_NX, bit 63): an instruction fetch through the
+// entry faults.  Set on every PTE of a VMA without VM_EXEC (mm/memory.h
+// pte_apply_vma_prot, Linux's vm_get_page_prot) and kept in step with it
+// by mprotect, so that a lockless walker decides a fetch from the entry
+// alone, as the CPU does.  kPteUser is the data-access bit: an entry may
+// allow fetches without data reads (execute-only, under a protection key).
+inline constexpr pte_t kPteNx = pte_t{1} << 63;
 inline constexpr unsigned kPtePfnShift = 12;
 inline constexpr pte_t kPtePfnMask = ((pte_t{1} << 40) - 1) << kPtePfnShift;  // bits 12..51
 inline constexpr pte_t kPteFlagsMask = ~kPtePfnMask;
@@ -125,11 +132,15 @@ constexpr bool pte_none_mostly(pte_t p) { return p == 0 || pte_is_guard(p); }
 constexpr bool pte_lazyfree(pte_t p) { return (p & kPteLazyFree) != 0; }
 constexpr bool pte_write(pte_t p) { return (p & kPteWrite) != 0; }
 constexpr bool pte_user(pte_t p) { return (p & kPteUser) != 0; }
+// May an instruction be fetched through this entry (present, not NX)?
+constexpr bool pte_exec(pte_t p) { return (p & (kPtePresent | kPteNx)) == kPtePresent; }
 constexpr bool pte_young(pte_t p) { return (p & kPteAccessed) != 0; }
 constexpr bool pte_dirty(pte_t p) { return (p & kPteDirty) != 0; }
 constexpr pfn_t pte_pfn(pte_t p) { return (p & kPtePfnMask) >> kPtePfnShift; }
 constexpr pte_t pte_flags(pte_t p) { return p & kPteFlagsMask; }
-// Present, user, optionally writable; not accessed, not dirty.
+// Present, user, optionally writable, executable; not accessed, not
+// dirty.  A PTE of a VMA gets its VMA's access bits with
+// mm::pte_apply_vma_prot (NX for a VMA without VM_EXEC).
 constexpr pte_t make_pte(pfn_t pfn, bool writable) {
   return ((pfn << kPtePfnShift) & kPtePfnMask) | kPtePresent | kPteUser |
          (writable ? kPteWrite : 0);
@@ -140,6 +151,8 @@ constexpr pte_t pte_mkdirty(pte_t p) { return p | kPteDirty; }
 constexpr pte_t pte_mkclean(pte_t p) { return p & ~kPteDirty; }
 constexpr pte_t pte_mkyoung(pte_t p) { return p | kPteAccessed; }
 constexpr pte_t pte_mkold(pte_t p) { return p & ~kPteAccessed; }
+constexpr pte_t pte_mkexec(pte_t p) { return p & ~kPteNx; }
+constexpr pte_t pte_mknexec(pte_t p) { return p | kPteNx; }
 constexpr pte_t pte_modify_pfn(pte_t p, pfn_t pfn) {
   return (p & kPteFlagsMask) | ((pfn << kPtePfnShift) & kPtePfnMask);
 }

@@ -237,7 +237,10 @@ void change_protection(Vma* vma, std::uint64_t start, std::uint64_t end) {
     // ptep_modify: a write may dirty a writable clean PTE until the new
     // value is in (page_table.h rule I); the dirty bit is kept.
     mem::ptep_modify(slot, old, [&](mem::pte_t pte) {
-      pte = accessible ? (pte | mem::kPteUser) : (pte & ~(mem::kPteUser | mem::kPteWrite));
+      // The data-access and no-execute bits follow the new flags (adding
+      // PROT_EXEC clears NX at once: the lockless path fetches without a
+      // fault; removing it sets NX before mprotect returns).
+      pte = pte_apply_vma_prot(pte, vma);
       if (!writable) pte = mem::pte_wrprotect(pte);
       // Under write-notify only dirty pages are writable again (Linux's
       // can_change_pte_writable): a clean one must fault to be dirtied.

@@ -34,6 +34,19 @@ inline vm_flags_t pkey_flags_for(const MmStruct* mm, int prot) {
 // May the VMA's pages be read as data (the soft MMU's kPteUser bit)?
 inline bool vma_data_accessible(const Vma* vma) { return vma_is_accessible(vma) && !vma_is_exec_only(vma); }
 
+// Linux vm_get_page_prot() for the bits the soft MMU checks: give `pte`
+// (a PTE of `vma`) the VMA's data-access bit (kPteUser; without it, no
+// write either) and its no-execute bit (kPteNx unless VM_EXEC, as x86's
+// protection_map sets _PAGE_NX).  Whether the entry is writable is the
+// caller's business otherwise (copy on write, write-notify).  Every PTE
+// installed for a VMA goes through this, and change_protection() keeps
+// the bits in step with mprotect, so a lockless walker (the soft MMU's
+// translate) can decide an access from the entry alone.
+inline mem::pte_t pte_apply_vma_prot(mem::pte_t pte, const Vma* vma) {
+  pte = vma_data_accessible(vma) ? (pte | mem::kPteUser) : (pte & ~(mem::kPteUser | mem::kPteWrite));
+  return (vma->vm_flags & VM_EXEC) ? mem::pte_mkexec(pte) : mem::pte_mknexec(pte);
+}
+
 // What a zap does to PTE markers (guard regions): munmap and exit drop
 // them with the mapping; the zaps of madvise (DONTNEED, DONTNEED_LOCKED,
 // REMOVE) keep them (Linux: ZAP_FLAG_DROP_MARKER or not).

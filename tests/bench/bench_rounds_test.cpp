@@ -3,6 +3,7 @@
 // spread of the rounds kept, the outlier dropped from four rounds on, and
 // the verdicts (UNSTABLE beats PASS/FAIL when the spread is too wide).
 #include "bench_rounds.h"
+#include "bench_charts.h"
 
 #include <gtest/gtest.h>
 
@@ -112,6 +113,41 @@ TEST(BenchRounds, Plans) {
   p = round_plan(true, 7);
   EXPECT_EQ(p.min_rounds, 7);
   EXPECT_EQ(p.max_rounds, 7);
+}
+
+}  // namespace
+}  // namespace vmspace::cli::bench
+
+// The table's and charts' number format (bench_charts.h).
+namespace vmspace::cli::bench {
+namespace {
+
+TEST(BenchFormat, UnitsThatFitTheValue) {
+  EXPECT_EQ(human(950, "ns"), "950 ns");
+  EXPECT_EQ(human(1234, "ns"), "1.23 µs");
+  EXPECT_EQ(human(12345678, "ns"), "12.3 ms");
+  EXPECT_EQ(human(6.5, "us"), "6.50 µs");
+  EXPECT_EQ(human(2.5e6, "faults/s"), "2.50 M faults/s");
+  EXPECT_EQ(human(936000, "faults/s"), "936 K faults/s");
+  EXPECT_EQ(human(936000, "faults/s", false), "936 K");
+  EXPECT_EQ(human(12, "%"), "12.0 %");
+  EXPECT_EQ(human(kNaN, "ns"), "n/a");
+}
+
+TEST(BenchFormat, ChartsOnlyForWorkloadsThatRan) {
+  Ctx c;
+  EXPECT_TRUE(make_charts(c).empty());
+  c.add("mmap1", "mmap_lock", "ops_per_s_1t", 5e5, "ops/s");
+  c.add("mmap1", "kernel", "ops_per_s_1t", 2e5, "ops/s");
+  c.add("mmap1", "mmap_lock", "ops_per_s_2t", 6e5, "ops/s");
+  const std::vector<Chart> charts = make_charts(c);
+  ASSERT_EQ(charts.size(), 1u);
+  EXPECT_EQ(charts[0].file, "mmap1.svg");
+  // Both modes in their own colours, both thread counts, value labels.
+  EXPECT_NE(charts[0].svg.find("#d62728"), std::string::npos);
+  EXPECT_NE(charts[0].svg.find("#7f7f7f"), std::string::npos);
+  EXPECT_NE(charts[0].svg.find("2 threads"), std::string::npos);
+  EXPECT_NE(charts[0].svg.find(">500 K<"), std::string::npos);
 }
 
 }  // namespace

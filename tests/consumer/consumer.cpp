@@ -21,7 +21,7 @@ int main() {
     return std::fprintf(stderr, "write/read failed\n"), 1;
   if (int r = as.mprotect(a + 4096, 4096, PROT_READ); r != 0) return std::fprintf(stderr, "mprotect: %d\n", r), 1;
   vmspace::AccessResult f = as.write(a + 4096 + 8, "x", 1);
-  if (f.fault != vmspace::Fault::segv_accerr || f.addr != static_cast<std::uint64_t>(a) + 4096)
+  if (f.fault != vmspace::Fault::segv_accerr || f.addr != static_cast<std::uint64_t>(a) + 4096 + 8 || f.done != 0)
     return std::fprintf(stderr, "write to read-only: %s\n", vmspace::fault_name(f.fault)), 1;
   std::printf("vmspace %s: write to read-only page 0x%llx: %s\n", vmspace::kVersion,
               static_cast<unsigned long long>(f.addr), vmspace::fault_name(f.fault));

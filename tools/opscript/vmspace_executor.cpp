@@ -134,11 +134,14 @@ OpResult VmspaceExecutor::ftruncate(const std::string& name, uint64_t size) {
   return from_int(as().ftruncate(it->second, static_cast<int64_t>(size)));
 }
 namespace {
+// Op scripts report the page of the faulting byte (runner.h);
+// AccessResult::addr is the byte itself.
 OpResult fault_result(const AccessResult& r) {
+  const uint64_t page = r.addr & ~uint64_t{4095};
   switch (r.fault) {
-    case Fault::segv_maperr: return OpResult::fault_at(FaultKind::kSegvMaperr, r.addr);
-    case Fault::segv_accerr: return OpResult::fault_at(FaultKind::kSegvAccerr, r.addr);
-    case Fault::sigbus: return OpResult::fault_at(FaultKind::kSigbus, r.addr);
+    case Fault::segv_maperr: return OpResult::fault_at(FaultKind::kSegvMaperr, page);
+    case Fault::segv_accerr: return OpResult::fault_at(FaultKind::kSegvAccerr, page);
+    case Fault::sigbus: return OpResult::fault_at(FaultKind::kSigbus, page);
     case Fault::oom: return OpResult::error(ENOMEM);  // the kernel would OOM-kill; report it visibly
     case Fault::none: break;
   }

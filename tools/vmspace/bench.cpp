@@ -35,6 +35,7 @@
 #include <system_error>
 #include <thread>
 
+#include "bench_charts.h"
 #include "bench_ctx.h"
 #include "bench_rounds.h"
 #include "build_kind.h"
@@ -49,8 +50,8 @@ void add_bench(CLI::App& app, BenchArgs& args) {
   sub->add_option("--json", args.json,
                   "Write machine info, results and targets as JSON to FILE (checked writable before measuring)");
   sub->add_option("--svg", args.svg,
-                  "Write fault-churn latency CDFs and fault-scaling bars as SVG into DIR (created, and checked "
-                  "writable, before measuring)");
+                  "Write a chart per workload that ran (SVG) and report.html (targets, charts and table in one "
+                  "file) into DIR (created, and checked writable, before measuring)");
   sub->add_option("--workload", args.workloads,
                   "Run only this workload (repeatable): fault, fault-scaling, fault-churn, lookup, mmap, mremap, "
                   "file-fault, space, fork, page_fault1, page_fault2, page_fault3, mmap1, cortenmm, maps");
@@ -182,10 +183,14 @@ int cmd_bench(const BenchArgs& args) {
     }
     c.results = combine_results(results);
     c.rounds = static_cast<int>(results.size());
-    print_report(c, ts);
+    const std::string table = format_report(c, ts);
+    std::fputs(table.c_str(), stdout);
     std::fflush(stdout);
     if (!args.json.empty()) write_json(c, ts, args.json);
-    if (!args.svg.empty()) write_svgs(c, args.svg);
+    if (!args.svg.empty()) {
+      write_svgs(c, args.svg);
+      write_html(c, ts, table, (std::filesystem::path(args.svg) / "report.html").string());
+    }
     for (const Target& t : ts) failed |= verdict(t) == Verdict::fail;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "vmspace bench: %s\n", e.what());

@@ -148,8 +148,8 @@ void run_maps_bench(Ctx& c);
 
 // ---- the report ----
 std::vector<Target> targets(const Ctx& c);
+std::string format_report(const Ctx& c, const std::vector<Target>& ts);  // the stdout table
 void print_report(const Ctx& c, const std::vector<Target>& ts);
 void write_json(const Ctx& c, const std::vector<Target>& ts, const std::string& path);
-void write_svgs(const Ctx& c, const std::string& dir);
 
 }  // namespace vmspace::cli::bench

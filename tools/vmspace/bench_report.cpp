@@ -15,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bench_charts.h"
 #include "bench_rounds.h"
 #include "build_kind.h"
 
@@ -199,36 +200,44 @@ std::string spread_str(double spread, int rounds) {
 
 }  // namespace
 
-void print_report(const Ctx& c, const std::vector<Target>& ts) {
-  std::printf("vmspace bench (%s build%s): median of %d round%s %s; spread = max/min of the rounds kept\n\n",
-              vmspace::cli::build_kind(), c.quick ? ", --quick" : "", c.rounds, c.rounds == 1 ? "" : "s",
-              c.warmed_up ? "after a warm-up" : "without a warm-up (--no-warmup)");
-  std::printf("%-14s %-17s %-34s %12s %-9s %-7s %s\n", "workload", "mode", "metric", "value", "unit", "spread",
-              "ratios");
+std::string format_report(const Ctx& c, const std::vector<Target>& ts) {
+  std::string o;
+  char line[512];
+  auto put = [&](const char* fmt, auto... args) {
+    std::snprintf(line, sizeof line, fmt, args...);
+    o += line;
+  };
+  put("vmspace bench (%s build%s): median of %d round%s %s; spread = max/min of the rounds kept\n\n",
+      vmspace::cli::build_kind(), c.quick ? ", --quick" : "", c.rounds, c.rounds == 1 ? "" : "s",
+      c.warmed_up ? "after a warm-up" : "without a warm-up (--no-warmup)");
+  put("%-14s %-17s %-34s %16s %-7s %s\n", "workload", "mode", "metric", "value", "spread", "ratios");
   std::string last;
   for (const Result& r : c.results) {
-    if (r.workload != last && !last.empty()) std::printf("\n");
+    if (r.workload != last && !last.empty()) o += "\n";
     last = r.workload;
-    std::printf("%-14s %-17s %-34s %12s %-9s %-7s %s\n", r.workload.c_str(), r.mode.c_str(), r.metric.c_str(),
-                fmt(r.value).c_str(), r.unit.c_str(), spread_str(r.spread, r.rounds).c_str(), note_for(c, r).c_str());
+    put("%-14s %-17s %-34s %16s %-7s %s\n", r.workload.c_str(), r.mode.c_str(), r.metric.c_str(),
+        human(r.value, r.unit).c_str(), spread_str(r.spread, r.rounds).c_str(), note_for(c, r).c_str());
   }
   if (!c.notes.empty()) {
-    std::printf("\nnotes (from the last round):\n");
-    for (const auto& n : c.notes) std::printf("  %s\n", n.c_str());
+    o += "\nnotes (from the last round):\n";
+    for (const auto& n : c.notes) o += "  " + n + "\n";
   }
-  std::printf("\ntargets (UNSTABLE: the rounds' spread is above x%.2f, too wide to judge):\n", kUnstableSpread);
+  put("\ntargets (UNSTABLE: the rounds' spread is above x%.2f, too wide to judge):\n", kUnstableSpread);
   for (const Target& t : ts) {
     const Verdict v = verdict(t);
     if (v == Verdict::na) {
-      std::printf("  %-8s %-66s (%s)\n", verdict_name(v), t.name.c_str(), t.why_na.c_str());
+      put("  %-8s %-66s (%s)\n", verdict_name(v), t.name.c_str(), t.why_na.c_str());
       continue;
     }
     std::string head = verdict_name(v);
     if (v == Verdict::unstable) head += " (spread " + fmt(t.spread, 2) + ")";
-    std::printf("  %-8s %-66s %s %s %s  spread %s\n", head.c_str(), t.name.c_str(), fmt(t.value, 2).c_str(),
-                t.cmp.c_str(), fmt(t.limit, 2).c_str(), spread_str(t.spread, t.rounds).c_str());
+    put("  %-8s %-66s %s %s %s  spread %s\n", head.c_str(), t.name.c_str(), fmt(t.value, 2).c_str(), t.cmp.c_str(),
+        fmt(t.limit, 2).c_str(), spread_str(t.spread, t.rounds).c_str());
   }
+  return o;
 }
+
+void print_report(const Ctx& c, const std::vector<Target>& ts) { std::fputs(format_report(c, ts).c_str(), stdout); }
 
 namespace {
 
@@ -288,88 +297,6 @@ void write_json(const Ctx& c, const std::vector<Target>& ts, const std::string& 
   std::ofstream out(path);
   out << j.dump(2) << "\n";
   if (!out) fail("cannot write " + path);
-}
-
-namespace {
-
-const char* kColors[] = {"#d62728", "#1f77b4", "#2ca02c", "#7f7f7f", "#9467bd"};
-
-}  // namespace
-
-void write_svgs(const Ctx& c, const std::string& dir) {
-  std::filesystem::create_directories(dir);
-  const double W = 800, H = 500, L = 70, R = 180, T = 40, B = 60;
-  const double pw = W - L - R, ph = H - T - B;
-  {  // fault-churn (b) latency CDFs
-    double lo = 1e300, hi = 0;
-    for (const auto& [m, pts] : c.cdf)
-      for (const auto& p : pts) lo = std::min(lo, p.first), hi = std::max(hi, p.first);
-    if (c.cdf.empty()) lo = 10, hi = 1e6;
-    double dlo = std::floor(std::log10(lo)), dhi = std::ceil(std::log10(hi));
-    if (dhi <= dlo) dhi = dlo + 1;
-    auto x = [&](double ns) { return L + (std::log10(ns) - dlo) / (dhi - dlo) * pw; };
-    auto y = [&](double f) { return T + (1 - f) * ph; };
-    std::ostringstream s;
-    s << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << W << "\" height=\"" << H
-      << "\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
-      << "<text x=\"" << L << "\" y=\"20\" font-size=\"14\">fault-churn (b: mprotect churn): fault latency CDF</text>\n"
-      << "<rect x=\"" << L << "\" y=\"" << T << "\" width=\"" << pw << "\" height=\"" << ph
-      << "\" fill=\"none\" stroke=\"black\"/>\n";
-    for (double d = dlo; d <= dhi; d += 1) {
-      s << "<line x1=\"" << x(std::pow(10, d)) << "\" y1=\"" << T << "\" x2=\"" << x(std::pow(10, d)) << "\" y2=\""
-        << T + ph << "\" stroke=\"#ddd\"/>\n<text x=\"" << x(std::pow(10, d)) << "\" y=\"" << T + ph + 16
-        << "\" text-anchor=\"middle\">1e" << d << "</text>\n";
-    }
-    for (double f = 0; f <= 1.0001; f += 0.25)
-      s << "<text x=\"" << L - 6 << "\" y=\"" << y(f) + 4 << "\" text-anchor=\"end\">" << f << "</text>\n";
-    s << "<text x=\"" << L + pw / 2 << "\" y=\"" << H - 15 << "\" text-anchor=\"middle\">fault latency (ns, log)</text>\n"
-      << "<text x=\"15\" y=\"" << T + ph / 2 << "\" transform=\"rotate(-90 15 " << T + ph / 2
-      << ")\" text-anchor=\"middle\">fraction of faults</text>\n";
-    int k = 0;
-    for (const auto& [m, pts] : c.cdf) {
-      const char* col = kColors[k % 5];
-      s << "<polyline fill=\"none\" stroke=\"" << col << "\" stroke-width=\"1.5\" points=\"";
-      for (const auto& p : pts) s << x(p.first) << "," << y(p.second) << " ";
-      s << "\"/>\n<text x=\"" << L + pw + 10 << "\" y=\"" << T + 20 + 18 * k << "\" fill=\"" << col << "\">" << m
-        << "</text>\n";
-      ++k;
-    }
-    s << "</svg>\n";
-    std::ofstream(std::filesystem::path(dir) / "fault_churn_cdf.svg") << s.str();
-  }
-  {  // fault-scaling bars
-    double hi = 1;
-    for (const Result& r : c.results)
-      if (r.workload == "fault-scaling" && r.metric.rfind("faults_per_s_total_", 0) == 0) hi = std::max(hi, r.value);
-    std::ostringstream s;
-    s << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << W << "\" height=\"" << H
-      << "\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
-      << "<text x=\"" << L << "\" y=\"20\" font-size=\"14\">fault-scaling: total faults/s (max " << fmt(hi)
-      << ")</text>\n<line x1=\"" << L << "\" y1=\"" << T + ph << "\" x2=\"" << L + pw << "\" y2=\"" << T + ph
-      << "\" stroke=\"black\"/>\n";
-    const int nm = static_cast<int>(c.modes.size());
-    const double gw = pw / 3, bw = gw * 0.8 / std::max(1, nm);
-    int g = 0;
-    for (int threads : {1, 2, 4}) {
-      for (int k = 0; k < nm; ++k) {
-        double v = c.get("fault-scaling", c.modes[static_cast<std::size_t>(k)].name,
-                         "faults_per_s_total_" + std::to_string(threads) + "t");
-        if (std::isnan(v)) continue;
-        double h = v / hi * ph, bx = L + g * gw + gw * 0.1 + k * bw;
-        s << "<rect x=\"" << bx << "\" y=\"" << T + ph - h << "\" width=\"" << bw * 0.9 << "\" height=\"" << h
-          << "\" fill=\"" << kColors[k % 5] << "\"><title>" << c.modes[static_cast<std::size_t>(k)].name << " "
-          << threads << "t: " << fmt(v) << " faults/s</title></rect>\n";
-      }
-      s << "<text x=\"" << L + g * gw + gw / 2 << "\" y=\"" << T + ph + 16 << "\" text-anchor=\"middle\">" << threads
-        << " thread(s)</text>\n";
-      ++g;
-    }
-    for (int k = 0; k < nm; ++k)
-      s << "<text x=\"" << L + pw + 10 << "\" y=\"" << T + 20 + 18 * k << "\" fill=\"" << kColors[k % 5] << "\">"
-        << c.modes[static_cast<std::size_t>(k)].name << "</text>\n";
-    s << "</svg>\n";
-    std::ofstream(std::filesystem::path(dir) / "fault_scaling.svg") << s.str();
-  }
 }
 
 }  // namespace vmspace::cli::bench

@@ -189,6 +189,46 @@ static void test_anon(int mode) {
   CHECK_EQ(f.kind, VMSPACE_FAULT_SEGV_MAPERR);
   CHECK_EQ(f.addr, (uint64_t)a + 12 * PAGE);
   CHECK_EQ(vmspace_fault_in(vs, (uint64_t)a + 5 * PAGE, 1).kind, VMSPACE_FAULT_NONE);
+  /* The exact results: the faulting byte itself and the bytes done (the
+   * vmspace_fault_t ones above keep the page address). */
+  {
+    vmspace_access_result_t x = vmspace_access_read(vs, (uint64_t)a + 12 * PAGE - 6, buf, 12);
+    CHECK_EQ(x.kind, VMSPACE_FAULT_SEGV_MAPERR);
+    CHECK_EQ(x.addr, (uint64_t)a + 12 * PAGE);
+    CHECK_EQ(x.done, 6);
+    x = vmspace_access_write(vs, (uint64_t)a + 8 * PAGE + 10, "x", 1);
+    CHECK_EQ(x.kind, VMSPACE_FAULT_SEGV_ACCERR);
+    CHECK_EQ(x.addr, (uint64_t)a + 8 * PAGE + 10);
+    CHECK_EQ(x.done, 0);
+    x = vmspace_access_fill(vs, (uint64_t)a + 8 * PAGE - 3, 0xcd, 8);
+    CHECK_EQ(x.kind, VMSPACE_FAULT_SEGV_ACCERR);
+    CHECK_EQ(x.addr, (uint64_t)a + 8 * PAGE);
+    CHECK_EQ(x.done, 3);
+    x = vmspace_access_read(vs, (uint64_t)a + 8 * PAGE - 3, buf, 3);
+    CHECK_EQ(x.kind, VMSPACE_FAULT_NONE);
+    CHECK_EQ(x.addr, 0);
+    CHECK_EQ(x.done, 3);
+    CHECK_EQ((unsigned char)buf[0], 0xcd);
+    /* rw- memory is not executable: a fetch faults SEGV_ACCERR at its byte. */
+    x = vmspace_access_fetch(vs, (uint64_t)a + 5 * PAGE + 1, buf, 2);
+    CHECK_EQ(x.kind, VMSPACE_FAULT_SEGV_ACCERR);
+    CHECK_EQ(x.addr, (uint64_t)a + 5 * PAGE + 1);
+    x = vmspace_access_fault_in(vs, (uint64_t)a + 5 * PAGE + 1, VMSPACE_ACCESS_EXEC);
+    CHECK_EQ(x.kind, VMSPACE_FAULT_SEGV_ACCERR);
+    CHECK_EQ(x.addr, (uint64_t)a + 5 * PAGE + 1);
+    CHECK_EQ(vmspace_access_fault_in(vs, (uint64_t)a + 5 * PAGE, VMSPACE_ACCESS_WRITE).kind, VMSPACE_FAULT_NONE);
+    CHECK_EQ(vmspace_mprotect(vs, (uint64_t)a + 5 * PAGE, PAGE, PROT_READ | PROT_EXEC), 0);
+    x = vmspace_access_fetch(vs, (uint64_t)a + 5 * PAGE + 1, buf, 2);
+    CHECK_EQ(x.kind, VMSPACE_FAULT_NONE);
+    CHECK_EQ(x.done, 2);
+    scope = vmspace_scope_begin(vs);
+    CHECK(scope != NULL);
+    CHECK(vmspace_scope_translate_kind(scope, (uint64_t)a + 5 * PAGE, VMSPACE_ACCESS_EXEC) != NULL);
+    CHECK(vmspace_scope_translate_kind(scope, (uint64_t)a + 5 * PAGE, VMSPACE_ACCESS_WRITE) == NULL);
+    CHECK(vmspace_scope_translate_kind(scope, (uint64_t)a + 6 * PAGE, VMSPACE_ACCESS_EXEC) == NULL);
+    vmspace_scope_end(scope);
+    CHECK_EQ(vmspace_mprotect(vs, (uint64_t)a + 5 * PAGE, PAGE, PROT_READ | PROT_WRITE), 0);
+  }
 
   /* maps, snprintf-style. */
   n = vmspace_maps(vs, NULL, 0);

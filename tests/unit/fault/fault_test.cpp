@@ -77,7 +77,8 @@ TEST_P(Faults, FaultCodes) {
   unsigned char b = 1;
   AccessResult r = as.write(kBase + kPage + 5, &b, 1);
   EXPECT_EQ(r.fault, Fault::segv_accerr);
-  EXPECT_EQ(r.addr, kBase + kPage);
+  EXPECT_EQ(r.addr, kBase + kPage + 5);  // the byte itself, as si_addr
+  EXPECT_EQ(r.done, 0u);
   r = as.read(kBase + 4 * kPage, &b, 1);
   EXPECT_EQ(r.fault, Fault::segv_accerr);
   r = as.read(kBase + 2 * kPage, &b, 1);
@@ -89,6 +90,7 @@ TEST_P(Faults, FaultCodes) {
   r = as.write(kBase + kPage / 2, src.data(), src.size());
   EXPECT_EQ(r.fault, Fault::segv_accerr);
   EXPECT_EQ(r.addr, kBase + kPage);
+  EXPECT_EQ(r.done, kPage / 2);
   ASSERT_TRUE(as.read(kBase + kPage - 1, &b, 1).ok());
   EXPECT_EQ(b, 7);
 }

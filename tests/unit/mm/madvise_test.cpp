@@ -229,6 +229,7 @@ TEST_P(Madvise, GuardPagesFaultMaperrAfterTheProtectionCheck) {
   AccessResult r = as.read(at(1) - 8, buf, 16);
   EXPECT_EQ(r.fault, Fault::segv_maperr);
   EXPECT_EQ(r.addr, at(1));
+  EXPECT_EQ(r.done, 8u);
   EXPECT_EQ(write_fault(as, at(1) + 5), Fault::segv_maperr);
   EXPECT_EQ(byte_at(as, at(0)), 4);
   EXPECT_EQ(byte_at(as, at(2)), 4);
