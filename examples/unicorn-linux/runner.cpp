@@ -195,14 +195,11 @@ vmspace::Fault Runner::map_page(std::uint64_t page, Kind kind) {
   // page changed in between (another thread of an embedder would do that;
   // here a write-watch callback).  A few rounds always suffice.
   for (int round = 0; round < 8 && !host; round++) {
-    // x86-64 NX: a fetch needs PROT_EXEC.  Checked here too, before
-    // faulting anything in, for libraries whose fault_in treats a fetch as
-    // a read (issue 17's access kinds not yet in).  No VMA (or a stack
-    // about to grow): fault_in decides.
-    prot = vma_prot(page);
-    if (kind == Kind::exec && prot >= 0 && !(prot & PROT_EXEC)) return vmspace::Fault::segv_accerr;
     vmspace::Fault f = as_.fault_in(page, access_kind(static_cast<int>(kind)));
     if (f != vmspace::Fault::none) return f;
+    // x86-64 NX: a fetch needs PROT_EXEC.  fault_in(exec) says so itself;
+    // checked here too for libraries whose fault_in treats a fetch as a
+    // read (before issue 17's access kinds).
     prot = vma_prot(page);
     if (kind == Kind::exec && !(prot & PROT_EXEC)) return vmspace::Fault::segv_accerr;
 #if !VMSPACE_UNICORN_NOTIFIERS
