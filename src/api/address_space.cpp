@@ -501,7 +501,11 @@ AccessResult AddressSpace::fill(std::uint64_t va, unsigned char byte, std::uint6
   return access(va, n, true, [&](void* p, std::uint64_t, std::uint64_t len) { std::memset(p, byte, len); });
 }
 
-Fault AddressSpace::fault_in(std::uint64_t va, bool write) {
+// (Build bridge until the access-kinds work of issue 17 lands: the header
+// now defines fault_in(va, bool) inline over this overload; exec faults
+// as a read.)
+Fault AddressSpace::fault_in(std::uint64_t va, AccessKind kind) {
+  const bool write = kind == AccessKind::write;
   return to_fault(fault::handle_fault(mm_.get(), va, write ? fault::Access::write : fault::Access::read));
 }
 
