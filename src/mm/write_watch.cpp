@@ -130,7 +130,7 @@ void update_active(WriteWatch& w) {
 bool valid_range(const MmStruct* mm, std::uint64_t addr, std::uint64_t len, std::uint64_t* end) {
   if (!page_aligned(addr)) return false;
   const std::uint64_t plen = page_align(len);
-  if (plen < len || addr + plen < addr || addr + plen > mm->task_size + kPageSize) return false;
+  if (plen < len || addr + plen < addr || addr + plen > mm->task_size) return false;
   *end = addr + plen;
   return true;
 }

@@ -49,18 +49,20 @@ class PairChecker : public InvalidationNotifier {
 
   void invalidate_range_start(const InvalidateRange& r) override {
     check(r);
-    if (open_ != nullptr) bad.fetch_add(1);  // nested start on one thread
-    open_ = this;
-    open_range_ = r;
+    for (const auto& [who, range] : open_)
+      if (who == id_) bad.fetch_add(1);  // nested start on one thread
+    open_.emplace_back(id_, r);
     starts.fetch_add(1, std::memory_order_relaxed);
   }
   void invalidate_range_end(const InvalidateRange& r) override {
     check(r);
     // An end without our start: registered between a change's start and
     // end (allowed); with it: the same range and reason.
-    if (open_ == this) {
-      if (open_range_.start != r.start || open_range_.end != r.end || open_range_.reason != r.reason) bad.fetch_add(1);
-      open_ = nullptr;
+    for (auto it = open_.begin(); it != open_.end(); ++it) {
+      if (it->first != id_) continue;
+      if (it->second.start != r.start || it->second.end != r.end || it->second.reason != r.reason) bad.fetch_add(1);
+      open_.erase(it);
+      break;
     }
     ends.fetch_add(1, std::memory_order_relaxed);
   }
@@ -70,11 +72,15 @@ class PairChecker : public InvalidationNotifier {
     if (gone.load(std::memory_order_relaxed)) late.fetch_add(1);
     if (r.start >= r.end || (r.start | r.end) % kPage != 0) bad.fetch_add(1);
   }
-  static thread_local const PairChecker* open_;
-  static thread_local InvalidateRange open_range_;
+  // This thread's open pairs, per checker (one thread may have a pair of
+  // each registered checker open at once), by a unique id: a checker
+  // unregistered between a start and its end leaves its entry behind, and
+  // the next checker may live at the same address.
+  inline static std::atomic<std::uint64_t> next_id_{1};
+  const std::uint64_t id_ = next_id_.fetch_add(1);
+  static thread_local std::vector<std::pair<std::uint64_t, InvalidateRange>> open_;
 };
-thread_local const PairChecker* PairChecker::open_ = nullptr;
-thread_local InvalidateRange PairChecker::open_range_;
+thread_local std::vector<std::pair<std::uint64_t, InvalidateRange>> PairChecker::open_;
 
 struct WatchCounter {
   std::atomic<long> reports{0};
@@ -191,6 +197,7 @@ TEST_P(NotifierStress, ChangesFaultsRegistrationAndWatches) {
   EXPECT_GT(main.starts.load(), 0);
   EXPECT_GE(as.translation_generation(), 2u * static_cast<std::uint64_t>(main.starts.load()));
   EXPECT_EQ(stale.load(), 0);
+  EXPECT_GT(wc.reports.load(), 0);  // the watch thread armed pages the writers then wrote
   std::string why;
   EXPECT_TRUE(as.validate(&why)) << why;
 }
