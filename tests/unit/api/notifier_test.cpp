@@ -13,6 +13,7 @@
 #include <sys/mman.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -380,7 +381,8 @@ void run_cache(LockMode mode, Change kind) {
   ASSERT_TRUE(as.write(va, &one, sizeof one).ok());
   // dontneed/remap: `done` = i after iteration i replaced the page and
   // wrote i into it.  mprotect: `done` odd while read-only (after the
-  // read-only mprotect returned), even after write access came back.
+  // read-only mprotect returned), even from just before write access
+  // comes back.
   std::atomic<std::uint64_t> done{kind == Change::mprotect ? 0u : 1u};  // (mprotect: writable at first)
   std::atomic<bool> stop{false};
   std::atomic<long> stale{0}, hits{0};
@@ -388,6 +390,10 @@ void run_cache(LockMode mode, Change kind) {
   std::thread changer([&] {
     for (std::uint64_t i = 2; i <= kIters; ++i) {
       if (kind == Change::mprotect) {
+        // Odd: published after the read-only mprotect returned; even:
+        // published BEFORE write access comes back, so that an odd value
+        // means "read-only, and not writable again yet".
+        if (!(i & 1)) done.store(i, std::memory_order_release);
         ASSERT_EQ(as.mprotect(va, kPage, (i & 1) ? PROT_READ : PROT_READ | PROT_WRITE), 0);
       } else {
         if (kind == Change::dontneed)
@@ -398,6 +404,8 @@ void run_cache(LockMode mode, Change kind) {
         ASSERT_TRUE(as.write(va, &i, sizeof i).ok());
       }
       done.store(i, std::memory_order_release);
+      // Writable for a moment: give the reader a chance to translate.
+      if (kind == Change::mprotect && !(i & 1)) std::this_thread::sleep_for(std::chrono::microseconds(20));
     }
     stop = true;
   });
