@@ -21,8 +21,10 @@
 #include "mem/file.h"
 #include "mem/page_table.h"
 #include "mem/phys_mem.h"
+#include "mm/mmu_notifier.h"
 #include "mm/vm_event.h"
 #include "mm/vm_flags.h"
+#include "mm/write_watch.h"
 #include "sync/rcu.h"
 #include "sync/rwsem.h"
 #include "sync/seqcount.h"
@@ -259,6 +261,15 @@ struct MmStruct {
   };
   static constexpr unsigned kTlbShards = 16;
   TlbShard tlb_holders[kTlbShards];
+
+  // ---- invalidation notifiers and the translation generation ----
+  // (mmu_notifier.h: each field says what protects it.)  Not copied by
+  // fork: a child starts with none registered.
+  MmuNotifiers notifiers;
+  // ---- write-watch ----
+  // (write_watch.h: the armed and tracked page sets under their own
+  // mutex.)  Not copied by fork: a child has no watches.
+  WriteWatch ww;
 
   // Fault pages in over [start, end) with the mmap_lock held (the fault
   // layer's populate_range_locked, installed by the AddressSpace: mm sits

@@ -31,6 +31,7 @@
 #include "mm/mmap_lock.h"
 #include "mm/rmap.h"
 #include "mm/vma.h"
+#include "vmspace/address_space.h"
 
 namespace vmspace::mm {
 
@@ -124,6 +125,9 @@ Vma* copy_vma(MmStruct* mm, Vma* vma, std::uint64_t new_addr, std::uint64_t len,
 std::uint64_t move_pages(MmStruct* mm, const Vma* vma, std::uint64_t from, std::uint64_t to, std::uint64_t len) {
   mem::File* file = vma->vm_file;
   AnonVma* av = vma->anon_vma.load(std::memory_order_relaxed);
+  // The source's translations die (the pages appear at `to`): notified
+  // under mmap W, outside the rmap locks.
+  MmuNotifierRange inv(mm, from, from + len, InvalidateReason::remap);
   if (file != nullptr) file->i_mmap_rwsem.lock();
   if (av != nullptr) anon_vma_lock_write(av);
   const std::uint64_t moved = mm->pgtables.move_range(from, to, len);
