@@ -107,6 +107,8 @@ bool mm_validate(MmStruct* mm, std::string* why) {
       o << "VM_SHARED without VM_MAYSHARE at " << hex(v->vm_start);
     else if ((v->vm_flags & VM_MAYSHARE) && v->vm_file == nullptr)
       o << "shared VMA without a file at " << hex(v->vm_start);
+    else if (v->anon_name != nullptr && v->vm_file != nullptr && !v->vm_file->anon_shmem)
+      o << "a file VMA with an anonymous name at " << hex(v->vm_start);
     if (!o.str().empty()) {
       ok = false;
       msg = o.str();
