@@ -271,7 +271,8 @@ struct MmStruct {
   mem::PhysMem* const phys;
   // The page tables: upper levels under page_table_lock, PTEs under each
   // table's pte_lock, walked locklessly under RCU (mem/page_table.h).
-  mem::PageTables pgtables{page_table_lock};
+  // Five levels for a 57-bit task size (LA57), four otherwise.
+  mem::PageTables pgtables{page_table_lock, cfg.task_size > kTaskSize47 ? 5u : 4u};
   // Resident pages (MM_ANONPAGES, MM_SHMEMPAGES): atomic, changed under the
   // pte_lock of the PTE that maps/unmaps the page.
   std::atomic<std::int64_t> rss_anon{0};

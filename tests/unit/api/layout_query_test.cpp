@@ -355,6 +355,42 @@ TEST(TaskSize, FiveLevel) {
   // mincore's range check is the 57-bit one.
   unsigned char vec[1];
   EXPECT_EQ(as.mincore(high, P, vec), 0);
+  EXPECT_EQ(vec[0], 0);
+  // Pages above 48 bits live in the fifth page-table level: they fault in,
+  // hold their bytes apart from the low addresses that share the lower
+  // 48 bits, move with mremap and go with munmap.
+  EXPECT_EQ(as.fill(high, 0xab, P).fault, Fault::none);
+  EXPECT_EQ(as.mincore(high, P, vec), 0);
+  EXPECT_EQ(vec[0], 1);
+  ASSERT_EQ(as.mmap(0x100000000 + P, P, kRW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED), 0x100000000 + static_cast<long>(P));
+  EXPECT_EQ(as.fill(0x100000000 + P, 0x11, P).fault, Fault::none);
+  const std::uint64_t top = kTaskSize57 - 4 * P;
+  ASSERT_EQ(as.mmap(top, 2 * P, kRW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED), static_cast<long>(top));
+  EXPECT_EQ(as.fill(top, 0xcd, 2 * P).fault, Fault::none);
+  unsigned char b = 0;
+  EXPECT_EQ(as.read(high + 7, &b, 1).fault, Fault::none);
+  EXPECT_EQ(b, 0xab);
+  EXPECT_EQ(as.read(top + P, &b, 1).fault, Fault::none);
+  EXPECT_EQ(b, 0xcd);
+  EXPECT_EQ(as.read(0x100000000 + P, &b, 1).fault, Fault::none);
+  EXPECT_EQ(b, 0x11);
+  // The same lower 48 bits as 0x100000000 + P: a four-level walk would
+  // alias the two.
+  const std::uint64_t alias = high + 0x100000000 + P;
+  ASSERT_EQ(as.mmap(alias, P, kRW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED), static_cast<long>(alias));
+  EXPECT_EQ(as.fill(alias, 0x22, P).fault, Fault::none);
+  EXPECT_EQ(as.read(0x100000000 + P, &b, 1).fault, Fault::none);
+  EXPECT_EQ(b, 0x11);
+  EXPECT_EQ(as.read(alias, &b, 1).fault, Fault::none);
+  EXPECT_EQ(b, 0x22);
+  const long moved = as.mremap(top, 2 * P, 2 * P, MREMAP_MAYMOVE | MREMAP_FIXED, high + (std::uint64_t{1} << 40));
+  ASSERT_EQ(moved, static_cast<long>(high + (std::uint64_t{1} << 40)));
+  EXPECT_EQ(as.read(static_cast<std::uint64_t>(moved) + P + 5, &b, 1).fault, Fault::none);
+  EXPECT_EQ(b, 0xcd);
+  EXPECT_EQ(as.read(top, &b, 1).fault, Fault::segv_maperr);
+  EXPECT_EQ(as.munmap(high, P), 0);
+  EXPECT_EQ(as.read(high, &b, 1).fault, Fault::segv_maperr);
+  EXPECT_TRUE(as.fork() != nullptr);
   std::string why;
   EXPECT_TRUE(as.validate(&why)) << why;
 }
