@@ -395,7 +395,9 @@ Vma* vma_modify_name(MmStruct* mm, Vma* vma, std::uint64_t start, std::uint64_t 
   }
   if (vma->vm_start < start && split_vma(mm, vma, start, /*new_below=*/true, err) == nullptr) return nullptr;
   if (vma->vm_end > end && split_vma(mm, vma, end, /*new_below=*/false, err) == nullptr) return nullptr;
-  vma_start_write(vma);  // the caller changes its name (split_vma locked it already; this says so)
+  // The caller changes its name: when the range is the whole VMA neither a
+  // merge nor a split has write-locked it yet.
+  vma_start_write(vma);
   return vma;
 }
 
