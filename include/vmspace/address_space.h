@@ -560,11 +560,13 @@ class VMSPACE_API AddressSpace {
   // names the anonymous VMAs of [addr, addr + len) ("[anon:NAME]" in maps;
   // shared anonymous ones "[anon_shmem:NAME]"), splitting at the edges;
   // the name is part of the merge key (VMAs merge only with equal names).
-  // nullptr or "" removes the name.  -EINVAL: addr not page aligned, end
-  // wraps, a name longer than 79 bytes, or one with a byte that is not
-  // printable ASCII or is one of \ ` $ [ ]; -EBADF: a VMA of the range is
-  // a file mapping (the ones before it are named); -ENOMEM: a hole (every
-  // mapped part is named).  0 on success.
+  // nullptr removes the name; "" is a name ("[anon:]"), as in Linux.
+  // -EINVAL: a name longer than 79 bytes, or one with a byte that is not
+  // printable ASCII or is one of \ ` $ [ ] (checked first); addr not page
+  // aligned, end wraps; -EBADF: a VMA of the range is a file mapping (the
+  // ones before it are named); -EAGAIN: a split the map-count limit
+  // refused (madvise's rule); -ENOMEM: a hole (every mapped part is
+  // named).  0 on success.
   int set_anon_name(std::uint64_t addr, std::uint64_t len, const char* name);
 
   // ---- Knowing when translations die --------------------------------------

@@ -53,6 +53,11 @@ mm::MmConfig to_config(const AddressSpaceOptions& o) {
   c.overcommit_limit_pages = o.overcommit_limit_pages;
   c.start_brk = mm::page_align(o.brk_start);
   c.rlimit_data = o.rlimit_data;
+  // Guest geometry (issue 17): the checked TASK_SIZE (throws
+  // std::invalid_argument), and the bottom-up search's start as Linux
+  // derives it from the default map window (__TASK_UNMAPPED_BASE).
+  c.task_size = mm::task_size_from_option(o.task_size);
+  c.mmap_legacy_base = mm::page_align(mm::map_window(c.task_size) / 3);
   return c;
 }
 
