@@ -174,11 +174,14 @@ struct VmaInfo {
 // range die.
 enum class InvalidateReason : unsigned char {
   unmap,        // munmap, MAP_FIXED over a mapping, brk shrinking, mremap's source
-  protection,   // mprotect (or pkey) taking rights away; write-watch arming
-  remap,        // mremap moving pages
-  discard,      // MADV_DONTNEED / DONTNEED_LOCKED / FREE / REMOVE / GUARD_INSTALL
-  cow,          // a copy-on-write fault replacing a page with its copy
-  truncate,     // ftruncate or a hole punched in a file mapped here
+  protection,   // mprotect changing a VMA's flags (also when it only adds
+                // rights, as Linux's change_protection); write-watch arming
+                // and re-arming (write_watch_scan with rearm)
+  remap,        // mremap moving pages (the source range)
+  discard,      // MADV_DONTNEED / DONTNEED_LOCKED / FREE / GUARD_INSTALL / PAGEOUT
+  cow,          // a copy-on-write fault replacing a page with its copy (one page)
+  truncate,     // ftruncate or a hole punched in a file mapped here, MADV_REMOVE
+                // included (it punches the hole for every mapping of the file)
   fork_wrprotect,  // fork write-protecting private pages for copy on write
   other,        // anything else that changes a PTE (page migration, writeback clean)
 };
@@ -191,7 +194,13 @@ struct InvalidateRange {
 // concurrently for disjoint ranges; they must not call into this
 // AddressSpace other than translation_generation(), and must not block on
 // a thread that may be inside a call of this space.  They may take the
-// embedder's own locks.
+// embedder's own locks (then never call unregister_notifier holding one
+// of those: it waits for running callbacks).  During a callback the
+// changing thread may hold the space's mmap_lock, a VMA lock or a file's
+// mapping lock, never a spinlock (docs/locking.md, "Invalidation
+// notifiers").  Pairs may nest on one thread in one case: mprotect making
+// locked private memory writable populates it, and a copy on write then
+// notifies inside mprotect's range.
 class VMSPACE_API InvalidationNotifier {
  public:
   virtual ~InvalidationNotifier() = default;
@@ -551,11 +560,13 @@ class VMSPACE_API AddressSpace {
   // names the anonymous VMAs of [addr, addr + len) ("[anon:NAME]" in maps;
   // shared anonymous ones "[anon_shmem:NAME]"), splitting at the edges;
   // the name is part of the merge key (VMAs merge only with equal names).
-  // nullptr or "" removes the name.  -EINVAL: addr not page aligned, end
-  // wraps, a name longer than 79 bytes, or one with a byte that is not
-  // printable ASCII or is one of \ ` $ [ ]; -EBADF: a VMA of the range is
-  // a file mapping (the ones before it are named); -ENOMEM: a hole (every
-  // mapped part is named).  0 on success.
+  // nullptr removes the name; "" is a name ("[anon:]"), as in Linux.
+  // -EINVAL: a name longer than 79 bytes, or one with a byte that is not
+  // printable ASCII or is one of \ ` $ [ ] (checked first); addr not page
+  // aligned, end wraps; -EBADF: a VMA of the range is a file mapping (the
+  // ones before it are named); -EAGAIN: a split the map-count limit
+  // refused (madvise's rule); -ENOMEM: a hole (every mapped part is
+  // named).  0 on success.
   int set_anon_name(std::uint64_t addr, std::uint64_t len, const char* name);
 
   // ---- Knowing when translations die --------------------------------------
@@ -566,13 +577,17 @@ class VMSPACE_API AddressSpace {
   // changing thread.  Registration is thread-safe; a notifier registered
   // while a change runs may miss that change's start (it sees its end).
   // unregister_notifier returns after every callback of it has returned.
-  // A forked child does not inherit notifiers.  0, -EEXIST (registered
-  // already), -ENOENT (not registered).
+  // A forked child does not inherit notifiers.  Destroying the space calls
+  // no callback.  Calls that change nothing (munmap of a hole, mprotect to
+  // the protection a range has) call none.  0, -EEXIST (registered
+  // already), -ENOENT (not registered), -EINVAL (null), -ENOMEM.
   int register_notifier(InvalidationNotifier* n);
   int unregister_notifier(InvalidationNotifier* n);
-  // Bumped (atomically, release) before any translation dies, whether or
-  // not notifiers are registered: a cache of translate()d pointers taken
-  // inside an AccessScope stays usable while the generation it recorded
+  // Bumped (atomically, release) before any translation dies, and again
+  // after the change is complete (so that a translation taken while the
+  // change runs is not trusted afterwards), whether or not notifiers are
+  // registered: a cache of translate()d pointers taken inside an
+  // AccessScope stays usable while the generation it recorded
   // (acquire-load before translating) is unchanged and the scope is open.
   std::uint64_t translation_generation() const;
 
@@ -587,15 +602,19 @@ class VMSPACE_API AddressSpace {
   // again for the guest) and marked written.  Arming write-protects the
   // pages (notifiers see InvalidateReason::protection).  Pages faulted in
   // later are armed too while the range stays armed.  Forked children do
-  // not inherit watches.  0, -EINVAL (unaligned addr, wrap), -ENOMEM (a
-  // hole: the mapped parts are armed).
+  // not inherit watches; munmap drops them; mremap does not move them
+  // (moved pages are writable again after an ordinary fault).  Populating
+  // (MAP_POPULATE, mlock, MADV_POPULATE_WRITE) maps armed pages read-only
+  // and reports nothing: the next real write does.  0, -EINVAL (unaligned
+  // addr, wrap), -ENOMEM (a hole: the mapped parts are armed).
   int write_watch_arm(std::uint64_t addr, std::uint64_t len);
-  // Disarm [addr, addr + len) without reporting.  0 / -EINVAL.
+  // Disarm [addr, addr + len) without reporting (the pages' next write
+  // takes an ordinary write fault, no callback).  0 / -EINVAL / -ENOMEM.
   int write_watch_disarm(std::uint64_t addr, std::uint64_t len);
   // PAGEMAP_SCAN with PM_SCAN_WP_MATCHING and PAGE_IS_WRITTEN: append to
   // *written the page addresses in [addr, addr + len) written since they
-  // were armed, and re-arm those pages when `rearm`.  The count appended,
-  // or -EINVAL.
+  // were armed (and not disarmed or unmapped since), and re-arm those pages
+  // when `rearm`.  The count appended, or -EINVAL, -ENOMEM.
   long write_watch_scan(std::uint64_t addr, std::uint64_t len, bool rearm, std::vector<std::uint64_t>* written);
 
   // A scope in which translate() hands out host pointers.  Pointers stay

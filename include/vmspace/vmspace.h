@@ -123,7 +123,17 @@ typedef struct vmspace_options {
    * spaces (vmspace_pool_create); NULL (the default) = the space's own, as
    * above.  The space keeps the pool alive. */
   vmspace_pool_t* pool;
+  /* Since issue 17: TASK_SIZE, the end of the guest's user space
+   * (AddressSpaceOptions::task_size): 0 = x86-64's 47-bit space (the
+   * default), VMSPACE_TASK_SIZE_57 = five-level paging, VMSPACE_TASK_SIZE_32
+   * = an ia32 guest; any other value makes vmspace_create fail with
+   * -EINVAL. */
+  uint64_t task_size;
 } vmspace_options_t;
+
+#define VMSPACE_TASK_SIZE_47 0x00007ffffffff000ULL
+#define VMSPACE_TASK_SIZE_57 0x00fffffffffff000ULL
+#define VMSPACE_TASK_SIZE_32 0x00000000ffffe000ULL
 
 /* Create a frame pool that grows on demand up to limit_bytes (rounded
  * down to 4 KiB; only address space is reserved until frames are used),
@@ -148,7 +158,7 @@ VMSPACE_API void vmspace_options_init(vmspace_options_t* opts) VMSPACE_NOEXCEPT;
  * in *out and returns 0, or returns -errno and leaves *out unchanged:
  * -EFAULT for out == NULL; -EINVAL for a struct_size smaller than the
  * first version of the struct, an unknown lock mode, THP or overcommit
- * value, or a pool too large to index; -E2BIG when struct_size is larger
+ * value, a task_size other than 0 and the VMSPACE_TASK_SIZE_* values, or a pool too large to index; -E2BIG when struct_size is larger
  * than this library's struct and the bytes it does not know are not all
  * zero (as Linux's copy_struct_from_user); -ENOMEM.
  * Preconditions: opts (when not NULL) was set up by vmspace_options_init. */

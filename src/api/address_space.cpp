@@ -17,11 +17,13 @@
 #include "mem/phys_mem.h"
 #include "mm/mm.h"
 #include "mm/mmap_lock.h"
+#include "mm/mmu_notifier.h"
 #include "mm/tlb.h"
 #include "mm/truncate.h"
 #include "mm/writeback.h"
 #include "mm/vma.h"
 #include "api/soft_mmu.h"
+#include "mm/write_watch.h"
 
 namespace vmspace {
 
@@ -51,6 +53,11 @@ mm::MmConfig to_config(const AddressSpaceOptions& o) {
   c.overcommit_limit_pages = o.overcommit_limit_pages;
   c.start_brk = mm::page_align(o.brk_start);
   c.rlimit_data = o.rlimit_data;
+  // Guest geometry (issue 17): the checked TASK_SIZE (throws
+  // std::invalid_argument), and the bottom-up search's start as Linux
+  // derives it from the default map window (__TASK_UNMAPPED_BASE).
+  c.task_size = mm::task_size_from_option(o.task_size);
+  c.mmap_legacy_base = mm::page_align(mm::map_window(c.task_size) / 3);
   return c;
 }
 
@@ -122,6 +129,7 @@ AddressSpace::AddressSpace(const AddressSpaceOptions& opts)
   // locked memory); the layering keeps mm below fault.
   mm_->populate = fault::populate_range_locked;
   mm_->faultin_page = fault::faultin_page_locked;  // MADV_POPULATE_*
+  mm_->ww.owner = this;  // what write-watch callbacks are handed
 }
 
 AddressSpace::AddressSpace(ForkTag, const AddressSpace& parent)
@@ -131,6 +139,7 @@ AddressSpace::AddressSpace(ForkTag, const AddressSpace& parent)
       files_(std::make_unique<FileTable>()) {
   mm_->populate = fault::populate_range_locked;
   mm_->faultin_page = fault::faultin_page_locked;
+  mm_->ww.owner = this;  // (no notifiers, no watches: a fresh MmStruct)
 }
 
 std::unique_ptr<AddressSpace> AddressSpace::fork(int* err) {
@@ -490,6 +499,33 @@ AccessResult AddressSpace::fill(std::uint64_t va, unsigned char byte, std::uint6
 
 Fault AddressSpace::fault_in(std::uint64_t va, AccessKind kind) {
   return to_fault(fault::handle_fault(mm_.get(), va, to_access(kind)));
+}
+
+int AddressSpace::register_notifier(InvalidationNotifier* n) {
+  if (n == nullptr) return -EINVAL;
+  return mm::mmu_notifier_register(mm_.get(), n);
+}
+
+int AddressSpace::unregister_notifier(InvalidationNotifier* n) { return mm::mmu_notifier_unregister(mm_.get(), n); }
+
+std::uint64_t AddressSpace::translation_generation() const {
+  // Acquire: pairs with the release increments of invalidate_range_start
+  // and _end (mm/mmu_notifier.h): a translation taken after this load
+  // that finds the value unchanged later used no PTE older than it.
+  return mm_->notifiers.generation.load(std::memory_order_acquire);
+}
+
+void AddressSpace::set_write_watch(WriteWatchFn fn, void* arg) { mm::ww_set_callback(mm_.get(), fn, arg); }
+
+int AddressSpace::write_watch_arm(std::uint64_t addr, std::uint64_t len) { return mm::ww_arm(mm_.get(), addr, len); }
+
+int AddressSpace::write_watch_disarm(std::uint64_t addr, std::uint64_t len) {
+  return mm::ww_disarm(mm_.get(), addr, len);
+}
+
+long AddressSpace::write_watch_scan(std::uint64_t addr, std::uint64_t len, bool rearm,
+                                    std::vector<std::uint64_t>* written) {
+  return mm::ww_scan(mm_.get(), addr, len, rearm, written);
 }
 
 // A scope is an RCU read section and a translation holder (mm/tlb.h) for

@@ -55,6 +55,8 @@ static_assert(static_cast<int>(vmspace::ThpMode::never) == VMSPACE_THP_NEVER);
 static_assert(static_cast<int>(vmspace::Overcommit::never) == VMSPACE_OVERCOMMIT_NEVER);
 static_assert(static_cast<int>(vmspace::Fault::oom) == VMSPACE_FAULT_OOM);
 static_assert(static_cast<int>(vmspace::Fault::segv_accerr) == VMSPACE_FAULT_SEGV_ACCERR);
+static_assert(vmspace::kTaskSize47 == VMSPACE_TASK_SIZE_47 && vmspace::kTaskSize57 == VMSPACE_TASK_SIZE_57 &&
+              vmspace::kTaskSize32 == VMSPACE_TASK_SIZE_32);
 
 constexpr std::uint64_t kPageMask = ~std::uint64_t{4095};
 
@@ -113,6 +115,10 @@ bool to_cpp(const vmspace_options_t& c, AddressSpaceOptions* o) {
   o->phys_bytes = c.phys_bytes;
   o->phys_pretouch = c.phys_pretouch != 0;
   if (c.pool != nullptr) o->pool = c.pool->pool;
+  if (c.task_size != 0 && c.task_size != vmspace::kTaskSize47 && c.task_size != vmspace::kTaskSize57 &&
+      c.task_size != vmspace::kTaskSize32)
+    return false;
+  o->task_size = c.task_size;
   return true;
 }
 
@@ -147,6 +153,7 @@ void vmspace_options_init(vmspace_options_t* opts) noexcept {
   opts->phys_bytes = d.phys_bytes;
   opts->phys_pretouch = d.phys_pretouch;
   opts->pool = nullptr;
+  opts->task_size = d.task_size;
 }
 
 int vmspace_pool_create(uint64_t limit_bytes, int pretouch, vmspace_pool_t** out) noexcept {

@@ -32,6 +32,8 @@
 #include "mm/rmap.h"
 #include "mm/tlb.h"
 #include "mm/vma.h"
+#include "mm/write_watch.h"
+#include "vmspace/address_space.h"
 
 namespace vmspace::fault {
 
@@ -60,6 +62,11 @@ enum VmFault : unsigned {
   kFaultOom = 1u << 1,
   kFaultSigbus = 1u << 2,
   kFaultSigsegv = 1u << 3,  // a guard marker (SEGV_MAPERR)
+  // Write-watch (mm/write_watch.h): this fault claimed an armed page and
+  // must report it with every lock dropped, then retry; or another fault
+  // is reporting it: wait (no lock held), then retry.
+  kFaultWatchReport = 1u << 4,
+  kFaultWatchWait = 1u << 5,
 };
 
 struct Vmf {
@@ -68,6 +75,11 @@ struct Vmf {
   std::uint64_t addr;  // page aligned
   bool write;
   bool vma_locked;  // FAULT_FLAG_VMA_LOCK: only a VMA read lock is held
+  // The caller can drop its locks to report a write-watched page
+  // (handle_fault).  Populating (mmap_lock held by its caller) cannot: a
+  // write there maps an armed page read-only and leaves the write (and
+  // its report) to the next real one.
+  bool can_report = false;
 };
 
 // Linux x86 access_error(), before the fault is handled.  A fetch is
@@ -143,6 +155,9 @@ unsigned do_anonymous_page(Vmf& f, mem::PteTable* table) {
   pfn_t pfn = alloc_page(mm, /*zeroed=*/true);
   if (pfn == mem::kNoFrame) return kFaultOom;
   mm::folio_add_new_anon_rmap(mm->phys->frame(pfn), f.vma, f.addr);
+  // A read of a write-watched page maps it read-only (write_watch.h);
+  // asked before the PTE lock (the set's mutex is never taken under it).
+  const bool read_only_for_watch = !f.write && mm::ww_protected(mm, f.addr);
   bool installed = false;
   ptl.lock();
   if (mem::pte_none(slot.load(std::memory_order_relaxed))) {
@@ -150,7 +165,7 @@ unsigned do_anonymous_page(Vmf& f, mem::PteTable* table) {
     // to whoever reads the PTE with acquire.  Linux makes the PTE writable
     // and dirty when the VMA is writable (a read fault on a host without
     // the zero page may install one into a read-only VMA).
-    const bool writable = (f.vma->vm_flags & mm::VM_WRITE) != 0;
+    const bool writable = (f.vma->vm_flags & mm::VM_WRITE) != 0 && (f.write || !read_only_for_watch);
     const pte_t pte = mm::pte_apply_vma_prot(mem::make_pte(pfn, writable), f.vma);
     slot.store(mem::pte_mkyoung(writable ? mem::pte_mkdirty(pte) : pte), std::memory_order_release);
     mm->rss_anon.fetch_add(1, std::memory_order_relaxed);
@@ -252,6 +267,10 @@ unsigned do_wp_page(Vmf& f, mem::PteTable* table, pte_t orig) {
   if (!zero) std::memcpy(phys->addr(fresh), phys->addr(old), mem::kFrameSize);
   mm::folio_add_new_anon_rmap(mm->phys->frame(fresh), f.vma, f.addr);
   bool installed = false;
+  // The old page's translation dies: notifiers before the PTE lock is
+  // taken (callbacks may block), under this fault's VMA read lock or
+  // mmap R; end after the PTE changed (or turned out changed already).
+  mm::MmuNotifierRange inv(mm, f.addr, f.addr + mm::kPageSize, InvalidateReason::cow);
   mm::MmuGather tlb(mm);
   ptl.lock();
   if (slot.load(std::memory_order_relaxed) == orig) {
@@ -311,8 +330,11 @@ void do_fault_around(Vmf& f, mem::PteTable* table) {
                                      pte_off + vma->pages() - vma_off});
   const std::uint64_t table_base = f.addr & ~(mem::kPteTableSpan - 1);
   // Write-notify mappings map read-only: a write must fault to dirty.
-  const bool writable =
-      (vma->vm_flags & mm::VM_SHARED) && (vma->vm_flags & mm::VM_WRITE) && !mm::vma_wants_writenotify(vma);
+  // Write-watched pages too (write_watch.h): the whole window then.
+  const bool writable = (vma->vm_flags & mm::VM_SHARED) && (vma->vm_flags & mm::VM_WRITE) &&
+                        !mm::vma_wants_writenotify(vma) &&
+                        !mm::ww_protected_any(mm, table_base + (from << mem::kPageShift),
+                                              table_base + (to << mem::kPageShift));
   mem::File* file = vma->vm_file;
   SpinLock& ptl = mem::PageTables::pte_lock(table);
   std::int64_t mapped = 0;
@@ -372,6 +394,9 @@ unsigned do_read_fault(Vmf& f, mem::PteTable* table) {
   SpinLock& ptl = mem::PageTables::pte_lock(table);
   mem::File* file = f.vma->vm_file;
   const std::uint64_t index = mm::linear_page_index(f.vma, f.addr);
+  // A read of a write-watched page maps it read-only (write_watch.h);
+  // asked before the PTE lock (the set's mutex is never taken under it).
+  const bool watched = !f.write && mm::ww_protected(mm, f.addr);
   pfn_t pfn;
   for (;;) {
     pfn = mem::shmem_get_page(file, index);
@@ -388,7 +413,8 @@ unsigned do_read_fault(Vmf& f, mem::PteTable* table) {
   const bool shared = (f.vma->vm_flags & mm::VM_SHARED) != 0;
   const bool writable = shared && (f.vma->vm_flags & mm::VM_WRITE) != 0;
   // A read fault under write-notify maps read-only (see do_fault_around).
-  const bool map_writable = writable && (f.write || !mm::vma_wants_writenotify(f.vma));
+  // So does a read of a write-watched page.
+  const bool map_writable = writable && (f.write || (!mm::vma_wants_writenotify(f.vma) && !watched));
   bool keep = false;
   // A write fault on a shared mapping dirties the PTE and the page (Linux
   // do_shared_fault / wp_page_shared: fault_dirty_shared_page); a read
@@ -490,6 +516,20 @@ bool thp_fault_path(const Vmf& f) {
 // Linux handle_mm_fault() for one page, under a VMA read lock or mmap R.
 unsigned handle_mm_fault(Vmf& f) {
   MmStruct* mm = f.mm;
+  // Write-watch first (write_watch.h): an armed page reports before any
+  // write work (before a copy on write, too).  Holding our VMA lock or
+  // the mmap_lock, no arming can happen meanwhile.
+  if (f.write && mm->ww.active.load(std::memory_order_relaxed)) {
+    if (!f.can_report) {
+      if (mm::ww_protected(mm, f.addr)) f.write = false;  // populate: map it, read-only
+    } else {
+      switch (mm::ww_claim_write(mm, f.addr)) {
+        case mm::WwClaim::report: return kFaultWatchReport;
+        case mm::WwClaim::wait: return kFaultWatchWait;
+        case mm::WwClaim::none: break;
+      }
+    }
+  }
   // The huge-page path prepares the anon_vma first, even for a read that
   // then maps the huge zero page (do_huge_pmd_anonymous_page).  vmspace
   // maps 4 KiB pages only; what Linux's choice changes for the VMA (its
@@ -577,18 +617,26 @@ void set_fault_hooks(const FaultHooks* hooks) { tls_fault_hooks = hooks; }
 namespace {
 
 // One attempt at a fault; on OOM the caller may drain and try again.
-FaultResult fault_once(MmStruct* mm, std::uint64_t addr, Access access) {
+// *watch: kFaultWatchReport / kFaultWatchWait when a write-watched page
+// must be reported first (every lock is dropped by then), else 0.
+FaultResult fault_once(MmStruct* mm, std::uint64_t addr, Access access, unsigned* watch) {
+  constexpr unsigned kWatch = kFaultWatchReport | kFaultWatchWait;
   if (Vma* vma = mm::lock_vma_under_rcu(mm, addr)) {
     if (access_error(vma, access)) {
       mm::vma_end_read(vma);
       mm->events.count(mm::VmEvent::vma_lock_success);
       return FaultResult::segv_accerr;
     }
-    Vmf f{mm, vma, addr, access == Access::write, /*vma_locked=*/true};
+    Vmf f{mm, vma, addr, access == Access::write, /*vma_locked=*/true, /*can_report=*/true};
     FAULT_HOOK(fault_locked);
     unsigned r = handle_mm_fault(f);
     const bool nx = exec_denied(vma, access);  // (vm_flags: still under the VMA lock)
     mm::vma_end_read(vma);
+    if (r & kWatch) {
+      mm->events.count(mm::VmEvent::vma_lock_success);
+      *watch = r & kWatch;
+      return FaultResult::ok;
+    }
     if (!(r & kFaultRetry)) {
       mm->events.count(mm::VmEvent::vma_lock_success);
       const FaultResult res = to_result(r);
@@ -623,12 +671,14 @@ FaultResult fault_once(MmStruct* mm, std::uint64_t addr, Access access) {
     mm::mmap_read_unlock(mm);
     return FaultResult::segv_accerr;
   }
-  Vmf f{mm, vma, addr, access == Access::write, /*vma_locked=*/false};
+  Vmf f{mm, vma, addr, access == Access::write, /*vma_locked=*/false, /*can_report=*/true};
   FAULT_HOOK(fault_locked);
   unsigned r = handle_mm_fault(f);
   const bool nx = exec_denied(vma, access);
   mm::mmap_read_unlock(mm);
-  const FaultResult res = to_result(r);
+  *watch = r & kWatch;
+  // A watched page reports on a write fault only: never with a refused fetch.
+  const FaultResult res = to_result(r & ~kWatch);
   return res == FaultResult::ok && nx ? FaultResult::segv_accerr : res;
 }
 
@@ -637,15 +687,31 @@ FaultResult fault_once(MmStruct* mm, std::uint64_t addr, Access access) {
 FaultResult handle_fault(MmStruct* mm, std::uint64_t addr, Access access) {
   mm->events.count(mm::VmEvent::pgfault);
   addr &= mm::kPageMask;
-  FaultResult r = fault_once(mm, addr, access);
-  if (r != FaultResult::oom || rcu::in_read_section()) return r;
-  // Out of frames.  Freed frames may still wait for a grace period (or sit
-  // in another thread's batch): with every mm lock dropped, wait for them
-  // and try once more.  Not inside an RCU read section (an AccessScope):
-  // there the grace period would wait for us, so the fault reports OOM.
-  FAULT_HOOK(before_drain);
-  mm->phys->drain_deferred();
-  return fault_once(mm, addr, access);
+  bool drained = false;
+  for (;;) {
+    unsigned watch = 0;
+    FaultResult r = fault_once(mm, addr, access, &watch);
+    // A write-watched page: report it (or wait for the report another
+    // fault makes) with NO lock held, then fault again: the page is no
+    // longer armed and the write takes the ordinary path.
+    if (watch & kFaultWatchReport) {
+      mm::ww_report(mm, addr);
+      continue;
+    }
+    if (watch & kFaultWatchWait) {
+      mm::ww_wait(mm, addr);
+      continue;
+    }
+    if (r != FaultResult::oom || rcu::in_read_section() || drained) return r;
+    // Out of frames.  Freed frames may still wait for a grace period (or
+    // sit in another thread's batch): with every mm lock dropped, wait for
+    // them and try once more.  Not inside an RCU read section (an
+    // AccessScope): there the grace period would wait for us, so the fault
+    // reports OOM.
+    FAULT_HOOK(before_drain);
+    mm->phys->drain_deferred();
+    drained = true;
+  }
 }
 
 int mm_populate_locked(MmStruct* mm, std::uint64_t start, std::uint64_t end, bool ignore_errors) {
@@ -690,6 +756,10 @@ int mm_populate_locked(MmStruct* mm, std::uint64_t start, std::uint64_t end, boo
 int faultin_page_locked(MmStruct* mm, Vma* vma, std::uint64_t addr, bool write) {
   mm::mmap_assert_locked(mm);
   addr &= mm::kPageMask;
+  // MADV_POPULATE_WRITE cannot report a write-watched page (the mmap_lock
+  // is held): it populates it read-only, as handle_mm_fault does, and the
+  // next real write reports.
+  if (write && mm::ww_protected(mm, addr)) write = false;
   // Fault until the PTE allows the access (GUP's follow_page / faultin_page
   // loop): a racing zap can undo a fault, which then simply runs again.
   for (;;) {

@@ -233,7 +233,9 @@ int file_write_page(File* f, std::uint64_t index, pfn_t pfn) {
 }
 
 File* shmem_zero_setup(PhysMem* phys, std::uint64_t pages) {
-  return new_shmem_file(phys, "/dev/zero (deleted)", pages * kFrameSize);
+  File* f = new_shmem_file(phys, "/dev/zero (deleted)", pages * kFrameSize);
+  if (f != nullptr) f->anon_shmem = true;  // nobody else holds it yet
+  return f;
 }
 
 File* memfd_create(PhysMem* phys, const std::string& name) {

@@ -95,6 +95,11 @@ struct File {
   const unsigned dev_major, dev_minor;
   const std::string name;  // as /proc/self/maps prints it
   const bool shmem;
+  // The shmem object behind one MAP_SHARED|MAP_ANONYMOUS mapping (Linux's
+  // vma_is_anon_shmem: such VMAs may be named with PR_SET_VMA_ANON_NAME,
+  // a memfd's may not).  Set by shmem_zero_setup before the file is
+  // shared; immutable after.
+  bool anon_shmem = false;
   PhysMem* const phys;
   // The object's size in bytes (i_size): a fault on a page wholly at or
   // past it is SIGBUS.  A shmem object behind MAP_SHARED|MAP_ANONYMOUS has

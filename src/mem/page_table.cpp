@@ -91,7 +91,8 @@ inline PteTable* to_pte(std::uint64_t e) {
 inline std::uint64_t entry_for(const void* table) {
   return static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(table)) | kPtePresent;
 }
-// Span of one entry of a table at `level` (3: 512 GiB, 2: 1 GiB, 1: 2 MiB).
+// Span of one entry of a table at `level` (4: 256 TiB, 3: 512 GiB, 2: 1 GiB,
+// 1: 2 MiB).
 constexpr std::uint64_t entry_span(unsigned level) {
   return std::uint64_t{1} << (kPageShift + 9 * level);
 }
@@ -123,8 +124,11 @@ void free_upper_cb(rcu::Head* h) {
 
 }  // namespace
 
-PageTables::PageTables(SpinLock& page_table_lock)
-    : ptl_(page_table_lock), pgd_(new UpperTable(3)) {
+PageTables::PageTables(SpinLock& page_table_lock, unsigned levels)
+    : ptl_(page_table_lock),
+      top_level_(levels == 5 ? 4 : 3),
+      va_limit_(levels == 5 ? kVaLimit57 : kVaLimit),
+      pgd_(new UpperTable(top_level_)) {
   n_upper_.store(1, std::memory_order_relaxed);
 }
 
@@ -137,8 +141,14 @@ std::atomic<pte_t>* PageTables::lookup_slot(std::uint64_t va) const {
     std::abort();
   }
 #endif
-  if (va >= kVaLimit) return nullptr;
-  std::uint64_t e = pgd_->e[pgd_index(va)].load(std::memory_order_acquire);
+  if (va >= va_limit_) return nullptr;
+  const UpperTable* top = pgd_;
+  if (top_level_ == 4) {  // five-level paging: one more step
+    const std::uint64_t e4 = top->e[index_at(4, va)].load(std::memory_order_acquire);
+    if ((e4 & kPtePresent) == 0) return nullptr;
+    top = to_upper(e4);
+  }
+  std::uint64_t e = top->e[pgd_index(va)].load(std::memory_order_acquire);
   if ((e & kPtePresent) == 0) return nullptr;
   e = to_upper(e)->e[pud_index(va)].load(std::memory_order_acquire);
   if ((e & kPtePresent) == 0) return nullptr;
@@ -153,9 +163,9 @@ pte_t PageTables::lookup(std::uint64_t va) const {
 }
 
 PteTable* PageTables::pte_table(std::uint64_t va) const {
-  if (va >= kVaLimit) return nullptr;
+  if (va >= va_limit_) return nullptr;
   const UpperTable* t = pgd_;
-  for (unsigned level = 3; level >= 1; --level) {
+  for (unsigned level = top_level_; level >= 1; --level) {
     std::uint64_t e = t->e[index_at(level, va)].load(std::memory_order_acquire);
     if ((e & kPtePresent) == 0) return nullptr;
     if (level == 1) return to_pte(e);
@@ -165,9 +175,9 @@ PteTable* PageTables::pte_table(std::uint64_t va) const {
 }
 
 PteTable* PageTables::pte_alloc(std::uint64_t va) {
-  if (va >= kVaLimit) return nullptr;
+  if (va >= va_limit_) return nullptr;
   UpperTable* t = pgd_;
-  for (unsigned level = 3; level >= 1; --level) {
+  for (unsigned level = top_level_; level >= 1; --level) {
     std::atomic<std::uint64_t>& slot = t->e[index_at(level, va)];
     std::uint64_t e = slot.load(std::memory_order_acquire);
     if ((e & kPtePresent) == 0) {
@@ -201,9 +211,9 @@ PteTable* PageTables::pte_alloc(std::uint64_t va) {
 }
 
 std::atomic<std::uint64_t>* PageTables::pmd_slot(std::uint64_t va, bool alloc) {
-  if (va >= kVaLimit) return nullptr;
+  if (va >= va_limit_) return nullptr;
   UpperTable* t = pgd_;
-  for (unsigned level = 3; level >= 2; --level) {
+  for (unsigned level = top_level_; level >= 2; --level) {
     std::atomic<std::uint64_t>& slot = t->e[index_at(level, va)];
     std::uint64_t e = slot.load(std::memory_order_acquire);
     if ((e & kPtePresent) == 0) {
@@ -298,7 +308,7 @@ PteTable* PageTables::next_pte_table(std::uint64_t& va, std::uint64_t end) const
   while (va < end) {
     const UpperTable* t = pgd_;
     PteTable* found = nullptr;
-    for (unsigned level = 3; level >= 1; --level) {
+    for (unsigned level = top_level_; level >= 1; --level) {
       std::uint64_t e = t->e[index_at(level, va)].load(std::memory_order_acquire);
       if ((e & kPtePresent) == 0) {
         va = (va | (entry_span(level) - 1)) + 1;  // skip the absent entry's span
@@ -334,7 +344,7 @@ std::uint64_t PageTables::zap_range(std::uint64_t start, std::uint64_t end,
 
 bool PageTables::install_guard_markers(std::uint64_t start, std::uint64_t end,
                                        const std::function<void(std::uint64_t, pte_t)>& on_unmap) {
-  if (end > kVaLimit) end = kVaLimit;
+  if (end > va_limit_) end = va_limit_;
   std::uint64_t va = start;
   while (va < end) {
     // pte_alloc takes no pte_lock (and page_table_lock only inside).
@@ -414,10 +424,10 @@ void PageTables::free_level(UpperTable* t, unsigned level, std::uint64_t base,
 
 void PageTables::free_pgtables(std::uint64_t start, std::uint64_t end, std::uint64_t floor,
                                std::uint64_t ceiling) {
-  if (ceiling == 0 || ceiling > kVaLimit) ceiling = kVaLimit;
-  if (end > kVaLimit) end = kVaLimit;
+  if (ceiling == 0 || ceiling > va_limit_) ceiling = va_limit_;
+  if (end > va_limit_) end = va_limit_;
   if (start >= end) return;
-  free_level(pgd_, 3, 0, start, end, floor, ceiling);
+  free_level(pgd_, top_level_, 0, start, end, floor, ceiling);
 }
 
 PageTables::Stats PageTables::stats() const {

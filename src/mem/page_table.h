@@ -5,6 +5,8 @@
 // Layout: 48-bit virtual addresses, 4 KiB pages, 4 levels of 512 entries:
 //   level 3 (PGD) va[47:39], level 2 (PUD) va[38:30], level 1 (PMD) va[29:21],
 //   PTE table va[20:12].
+// A space with a 57-bit task size (LA57) has a fifth level on top, level 4
+// va[56:48]; the walks start at the top table's level either way.
 // Leaf entries (pte_t) use the x86 bits below and hold the frame number in
 // bits 12..51.  UPPER-LEVEL entries hold a pointer-derived value: the host
 // address of the next-level table (tables are 64-byte aligned, so bits 0..5
@@ -112,6 +114,11 @@ inline constexpr std::uint64_t kPageSize = std::uint64_t{1} << kPageShift;
 inline constexpr unsigned kEntriesPerTable = 512;
 inline constexpr unsigned kVaBits = 48;
 inline constexpr std::uint64_t kVaLimit = std::uint64_t{1} << kVaBits;  // first invalid address
+// Five-level paging (LA57, a space whose task size is 57-bit): one more
+// level above the PGD (Linux's P4D folded the other way round: vmspace
+// calls the top table the PGD either way), va[56:48].
+inline constexpr unsigned kVaBits57 = 57;
+inline constexpr std::uint64_t kVaLimit57 = std::uint64_t{1} << kVaBits57;
 inline constexpr unsigned kPmdShift = 21;  // span of one PteTable: 2 MiB
 inline constexpr unsigned kPudShift = 30;  // span of one PMD table: 1 GiB
 inline constexpr unsigned kPgdShift = 39;  // span of one PUD table: 512 GiB
@@ -228,8 +235,9 @@ class PageTables {
  public:
   // `page_table_lock`: the AddressSpace's lock of class page_table_lock; it
   // must outlive this object.  Allocates the top-level table (throws
-  // std::bad_alloc if that fails).
-  explicit PageTables(SpinLock& page_table_lock);
+  // std::bad_alloc if that fails).  `levels`: 4 (48-bit addresses,
+  // kVaLimit) or 5 (57-bit, kVaLimit57).
+  explicit PageTables(SpinLock& page_table_lock, unsigned levels = 4);
   // Frees every table directly (no readers may remain); does NOT touch
   // frames (zap first if frames must be released).
   ~PageTables();
@@ -238,7 +246,7 @@ class PageTables {
 
   // Lockless walk (like hardware / GUP-fast): the caller is inside an
   // rcu::ReadGuard (debug builds check).  The current PTE value for va, or
-  // 0 if any level is absent (or va >= kVaLimit).
+  // 0 if any level is absent (or va >= va_limit()).
   pte_t lookup(std::uint64_t va) const;
   // The same walk, giving the leaf entry itself (nullptr if any level is
   // absent), for a walker that sets the hardware dirty bit (rule I).  The
@@ -249,7 +257,7 @@ class PageTables {
   // The PTE table covering va, allocating missing levels.  Upper levels are
   // installed under page_table_lock (re-checked after locking; the loser of
   // a race frees its table).  nullptr only if allocation failed or
-  // va >= kVaLimit.  Caller holds the mmap_lock (read) or a VMA read lock,
+  // va >= va_limit().  Caller holds the mmap_lock (read) or a VMA read lock,
   // and no pte_lock.
   PteTable* pte_alloc(std::uint64_t va);
 
@@ -270,7 +278,7 @@ class PageTables {
   // the VMA locks covering the range, and no pte_lock.
   template <class Fn>
   void for_each_present(std::uint64_t start, std::uint64_t end, Fn&& fn) {
-    if (end > kVaLimit) end = kVaLimit;
+    if (end > va_limit_) end = va_limit_;
     std::uint64_t va = start;
     while (va < end) {
       PteTable* t = next_pte_table(va, end);  // advances va past absent levels
@@ -291,7 +299,7 @@ class PageTables {
   // markers) under its table's pte_lock, as for_each_present does.
   template <class Fn>
   void for_each_entry(std::uint64_t start, std::uint64_t end, Fn&& fn) {
-    if (end > kVaLimit) end = kVaLimit;
+    if (end > va_limit_) end = va_limit_;
     std::uint64_t va = start;
     while (va < end) {
       PteTable* t = next_pte_table(va, end);
@@ -371,6 +379,8 @@ class PageTables {
     std::uint64_t pte_tables, upper_tables, bytes;
   };
   Stats stats() const;
+  // The first address these tables cannot map (kVaLimit or kVaLimit57).
+  std::uint64_t va_limit() const { return va_limit_; }
 
  private:
   // First PTE table at or after va that covers some address < end; sets va
@@ -384,6 +394,10 @@ class PageTables {
   void uncount_subtree(UpperTable* t, unsigned level);
 
   SpinLock& ptl_;
+  // The top table's level (3: four-level paging, 4: five-level) and the
+  // first address it cannot map.  Static.
+  const unsigned top_level_;
+  const std::uint64_t va_limit_;
   UpperTable* pgd_;
   std::atomic<std::uint64_t> n_pte_{0};
   std::atomic<std::uint64_t> n_upper_{0};

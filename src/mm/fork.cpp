@@ -71,6 +71,7 @@ int dup_vma(MmStruct* mm, Vma* mpnt, bool copy_writable) {
     return -ENOMEM;
   }
   tmp->vm_file = mem::get_file(mpnt->vm_file);
+  tmp->anon_name = mpnt->anon_name;  // names are inherited (dup_anon_vma_name); not attached yet
   // VM_WIPEONFORK: the child's VMA starts empty, as if never faulted.
   const bool wipe = (mpnt->vm_flags & VM_WIPEONFORK) != 0;
   if (!wipe && !anon_vma_fork(tmp, mpnt)) {
@@ -129,7 +130,7 @@ int dup_mmap(MmStruct* mm, MmStruct* oldmm, bool copy_writable) {
   // not mlockall(MCL_FUTURE) (Linux keeps only VM_NOHUGEPAGE of
   // def_flags); the commit charge counts parent and children together.
   mm->start_brk = oldmm->start_brk;
-  mm->brk = oldmm->brk;
+  mm->brk = oldmm->brk.load(std::memory_order_relaxed);  // both mmap W
   mm->def_flags = oldmm->def_flags & VM_NOHUGEPAGE;
   mm->vm_committed = oldmm->vm_committed;
 

@@ -68,6 +68,8 @@
 #include "mm/truncate.h"
 #include "mm/mm.h"
 #include "mm/mmap_lock.h"
+#include "mm/mmu_notifier.h"
+#include "vmspace/address_space.h"
 #include "mm/rmap.h"
 #include "mm/vma.h"
 
@@ -187,12 +189,16 @@ int madvise_dontneed_free(Vma* vma, std::uint64_t start, std::uint64_t end, int 
   if (behavior == MADV_FREE) {
     if (!vma->is_anonymous()) return -EINVAL;
     // Lazy free: the pages stay (and keep their data) until reclaim finds
-    // them still clean (MADV_PAGEOUT here); a write keeps them.
+    // them still clean (MADV_PAGEOUT here); a write keeps them.  Their
+    // PTEs become read-only: writable translations die.
+    MmuNotifierRange inv(vma->vm_mm, start, end, InvalidateReason::discard);
     mark_lazyfree_range(vma, start, end);
     return 0;
   }
   // Private memory reads back zero-filled; shared memory is re-faulted
-  // from its shmem object.  Guard markers stay.
+  // from its shmem object.  Guard markers stay.  Notifiers are called
+  // under this VMA's read lock or mmap R (no spinlock).
+  MmuNotifierRange inv(vma->vm_mm, start, end, InvalidateReason::discard);
   zap_vma_range(vma, start, end, ZapMarkers::keep);
   return 0;
 }
@@ -219,6 +225,7 @@ int madvise_guard_install(Vma* vma, std::uint64_t start, std::uint64_t end) {
   // VM_ACCOUNT rule, mremap's pgoff).
   if (vma->is_anonymous() && !anon_vma_prepare(vma)) return -ENOMEM;
   // Markers over the range; whatever was mapped there is discarded.
+  MmuNotifierRange inv(vma->vm_mm, start, end, InvalidateReason::discard);
   if (!install_guard_range(vma, start, end)) return -ENOMEM;
   return 0;
 }
@@ -259,8 +266,12 @@ int madvise_content(Vma* vma, Vma** prev, std::uint64_t start, std::uint64_t end
       return 0;  // deactivation: nothing to see without reclaim
     case MADV_PAGEOUT:
       if (f & (VM_LOCKED | VM_PFNMAP | VM_HUGETLB)) return -EINVAL;
+    {
+      // Discards the clean lazily freed pages of the range.
+      MmuNotifierRange inv(vma->vm_mm, start, end, InvalidateReason::discard);
       pageout_range(vma, start, end);
       return 0;
+    }
     case MADV_WILLNEED:
       return 0;  // anonymous: swap-in readahead, nothing to do without swap
     case MADV_GUARD_INSTALL:

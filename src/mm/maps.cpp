@@ -7,8 +7,26 @@
 
 #include "mm/mm.h"
 #include "mm/mmap_lock.h"
+#include "mm/vma_query.h"
 
 namespace vmspace::mm {
+
+std::string vma_display_name(const Vma* vma) {
+  // Linux get_vma_name(), in its order.  A file mapping shows its path,
+  // unless it is shared anonymous memory that was named (only those can
+  // be: set_anon_name refuses other files).
+  const mem::File* file = vma->vm_file;
+  const AnonName& anon = vma->anon_name;
+  if (file != nullptr) return anon != nullptr ? "[anon_shmem:" + *anon + "]" : file->name;
+  // "[heap]" (vma_is_initial_heap: any part of the VMA lies between
+  // start_brk and the current break) wins over an anonymous name, as the
+  // initial stack would ("[stack]"; vmspace has no initial stack).  The
+  // relaxed load: see MmStruct::brk for why it is stable enough here.
+  const MmStruct* mm = vma->vm_mm;
+  if (vma->vm_start < mm->brk.load(std::memory_order_relaxed) && vma->vm_end > mm->start_brk) return "[heap]";
+  if (anon != nullptr) return "[anon:" + *anon + "]";
+  return {};
+}
 
 namespace {
 
@@ -25,14 +43,8 @@ void show_map_vma(std::string& out, const Vma* vma) {
                         file != nullptr ? file->dev_minor : 0,
                         static_cast<unsigned long long>(file != nullptr ? file->ino : 0));
   out.append(buf, static_cast<std::size_t>(n));
-  // The name: the file's, or for anonymous memory "[heap]" (Linux
-  // vma_is_initial_heap: any part of the VMA lies between start_brk and
-  // the current break).
-  const MmStruct* mm = vma->vm_mm;
-  const char* name = file != nullptr ? file->name.c_str()
-                     : (vma->vm_start < mm->brk && vma->vm_end > mm->start_brk) ? "[heap]"
-                                                                                : nullptr;
-  if (name != nullptr) {
+  const std::string name = vma_display_name(vma);
+  if (file != nullptr || !name.empty()) {  // a file always has its name column
     // seq_pad(): pad to 25 + 6 * sizeof(void*) - 1 columns, then a space.
     constexpr std::size_t kWidth = 25 + 6 * sizeof(void*) - 1;
     if (static_cast<std::size_t>(n) < kWidth) out.append(kWidth - static_cast<std::size_t>(n), ' ');

@@ -14,8 +14,13 @@
 #include "mm/memory.h"
 
 #include <cstring>
+#include <new>
+#include <utility>
+#include <vector>
 
+#include "mm/mmu_notifier.h"
 #include "mm/rmap.h"
+#include "vmspace/address_space.h"
 #include "mm/tlb.h"
 
 namespace vmspace::mm {
@@ -182,6 +187,12 @@ bool copy_present_pte(Vma* dst, Vma* src, std::uint64_t va, std::atomic<mem::pte
 bool copy_page_range(Vma* dst, Vma* src, bool copy_writable) {
   MmStruct* src_mm = src->vm_mm;
   MmStruct* dst_mm = dst->vm_mm;
+  // A copy-on-write mapping's writable PTEs are write-protected in the
+  // parent: one start/end pair for the VMA (Linux's copy_page_range does
+  // the same, for is_cow_mapping only), under both spaces' mmap W.  The
+  // child has no notifiers yet.
+  MmuNotifierRange inv(src_mm, src->vm_start, src->vm_end, InvalidateReason::fork_wrprotect,
+                       /*lazy=*/!is_cow_mapping(src->vm_flags));
   const std::uint64_t end = src->vm_end;
   std::uint64_t va = src->vm_start;
   bool ok = true;
@@ -233,7 +244,27 @@ void change_protection(Vma* vma, std::uint64_t start, std::uint64_t end) {
   const bool shared_writable = (vma->vm_flags & VM_WRITE) && (vma->vm_flags & VM_SHARED);
   const bool writenotify = vma_wants_writenotify(vma);
   const bool writable = (vma->vm_flags & VM_WRITE) != 0;
-  mm->pgtables.for_each_present(start, end, [&](std::uint64_t, std::atomic<mem::pte_t>& slot, mem::pte_t old) {
+  // Write-watched pages (armed, or being reported) stay read-only: their
+  // next write must fault and report first (write_watch.h).  Collected
+  // before the PTE locks are taken (the set's mutex is not taken under a
+  // spinlock); they cannot grow meanwhile: arming needs mmap W, ours.
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> watched;
+  bool all_watched = false;
+  if (shared_writable) {
+    try {
+      all_watched = !ww_protected_ranges(mm, start, end, &watched);
+    } catch (const std::bad_alloc&) {
+      all_watched = true;
+    }
+  }
+  auto is_watched = [&](std::uint64_t va) {
+    if (all_watched) return true;
+    for (const auto& [s, e] : watched)
+      if (va >= s && va < e) return true;
+    return false;
+  };
+  mm->pgtables.for_each_present(start, end, [&](std::uint64_t va, std::atomic<mem::pte_t>& slot, mem::pte_t old) {
+    const bool may_write = !is_watched(va);
     // ptep_modify: a write may dirty a writable clean PTE until the new
     // value is in (page_table.h rule I); the dirty bit is kept.
     mem::ptep_modify(slot, old, [&](mem::pte_t pte) {
@@ -244,7 +275,7 @@ void change_protection(Vma* vma, std::uint64_t start, std::uint64_t end) {
       if (!writable) pte = mem::pte_wrprotect(pte);
       // Under write-notify only dirty pages are writable again (Linux's
       // can_change_pte_writable): a clean one must fault to be dirtied.
-      if (accessible && shared_writable && mem::pte_pfn(pte) != mm->phys->zero_pfn() &&
+      if (accessible && shared_writable && may_write && mem::pte_pfn(pte) != mm->phys->zero_pfn() &&
           (!writenotify || mem::pte_dirty(pte)))
         pte = mem::pte_mkwrite(pte);
       return pte;

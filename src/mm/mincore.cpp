@@ -24,9 +24,15 @@ namespace vmspace::mm {
 namespace {
 
 // x86-64 USER_PTR_MAX as access_ok() applies it: a range may end at, but
-// not beyond, the top of the 47-bit user address space (probed on 6.18:
-// start + len == 0x7ffffffff000 passes, one byte more is -ENOMEM).
-constexpr std::uint64_t kUserPtrMax = 0x7ffffffff000ULL;
+// not beyond, the top of the kernel's user address space (probed on 6.18
+// with four-level paging: start + len == 0x7ffffffff000 passes, one byte
+// more is -ENOMEM).  It is the kernel's TASK_SIZE_MAX, not the task's
+// TASK_SIZE: an ia32 task on a four-level kernel gets the 47-bit bound
+// too (its own mappings end below 4 GiB, so a range above that fails with
+// -ENOMEM later, when no VMA holds it); five-level paging raises it.
+std::uint64_t user_ptr_max(const MmStruct* mm) {
+  return mm->task_size > kTaskSize47 ? mm->task_size : kTaskSize47;
+}
 
 // Linux's walk covers at most one page of vec (4096 entries) per mmap_lock
 // hold.
@@ -66,7 +72,7 @@ long mincore_round(MmStruct* mm, std::uint64_t addr, std::uint64_t pages, unsign
 int do_mincore(MmStruct* mm, std::uint64_t start, std::uint64_t len, unsigned char* vec) {
   if (!page_aligned(start)) return -EINVAL;
   // access_ok(start, len): no wrap, nothing above the user address space.
-  if (start + len < start || start + len > kUserPtrMax) return -ENOMEM;
+  if (start + len < start || start + len > user_ptr_max(mm)) return -ENOMEM;
   std::uint64_t pages = (len >> kPageShift) + ((len & (kPageSize - 1)) != 0 ? 1 : 0);
   // access_ok(vec, pages) cannot fail for a host buffer; a null vec stands
   // for an unwritable user buffer and fails at the first copy (-EFAULT).

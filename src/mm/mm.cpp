@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <sstream>
+#include <stdexcept>
 
 #include "mm/mm.h"
 #include "mm/memory.h"
@@ -25,14 +26,28 @@ MmStruct::MmStruct(const MmConfig& c, mem::PhysMem* p)
 }
 
 std::uint64_t mmap_base_for(const MmConfig& cfg) {
-  // The gap below TASK_SIZE is the stack limit plus the guard gap (no
-  // randomization pad), at least 128 MiB and at most 5/6 of TASK_SIZE.
+  // The gap below the top is the stack limit plus the guard gap (no
+  // randomization pad), at least 128 MiB and at most 5/6 of the top.  The
+  // top is the default map window, not TASK_SIZE: with five-level paging
+  // the stack and mmap_base stay below 47 bits (Linux's mmap_base() is
+  // given task_size_64bit(0)); an ia32 guest's is its TASK_SIZE.
   constexpr std::uint64_t kGapMin = std::uint64_t{128} << 20;
-  const std::uint64_t gap_max = cfg.task_size / 6 * 5;
+  const std::uint64_t top = map_window(cfg.task_size);
+  const std::uint64_t gap_max = top / 6 * 5;
   std::uint64_t gap = cfg.rlimit_stack;
   if (gap + cfg.stack_guard_gap > gap) gap += cfg.stack_guard_gap;  // RLIM_INFINITY must not wrap
   gap = std::clamp(gap, kGapMin, gap_max);
-  return page_align(cfg.task_size - gap);
+  return page_align(top - gap);
+}
+
+std::uint64_t task_size_from_option(std::uint64_t option) {
+  switch (option) {
+    case 0:
+    case kTaskSize47: return kTaskSize47;
+    case kTaskSize57: return kTaskSize57;
+    case kTaskSize32: return kTaskSize32;
+    default: throw std::invalid_argument("vmspace: task_size must be 0, kTaskSize47, kTaskSize57 or kTaskSize32");
+  }
 }
 
 MmStruct::~MmStruct() {
@@ -92,6 +107,8 @@ bool mm_validate(MmStruct* mm, std::string* why) {
       o << "VM_SHARED without VM_MAYSHARE at " << hex(v->vm_start);
     else if ((v->vm_flags & VM_MAYSHARE) && v->vm_file == nullptr)
       o << "shared VMA without a file at " << hex(v->vm_start);
+    else if (v->anon_name != nullptr && v->vm_file != nullptr && !v->vm_file->anon_shmem)
+      o << "a file VMA with an anonymous name at " << hex(v->vm_start);
     if (!o.str().empty()) {
       ok = false;
       msg = o.str();

@@ -16,13 +16,16 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "mem/file.h"
 #include "mem/page_table.h"
 #include "mem/phys_mem.h"
+#include "mm/mmu_notifier.h"
 #include "mm/vm_event.h"
 #include "mm/vm_flags.h"
+#include "mm/write_watch.h"
 #include "sync/rcu.h"
 #include "sync/rwsem.h"
 #include "sync/seqcount.h"
@@ -40,8 +43,35 @@ inline constexpr std::uint64_t kPageMask = ~(kPageSize - 1);
 constexpr std::uint64_t page_align(std::uint64_t x) { return (x + kPageSize - 1) & kPageMask; }
 constexpr bool page_aligned(std::uint64_t x) { return (x & (kPageSize - 1)) == 0; }
 
+// ---- the guest's user space (AddressSpaceOptions::task_size) ------------
+// x86-64 TASK_SIZE with four-level paging; also DEFAULT_MAP_WINDOW, the
+// part of a five-level space that mappings use unless asked to go higher.
+inline constexpr std::uint64_t kTaskSize47 = (std::uint64_t{1} << 47) - kPageSize;
+inline constexpr std::uint64_t kDefaultMapWindow = kTaskSize47;
+// TASK_SIZE_MAX with five-level paging (LA57).
+inline constexpr std::uint64_t kTaskSize57 = (std::uint64_t{1} << 56) - kPageSize;
+// An ia32 task on x86-64 (IA32_PAGE_OFFSET).
+inline constexpr std::uint64_t kTaskSize32 = 0xffffe000;
+// The window the default (hint-less) searches use and mmap_base is
+// computed from (Linux task_size_64bit(0) / task_size_32bit()).
+constexpr std::uint64_t map_window(std::uint64_t task_size) {
+  return task_size < kDefaultMapWindow ? task_size : kDefaultMapWindow;
+}
+// A 32-bit guest: its calls are compat syscalls (in_32bit_syscall()).
+constexpr bool task_size_is_compat(std::uint64_t task_size) { return task_size <= kTaskSize32; }
+
 struct AnonVma;  // reverse map of anonymous pages (mem layer)
 struct MmStruct;
+
+// The name prctl(PR_SET_VMA_ANON_NAME) gives anonymous memory (Linux's
+// refcounted struct anon_vma_name).  Immutable once made, so VMAs share
+// one by pointer: a split, a fork or an mremap copy takes a reference, not
+// a copy.  Null = no name.  Two names are equal when both are null, or both
+// are set and their text is equal (anon_vma_name_eq).
+using AnonName = std::shared_ptr<const std::string>;
+inline bool anon_name_eq(const AnonName& a, const AnonName& b) {
+  return a == b || (a != nullptr && b != nullptr && *a == *b);
+}
 
 // vm_lock_seq value that never equals mm_lock_seq: "not write-locked".
 inline constexpr std::uint64_t kVmaUnlockedSeq = UINT64_MAX;
@@ -106,6 +136,13 @@ struct alignas(64) Vma {
   // private anonymous memory.  Static once the VMA is attached; the VMA
   // holds a reference.
   mem::File* vm_file = nullptr;
+  // The anonymous name (set_anon_name; only private anonymous and shared
+  // anonymous VMAs have one).  Part of the merge key (vma.cpp
+  // is_mergeable_vma).  Write: mmap W + vma W (or before the VMA is
+  // attached: splits, fork and mremap copy it into the new VMA).  Read:
+  // mmap R, or vma R (the queries and maps copy it under one of them; the
+  // shared_ptr object itself is never written while a reader may copy it).
+  AnonName anon_name;
 
   // per_vma_rwsem: readers try_lock_shared(); vma_start_write() takes and
   // releases the write side around setting vm_lock_seq.
@@ -131,11 +168,14 @@ struct MmConfig {
   // vm.mmap_min_addr: fixed mappings below it need CAP_SYS_RAWIO (-EPERM).
   std::uint64_t dac_mmap_min_addr = 65536;
   bool cap_sys_rawio = false;
-  std::uint64_t task_size = (std::uint64_t{1} << 47) - kPageSize;  // x86-64 TASK_SIZE
+  // TASK_SIZE: kTaskSize47, kTaskSize57 or kTaskSize32 (the AddressSpace
+  // checks the value).
+  std::uint64_t task_size = kTaskSize47;
   // Top of the top-down search; 0 = derived from rlimit_stack as Linux's
   // mmap_base() without randomization (mmap_base_for()).
   std::uint64_t mmap_base = 0;
-  // Start of the bottom-up fallback search (PAGE_ALIGN(TASK_SIZE / 3)).
+  // Start of the bottom-up fallback search (PAGE_ALIGN(window / 3), the
+  // window being map_window(task_size)).
   std::uint64_t mmap_legacy_base = 0x2aaaaaaab000;
   int max_map_count = 65530;                        // vm.max_map_count
   std::uint64_t stack_guard_gap = 256 * kPageSize;  // stack_guard_gap
@@ -161,6 +201,10 @@ struct MmConfig {
 
 // Linux's x86 mmap_base() without randomization.
 std::uint64_t mmap_base_for(const MmConfig& cfg);
+// The TASK_SIZE an AddressSpaceOptions::task_size asks for (0 = the
+// 47-bit default); throws std::invalid_argument for any other value than
+// 0, kTaskSize47, kTaskSize57 and kTaskSize32.
+std::uint64_t task_size_from_option(std::uint64_t option);
 
 struct MmStruct {
   MmStruct(const MmConfig& cfg, mem::PhysMem* phys);
@@ -198,9 +242,13 @@ struct MmStruct {
   vm_flags_t def_flags = 0;
   // The program break (Linux mm->start_brk, mm->brk; brk.cpp).  start_brk
   // is fixed at construction; brk is the last break set, not page aligned.
-  // Write: mmap W.  Read: mmap R.
+  // Write: mmap W.  Read: mmap R; or, for the "[heap]" name only, a relaxed
+  // load under just a VMA read lock (the queries, as Linux's
+  // vma_is_initial_heap under the per-VMA /proc/pid/maps walk): a break
+  // move that changes whether that VMA is the heap write-locks the VMA, so
+  // the answer is stable while the VMA is read-locked.
   std::uint64_t start_brk = 0;
-  std::uint64_t brk = 0;
+  std::atomic<std::uint64_t> brk{0};
   // Pages committed under VM_ACCOUNT and by shared anonymous memory
   // (Linux's vm_committed_as, with this space as the whole system),
   // checked in Overcommit::never (vm_enough_memory / vm_unacct_memory).
@@ -225,7 +273,8 @@ struct MmStruct {
   mem::PhysMem* const phys;
   // The page tables: upper levels under page_table_lock, PTEs under each
   // table's pte_lock, walked locklessly under RCU (mem/page_table.h).
-  mem::PageTables pgtables{page_table_lock};
+  // Five levels for a 57-bit task size (LA57), four otherwise.
+  mem::PageTables pgtables{page_table_lock, cfg.task_size > kTaskSize47 ? 5u : 4u};
   // Resident pages (MM_ANONPAGES, MM_SHMEMPAGES): atomic, changed under the
   // pte_lock of the PTE that maps/unmaps the page.
   std::atomic<std::int64_t> rss_anon{0};
@@ -259,6 +308,15 @@ struct MmStruct {
   };
   static constexpr unsigned kTlbShards = 16;
   TlbShard tlb_holders[kTlbShards];
+
+  // ---- invalidation notifiers and the translation generation ----
+  // (mmu_notifier.h: each field says what protects it.)  Not copied by
+  // fork: a child starts with none registered.
+  MmuNotifiers notifiers;
+  // ---- write-watch ----
+  // (write_watch.h: the armed and tracked page sets under their own
+  // mutex.)  Not copied by fork: a child has no watches.
+  WriteWatch ww;
 
   // Fault pages in over [start, end) with the mmap_lock held (the fault
   // layer's populate_range_locked, installed by the AddressSpace: mm sits

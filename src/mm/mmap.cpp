@@ -66,24 +66,41 @@ std::optional<std::uint64_t> unmapped_area(MmStruct* mm, std::uint64_t len, std:
   }
 }
 
-// x86 arch_get_unmapped_area_topdown() for a non-fixed request.
+// x86 mmap_address_hint_valid(): a hint is taken only when the mapping
+// fits below TASK_SIZE and lies wholly on one side of the default map
+// window's end (a five-level space does not straddle 47 bits by accident).
+bool mmap_address_hint_valid(const MmStruct* mm, std::uint64_t addr, std::uint64_t len) {
+  if (mm->task_size - len < addr) return false;
+  return (addr > kDefaultMapWindow) == (addr + len > kDefaultMapWindow);
+}
+
+// x86 arch_get_unmapped_area_topdown() for a non-fixed request.  The
+// search stays below mmap_base (inside the default map window) unless the
+// hint lies above the window, which lifts the limit by the rest of the
+// task size (five-level paging only; an ia32 guest never goes above its
+// TASK_SIZE).
 long arch_get_unmapped_area_topdown(MmStruct* mm, std::uint64_t addr, std::uint64_t len,
                                     bool thp_align) {
   const std::uint64_t task_size = mm->task_size;
+  const bool compat = task_size_is_compat(task_size);
   if (len > task_size) return -ENOMEM;
-  if (addr != 0 && addr <= task_size - len) {
+  if (addr != 0 && mmap_address_hint_valid(mm, addr, len)) {
     Vma* vma = find_vma(mm, addr);
     if (vma == nullptr || addr + len <= vm_start_gap(mm, vma)) return static_cast<long>(addr);
   }
   const std::uint64_t low = std::max(kPageSize, mm->cfg.mmap_min_addr);
+  const bool high_hint = !compat && addr > kDefaultMapWindow;
+  const std::uint64_t high = mm->mmap_base + (high_hint ? task_size - map_window(task_size) : 0);
   if (thp_align && len + kPmdSize > len) {
     // __thp_get_unmapped_area: search with 2 MiB of slack, then align down.
-    if (auto s = unmapped_area_topdown(mm, len + kPmdSize, low, mm->mmap_base))
+    if (auto s = unmapped_area_topdown(mm, len + kPmdSize, low, high))
       return static_cast<long>((*s + kPmdSize) & ~(kPmdSize - 1));
   }
-  if (auto s = unmapped_area_topdown(mm, len, low, mm->mmap_base)) return static_cast<long>(*s);
-  // Bottom-up fallback (arch_get_unmapped_area), from the legacy base.
-  if (auto s = unmapped_area(mm, len, mm->cfg.mmap_legacy_base, task_size)) return static_cast<long>(*s);
+  if (auto s = unmapped_area_topdown(mm, len, low, high)) return static_cast<long>(*s);
+  // Bottom-up fallback (arch_get_unmapped_area, find_start_end): from the
+  // legacy base to the window's end, or to TASK_SIZE for a high hint.
+  const std::uint64_t top = high_hint ? task_size : map_window(task_size);
+  if (auto s = unmapped_area(mm, len, mm->cfg.mmap_legacy_base, top)) return static_cast<long>(*s);
   return -ENOMEM;
 }
 
@@ -253,9 +270,13 @@ long get_unmapped_area(MmStruct* mm, std::uint64_t addr, std::uint64_t len, int 
   if (!(flags & MAP_FIXED)) {
     // Private anonymous requests with no hint and a 2 MiB-multiple length
     // are placed 2 MiB aligned (thp_get_unmapped_area).
-    bool thp = mm->cfg.thp_align && addr == 0 && (flags & MAP_TYPE) == MAP_PRIVATE && len % kPmdSize == 0;
-    long r = (flags & MAP_32BIT) ? arch_get_unmapped_area_32bit(mm, addr, len, thp)
-                                 : arch_get_unmapped_area_topdown(mm, addr, len, thp);
+    // Neither applies to an ia32 guest's compat calls: THP alignment is
+    // 64-bit only (__thp_get_unmapped_area) and MAP_32BIT is ignored.
+    const bool compat = task_size_is_compat(mm->task_size);
+    bool thp = mm->cfg.thp_align && !compat && addr == 0 && (flags & MAP_TYPE) == MAP_PRIVATE &&
+               len % kPmdSize == 0;
+    long r = (flags & MAP_32BIT) && !compat ? arch_get_unmapped_area_32bit(mm, addr, len, thp)
+                                            : arch_get_unmapped_area_topdown(mm, addr, len, thp);
     if (r < 0) return r;
     addr = static_cast<std::uint64_t>(r);
   }

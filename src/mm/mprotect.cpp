@@ -12,7 +12,9 @@
 #include "mm/mm.h"
 #include "mm/memory.h"
 #include "mm/mmap_lock.h"
+#include "mm/mmu_notifier.h"
 #include "mm/vma.h"
+#include "vmspace/address_space.h"
 
 namespace vmspace::mm {
 
@@ -20,8 +22,9 @@ namespace {
 
 // Linux mprotect_fixup(): give [start, end) of `vma` the flags `newflags`.
 // On success *out is the VMA now covering [start, end) (merged or split).
+// `inv` is the call's notifier range, started before the first PTE change.
 int mprotect_fixup(MmStruct* mm, Vma* vma, std::uint64_t start, std::uint64_t end,
-                   vm_flags_t newflags, Vma** out) {
+                   vm_flags_t newflags, Vma** out, MmuNotifierRange* inv) {
   // A sealed VMA refuses even its own protection.
   if (!can_modify_vma(vma)) return -EPERM;
   const vm_flags_t oldflags = vma->vm_flags;
@@ -53,6 +56,7 @@ int mprotect_fixup(MmStruct* mm, Vma* vma, std::uint64_t start, std::uint64_t en
   if ((oldflags & VM_ACCOUNT) && !(newflags & VM_ACCOUNT)) vm_unacct_memory(mm, nrpages);
   vma_start_write(v);
   v->vm_flags = merged_flags;
+  inv->begin();
   change_protection(v, start, end);
   // Private locked memory becoming writable is COW-broken right away (Linux
   // populates it, which also gives the VMA its anon_vma).
@@ -96,6 +100,12 @@ int do_mprotect(MmStruct* mm, std::uint64_t start, std::uint64_t len, int prot) 
     // The key follows the new protection (Linux arch_override_mprotect_pkey:
     // the execute-only key for exactly PROT_EXEC, else key 0).
     const vm_flags_t want = calc_vm_prot_bits(prot) | pkey_flags_for(mm, prot);
+    // One start/end pair for the call, started at the first VMA whose
+    // flags change (mprotect to the same protection calls nothing), ended
+    // before the mmap_lock is released.  Like Linux (change_protection
+    // notifies for every change), a change that only adds rights notifies
+    // too: vmspace does not tell the two apart here.
+    MmuNotifierRange inv(mm, start, end, InvalidateReason::protection, /*lazy=*/true);
     while (vma != nullptr && vma->vm_start < end) {
       if (vma->vm_start != tmp) {  // a hole between VMAs: stop here
         err = -ENOMEM;
@@ -109,7 +119,7 @@ int do_mprotect(MmStruct* mm, std::uint64_t start, std::uint64_t len, int prot) 
       }
       tmp = std::min(vma->vm_end, end);
       Vma* done = nullptr;
-      err = mprotect_fixup(mm, vma, nstart, tmp, newflags, &done);
+      err = mprotect_fixup(mm, vma, nstart, tmp, newflags, &done, &inv);
       if (err) break;
       tmp = done->vm_end;  // a merge may have covered more than [nstart, tmp)
       nstart = tmp;

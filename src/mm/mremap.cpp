@@ -31,6 +31,7 @@
 #include "mm/mmap_lock.h"
 #include "mm/rmap.h"
 #include "mm/vma.h"
+#include "vmspace/address_space.h"
 
 namespace vmspace::mm {
 
@@ -99,7 +100,7 @@ Vma* copy_vma(MmStruct* mm, Vma* vma, std::uint64_t new_addr, std::uint64_t len,
   Vma* prev = prev_e ? prev_e->as<Vma>() : nullptr;
   Vma* next = find_vma(mm, new_addr + len);
   if (Vma* merged = vma_merge_new_range(mm, prev, next, new_addr, new_addr + len, vma->vm_flags, vma->vm_file,
-                                        pgoff, vma, /*copied_from=*/vma))
+                                        pgoff, vma, /*copied_from=*/vma, vma->anon_name))
     return merged;
   Vma* nv = vm_area_dup(vma);
   if (nv == nullptr) return nullptr;
@@ -124,6 +125,9 @@ Vma* copy_vma(MmStruct* mm, Vma* vma, std::uint64_t new_addr, std::uint64_t len,
 std::uint64_t move_pages(MmStruct* mm, const Vma* vma, std::uint64_t from, std::uint64_t to, std::uint64_t len) {
   mem::File* file = vma->vm_file;
   AnonVma* av = vma->anon_vma.load(std::memory_order_relaxed);
+  // The source's translations die (the pages appear at `to`): notified
+  // under mmap W, outside the rmap locks.
+  MmuNotifierRange inv(mm, from, from + len, InvalidateReason::remap);
   if (file != nullptr) file->i_mmap_rwsem.lock();
   if (av != nullptr) anon_vma_lock_write(av);
   const std::uint64_t moved = mm->pgtables.move_range(from, to, len);
@@ -286,7 +290,8 @@ long mremap_at(MmStruct* mm, Vma* vma, Remap& r) {
     const std::uint64_t old_end = vma->vm_end;
     Vma* grown = vma_merge_new_range(mm, vma, find_vma(mm, old_end + delta), old_end, old_end + delta,
                                      vma->vm_flags, vma->vm_file,
-                                     vma->vm_pgoff + ((old_end - vma->vm_start) >> kPageShift), vma);
+                                     vma->vm_pgoff + ((old_end - vma->vm_start) >> kPageShift), vma,
+                                     /*copied_from=*/nullptr, vma->anon_name);
     if (grown == nullptr) {
       if (vma->vm_flags & VM_ACCOUNT) vm_unacct_memory(mm, pages);
       return -ENOMEM;

@@ -6,6 +6,8 @@
 #include "mm/mm.h"
 #include "mm/mmap_lock.h"
 #include "mm/memory.h"
+#include "mm/mmu_notifier.h"
+#include "vmspace/address_space.h"
 #include "mm/rmap.h"
 #include "mm/vma.h"
 
@@ -42,7 +44,14 @@ void vms_complete_munmap_vmas(MmStruct* mm, const std::vector<Vma*>& vmas, bool 
   // page tables that no other VMA shares (seed 002's ordering: tables go
   // only after the VMAs are unreachable and the PTEs are zapped).
   const std::uint64_t start = vmas.front()->vm_start, end = vmas.back()->vm_end;
-  for (Vma* v : vmas) zap_vma_range(v, v->vm_start, v->vm_end);
+  {
+    // One start/end pair for the whole range (munmap, MAP_FIXED over,
+    // brk shrinking, mremap's source), under mmap W.
+    MmuNotifierRange inv(mm, start, end, InvalidateReason::unmap);
+    for (Vma* v : vmas) zap_vma_range(v, v->vm_start, v->vm_end);
+  }
+  // The range is no longer watched (write_watch.h).
+  ww_forget(mm, start, end);
   // Out of the file's reverse map (Linux unlink_file_vma, inside
   // free_pgtables) before any page table goes: a truncate walks the
   // tables of the VMAs it finds there under i_mmap_rwsem alone.

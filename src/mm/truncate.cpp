@@ -7,6 +7,8 @@
 #include <mutex>
 
 #include "mm/memory.h"
+#include "mm/mmu_notifier.h"
+#include "vmspace/address_space.h"
 
 namespace vmspace::mm {
 
@@ -28,7 +30,11 @@ void unmap_mapping_pages(mem::File* file, std::uint64_t first, std::uint64_t las
     if (!vma_file_range(v, first, last, &start, &end)) continue;
     // Without even_cows only the file's own pages go (private copies
     // stay); a shared mapping has nothing else, so vm_flags (which
-    // i_mmap_rwsem does not guard) need not be read.
+    // i_mmap_rwsem does not guard) need not be read.  Each space's own
+    // notifiers, called under i_mmap_rwsem read only (no mm lock: v's
+    // space cannot go away while v is in i_mmap).  MADV_REMOVE comes here
+    // too: it punches a hole in the file, in every mapping of it.
+    MmuNotifierRange inv(v->vm_mm, start, end, InvalidateReason::truncate);
     if (even_cows)
       zap_vma_range(v, start, end, ZapMarkers::keep);
     else

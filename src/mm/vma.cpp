@@ -37,6 +37,7 @@ Vma* vm_area_dup(const Vma* orig) {
   Vma* v = new (std::nothrow) Vma(orig->vm_mm, orig->vm_start, orig->vm_end, orig->vm_flags, orig->vm_pgoff);
   if (v == nullptr) return nullptr;
   v->vm_file = mem::get_file(orig->vm_file);
+  v->anon_name = orig->anon_name;  // shared, not copied (splits and moves keep the name)
   v->anon_vma.store(orig->anon_vma.load(std::memory_order_relaxed), std::memory_order_relaxed);
   return v;
 }
@@ -177,9 +178,10 @@ namespace {
 
 // Linux is_mergeable_vma(): equal flags apart from the ones merging
 // ignores; the same file (private anonymous VMAs have none; every shared
-// anonymous mmap has its own shmem object).
-bool is_mergeable_vma(const Vma* vma, vm_flags_t flags, const mem::File* file) {
-  return ((vma->vm_flags ^ flags) & ~VM_IGNORE_MERGE) == 0 && vma->vm_file == file;
+// anonymous mmap has its own shmem object); equal anonymous names.
+bool is_mergeable_vma(const Vma* vma, vm_flags_t flags, const mem::File* file, const AnonName& name) {
+  return ((vma->vm_flags ^ flags) & ~VM_IGNORE_MERGE) == 0 && vma->vm_file == file &&
+         anon_name_eq(vma->anon_name, name);
 }
 
 AnonVma* anon_of(const Vma* v) { return v->anon_vma.load(std::memory_order_relaxed); }
@@ -260,29 +262,29 @@ Vma* commit_merge(MmStruct* mm, Vma* target, std::uint64_t start, std::uint64_t 
 
 }  // namespace
 
-bool can_vma_merge_before(const Vma* next, vm_flags_t flags, const mem::File* file,
+bool can_vma_merge_before(const Vma* next, vm_flags_t flags, const mem::File* file, const AnonName& name,
                           AnonVma* anon_vma, const Vma* src_vma, std::uint64_t pgoff, std::uint64_t pglen) {
-  return is_mergeable_vma(next, flags, file) && is_mergeable_anon_vma(anon_vma, next, src_vma) &&
+  return is_mergeable_vma(next, flags, file, name) && is_mergeable_anon_vma(anon_vma, next, src_vma) &&
          next->vm_pgoff == pgoff + pglen;
 }
 
-bool can_vma_merge_after(const Vma* prev, vm_flags_t flags, const mem::File* file,
+bool can_vma_merge_after(const Vma* prev, vm_flags_t flags, const mem::File* file, const AnonName& name,
                          AnonVma* anon_vma, const Vma* src_vma, std::uint64_t pgoff) {
-  return is_mergeable_vma(prev, flags, file) && is_mergeable_anon_vma(anon_vma, prev, src_vma) &&
+  return is_mergeable_vma(prev, flags, file, name) && is_mergeable_anon_vma(anon_vma, prev, src_vma) &&
          prev->vm_pgoff + prev->pages() == pgoff;
 }
 
 Vma* vma_merge_new_range(MmStruct* mm, Vma* prev, Vma* next, std::uint64_t start, std::uint64_t end,
                          vm_flags_t flags, const mem::File* file, std::uint64_t pgoff, const Vma* anon_src,
-                         const Vma* copied_from) {
+                         const Vma* copied_from, const AnonName& name) {
   mmap_assert_write_locked(mm);
   if (flags & VM_SPECIAL) return nullptr;
   AnonVma* const anon = anon_src != nullptr ? anon_of(anon_src) : nullptr;
   const std::uint64_t pglen = (end - start) >> kPageShift;
   bool left = prev != nullptr && prev->vm_end == start &&
-              can_vma_merge_after(prev, flags, file, anon, copied_from, pgoff);
+              can_vma_merge_after(prev, flags, file, name, anon, copied_from, pgoff);
   bool right = next != nullptr && next->vm_start == end &&
-               can_vma_merge_before(next, flags, file, anon, copied_from, pgoff, pglen);
+               can_vma_merge_before(next, flags, file, name, anon, copied_from, pgoff, pglen);
   // Each side is compatible with the new range; merging both also needs
   // prev and next compatible with each other.
   if (left && right && !anon_vmas_compatible(prev, next)) right = false;
@@ -304,12 +306,13 @@ Vma* vma_merge_new_range(MmStruct* mm, Vma* prev, Vma* next, std::uint64_t start
 namespace {
 
 // Linux vma_merge_existing_range(): [start, end) of `middle` is getting
-// `flags`.  Merge it into prev and/or next when it touches them and they
-// would be compatible.  Returns the VMA covering [start, end), or nullptr:
-// no merge, or (*tried set: Linux's VMA_MERGE_ERROR_NOMEM, nothing
-// changed) a merge that could not get its memory.
+// `flags` and the anonymous name `name`.  Merge it into prev and/or next
+// when it touches them and they would be compatible.  Returns the VMA
+// covering [start, end), or nullptr: no merge, or (*tried set: Linux's
+// VMA_MERGE_ERROR_NOMEM, nothing changed) a merge that could not get its
+// memory.
 Vma* vma_merge_existing_range(MmStruct* mm, Vma* middle, std::uint64_t start, std::uint64_t end,
-                              vm_flags_t flags, bool* tried) {
+                              vm_flags_t flags, const AnonName& name, bool* tried) {
   const bool left_side = start == middle->vm_start;
   const bool right_side = end == middle->vm_end;
   if ((flags & VM_SPECIAL) || (!left_side && !right_side)) return nullptr;
@@ -321,9 +324,9 @@ Vma* vma_merge_existing_range(MmStruct* mm, Vma* middle, std::uint64_t start, st
   Vma* next = right_side ? vma_next(mm, middle) : nullptr;
 
   bool merge_left = prev != nullptr && prev->vm_end == start &&
-                    can_vma_merge_after(prev, flags, middle->vm_file, anon, middle, pgoff);
+                    can_vma_merge_after(prev, flags, middle->vm_file, name, anon, middle, pgoff);
   bool merge_right = next != nullptr && next->vm_start == end &&
-                     can_vma_merge_before(next, flags, middle->vm_file, anon, middle, pgoff, pglen);
+                     can_vma_merge_before(next, flags, middle->vm_file, name, anon, middle, pgoff, pglen);
   if (merge_left && merge_right && !anon_vmas_compatible(prev, next)) merge_right = false;
   if (!merge_left && !merge_right) return nullptr;
 
@@ -360,7 +363,8 @@ Vma* vma_modify_flags(MmStruct* mm, Vma* vma, std::uint64_t start, std::uint64_t
   mmap_assert_write_locked(mm);
   if (out_flags != nullptr) *out_flags = new_flags;
   bool tried = false;
-  if (Vma* merged = vma_merge_existing_range(mm, vma, start, end, new_flags, &tried)) {
+  // The range keeps its name: it merges only with neighbours named alike.
+  if (Vma* merged = vma_merge_existing_range(mm, vma, start, end, new_flags, vma->anon_name, &tried)) {
     // Linux 6.18.37+ reports the merged VMA's sticky flags back, so that
     // the caller's flag update keeps them.
     if (out_flags != nullptr) *out_flags = new_flags | (merged->vm_flags & VM_STICKY);
@@ -376,6 +380,24 @@ Vma* vma_modify_flags(MmStruct* mm, Vma* vma, std::uint64_t start, std::uint64_t
     return nullptr;
   if (vma->vm_end > end && split_vma(mm, vma, end, /*new_below=*/false, err) == nullptr)
     return nullptr;
+  return vma;
+}
+
+Vma* vma_modify_name(MmStruct* mm, Vma* vma, std::uint64_t start, std::uint64_t end, const AnonName& name,
+                     int* err) {
+  mmap_assert_write_locked(mm);
+  bool tried = false;
+  // A merge makes a neighbour (already carrying `name`) cover the range.
+  if (Vma* merged = vma_merge_existing_range(mm, vma, start, end, vma->vm_flags, name, &tried)) return merged;
+  if (tried) {
+    *err = -ENOMEM;
+    return nullptr;
+  }
+  if (vma->vm_start < start && split_vma(mm, vma, start, /*new_below=*/true, err) == nullptr) return nullptr;
+  if (vma->vm_end > end && split_vma(mm, vma, end, /*new_below=*/false, err) == nullptr) return nullptr;
+  // The caller changes its name: when the range is the whole VMA neither a
+  // merge nor a split has write-locked it yet.
+  vma_start_write(vma);
   return vma;
 }
 

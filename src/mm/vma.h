@@ -76,9 +76,11 @@ Vma* __split_vma(MmStruct* mm, Vma* vma, std::uint64_t addr, bool new_below);
 // `anon_vma` is the range's; `src_vma` the VMA the range belongs to or
 // is copied from (null for a new mapping), which the fork-child rule of
 // is_mergeable_anon_vma looks at.
-bool can_vma_merge_before(const Vma* next, vm_flags_t flags, const mem::File* file,
+// `name` is the range's anonymous name: VMAs merge only with equal names
+// (Linux's is_mergeable_vma compares anon_vma_name too).
+bool can_vma_merge_before(const Vma* next, vm_flags_t flags, const mem::File* file, const AnonName& name,
                           AnonVma* anon_vma, const Vma* src_vma, std::uint64_t pgoff, std::uint64_t pglen);
-bool can_vma_merge_after(const Vma* prev, vm_flags_t flags, const mem::File* file,
+bool can_vma_merge_after(const Vma* prev, vm_flags_t flags, const mem::File* file, const AnonName& name,
                          AnonVma* anon_vma, const Vma* src_vma, std::uint64_t pgoff);
 
 // A new range [start, end) with `flags`/`file`/`pgoff` and no anon_vma,
@@ -92,10 +94,13 @@ bool can_vma_merge_after(const Vma* prev, vm_flags_t flags, const mem::File* fil
 // VMA, Linux's vmg->copied_from): the source VMA, which must not be a fork
 // child to lend its anon_vma to a neighbour without one; not given when a
 // VMA grows in place (Linux's vma_merge_extend checks no source).
+// `name`: the range's anonymous name.  A new mapping (mmap, brk) has none,
+// so it never merges with a named neighbour; mremap passes the moved or
+// grown VMA's own.
 Vma* vma_merge_new_range(MmStruct* mm, Vma* prev, Vma* next, std::uint64_t start,
                          std::uint64_t end, vm_flags_t flags, const mem::File* file,
                          std::uint64_t pgoff, const Vma* anon_src = nullptr,
-                         const Vma* copied_from = nullptr);
+                         const Vma* copied_from = nullptr, const AnonName& name = {});
 
 // Give [start, end) (inside `vma`) the flags `new_flags`: merge with the
 // neighbours where Linux would (vma_merge_existing_range), else split and
@@ -108,6 +113,15 @@ Vma* vma_merge_new_range(MmStruct* mm, Vma* prev, Vma* next, std::uint64_t start
 // setting plain new_flags would drop them.
 Vma* vma_modify_flags(MmStruct* mm, Vma* vma, std::uint64_t start, std::uint64_t end,
                       vm_flags_t new_flags, int* err, vm_flags_t* out_flags = nullptr);
+
+// Give [start, end) (inside `vma`) the anonymous name `name` (Linux
+// vma_modify_name, for PR_SET_VMA_ANON_NAME): merge with a neighbour
+// whose name (and everything else) then matches, else split at the
+// edges.  Returns the VMA now covering [start, end), write-locked, whose
+// anon_name the caller then sets; or nullptr with *err set as
+// vma_modify_flags does.
+Vma* vma_modify_name(MmStruct* mm, Vma* vma, std::uint64_t start, std::uint64_t end, const AnonName& name,
+                     int* err);
 
 // ---- removal (munmap, MAP_FIXED replacement) ----------------------------
 // Split the VMAs at the edges of [start, end) and write-lock every VMA

@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "mm/memory.h"
+#include "mm/mmu_notifier.h"
+#include "vmspace/address_space.h"
 #include "mm/vma.h"
 #include "sync/rcu.h"
 
@@ -23,6 +25,8 @@ void mapping_mkclean(mem::File* file, std::uint64_t first, std::uint64_t last) {
     std::uint64_t start, end;
     if (!vma_file_range(v, first, last, &start, &end)) continue;
     mem::PhysMem* phys = v->vm_mm->phys;
+    // Writable translations of the range die (under i_mmap_rwsem read).
+    MmuNotifierRange inv(v->vm_mm, start, end, InvalidateReason::other);
     v->vm_mm->pgtables.for_each_present(start, end, [&](std::uint64_t, std::atomic<mem::pte_t>& slot, mem::pte_t old) {
       if ((old & (mem::kPteWrite | mem::kPteDirty)) == 0) return;
       const mem::pfn_t pfn = mem::pte_pfn(old);

@@ -19,6 +19,15 @@
 //                          (lock_vma_under_rcu) only with NO mm lock held,
 //                          after which mmap_lock may only be try-locked
 //       i_mmap_rwsem       per file mapping (address_space)
+//         MmuNotifiers::lock  per AddressSpace, std::shared_mutex, not
+//                          checked by lockdep: held shared across
+//                          invalidation callbacks (under the mmap_lock, a
+//                          VMA lock or i_mmap_rwsem; never under a
+//                          spinlock), exclusive by register/unregister
+//                          under no mm lock; nothing is taken under it
+//         WriteWatch::lock per AddressSpace, std::mutex, not checked by
+//                          lockdep: a leaf under the mmap_lock or a VMA
+//                          lock; never under a spinlock or across a callback
 //         anon_vma_rwsem   the root anon_vma's
 //           page_table_lock  per AddressSpace, upper page-table levels
 //             pte_lock       per PTE table (split page-table locks)

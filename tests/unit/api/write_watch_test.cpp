@@ -1,0 +1,279 @@
+// Write-watch (issue 17, self-modifying-code detection): arming
+// write-protects pages; the first write to an armed page, through any
+// path (write, fill, a write fault_in before a translate(write)), calls
+// the callback once, before the write lands, with no lock held; the page
+// is then writable and reported by write_watch_scan until re-armed; pages
+// faulted in later are armed too; fork children have no watches and a
+// page shared copy-on-write reports before it is copied; munmap and
+// disarm drop the arming.
+#include <gtest/gtest.h>
+#include <sys/mman.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "vmspace/address_space.h"
+
+namespace vmspace {
+namespace {
+
+constexpr std::uint64_t kPage = 4096;
+
+AddressSpaceOptions opts(LockMode mode) {
+  AddressSpaceOptions o;
+  o.mode = mode;
+  o.phys_bytes = 16ull << 20;
+  return o;
+}
+
+// Records each report; optionally checks what the page holds at that
+// moment (the write must not have landed yet).
+struct Watch {
+  std::mutex m;
+  std::vector<std::uint64_t> pages;
+  std::uint64_t gen_seen = 0;
+  int expect_byte = -1;  // the byte the page must still hold, or -1
+  std::atomic<int> wrong{0};
+  int sleep_ms = 0;
+  std::atomic<bool> finished{false};
+
+  static void cb(void* arg, AddressSpace& as, std::uint64_t page) {
+    auto* w = static_cast<Watch*>(arg);
+    w->gen_seen = as.translation_generation();  // allowed from a callback
+    if (w->expect_byte >= 0) {
+      AddressSpace::AccessScope scope(as);  // (test only: a lockless look)
+      auto* p = static_cast<unsigned char*>(scope.translate(page, false));
+      if (p != nullptr && *p != w->expect_byte) w->wrong.fetch_add(1);
+    }
+    if (w->sleep_ms) std::this_thread::sleep_for(std::chrono::milliseconds(w->sleep_ms));
+    {
+      std::lock_guard<std::mutex> g(w->m);
+      w->pages.push_back(page);
+    }
+    w->finished.store(true);
+  }
+  std::vector<std::uint64_t> got() {
+    std::lock_guard<std::mutex> g(m);
+    return pages;
+  }
+};
+
+void* tr(AddressSpace& as, std::uint64_t va, bool write) {
+  AddressSpace::AccessScope scope(as);
+  return scope.translate(va, write);
+}
+
+class WriteWatchTest : public ::testing::TestWithParam<LockMode> {};
+
+TEST_P(WriteWatchTest, EveryWritePathReportsOncePerPageThenWritable) {
+  AddressSpace as(opts(GetParam()));
+  const auto va = static_cast<std::uint64_t>(as.mmap(0, 4 * kPage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS));
+  ASSERT_TRUE(as.fill(va, 'A', 4 * kPage).ok());
+  Watch w;
+  w.expect_byte = 'A';
+  as.set_write_watch(&Watch::cb, &w);
+  ASSERT_EQ(as.write_watch_arm(va, 4 * kPage), 0);
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(tr(as, va + i * kPage, true), nullptr);  // no writable translation while armed
+    EXPECT_NE(tr(as, va + i * kPage, false), nullptr);
+  }
+  const char b = 'B';
+  ASSERT_TRUE(as.write(va, &b, 1).ok());  // write()
+  EXPECT_EQ(w.got(), std::vector<std::uint64_t>({va}));
+  EXPECT_NE(tr(as, va, true), nullptr);
+  ASSERT_TRUE(as.write(va + 1, &b, 1).ok());
+  EXPECT_EQ(w.got().size(), 1u);  // once
+  ASSERT_TRUE(as.fill(va + kPage, 'C', 2 * kPage).ok());  // fill() over two pages
+  EXPECT_EQ(w.got(), std::vector<std::uint64_t>({va, va + kPage, va + 2 * kPage}));
+  ASSERT_EQ(as.fault_in(va + 3 * kPage, true), Fault::none);  // fault_in, then translate(write)
+  EXPECT_EQ(w.got().size(), 4u);
+  auto* p = static_cast<char*>(tr(as, va + 3 * kPage, true));
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(w.wrong.load(), 0);
+  char c = 0;
+  ASSERT_TRUE(as.read(va, &c, 1).ok());
+  EXPECT_EQ(c, 'B');
+}
+
+TEST_P(WriteWatchTest, ScanWithAndWithoutRearm) {
+  AddressSpace as(opts(GetParam()));
+  const auto va = static_cast<std::uint64_t>(as.mmap(0, 4 * kPage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS));
+  ASSERT_TRUE(as.fill(va, 'A', 4 * kPage).ok());
+  Watch w;
+  as.set_write_watch(&Watch::cb, &w);
+  ASSERT_EQ(as.write_watch_arm(va, 4 * kPage), 0);
+  std::vector<std::uint64_t> written;
+  EXPECT_EQ(as.write_watch_scan(va, 4 * kPage, false, &written), 0);
+  ASSERT_TRUE(as.fill(va, 'x', 1).ok());
+  ASSERT_TRUE(as.fill(va + 2 * kPage, 'x', 1).ok());
+  EXPECT_EQ(as.write_watch_scan(va, 4 * kPage, false, &written), 2);
+  EXPECT_EQ(written, std::vector<std::uint64_t>({va, va + 2 * kPage}));
+  written.clear();
+  EXPECT_EQ(as.write_watch_scan(va + kPage, 3 * kPage, false, &written), 1);  // a sub-range
+  EXPECT_EQ(written, std::vector<std::uint64_t>({va + 2 * kPage}));
+  written.clear();
+  EXPECT_EQ(as.write_watch_scan(va, 4 * kPage, true, &written), 2);  // report and re-arm
+  EXPECT_EQ(tr(as, va, true), nullptr);
+  written.clear();
+  EXPECT_EQ(as.write_watch_scan(va, 4 * kPage, false, &written), 0);
+  ASSERT_TRUE(as.fill(va, 'y', 1).ok());
+  EXPECT_EQ(w.got(), std::vector<std::uint64_t>({va, va + 2 * kPage, va}));
+  EXPECT_EQ(as.write_watch_scan(va, 4 * kPage, false, &written), 1);
+}
+
+TEST_P(WriteWatchTest, PagesFaultedLaterAreArmed) {
+  AddressSpace as(opts(GetParam()));
+  Watch w;
+  as.set_write_watch(&Watch::cb, &w);
+  for (int flags : {MAP_PRIVATE | MAP_ANONYMOUS, MAP_SHARED | MAP_ANONYMOUS}) {
+    SCOPED_TRACE(flags);
+    const auto va = static_cast<std::uint64_t>(as.mmap(0, 4 * kPage, PROT_READ | PROT_WRITE, flags));
+    ASSERT_EQ(as.write_watch_arm(va, 4 * kPage), 0);
+    char c = 1;
+    ASSERT_TRUE(as.read(va, &c, 1).ok());  // a read fault maps it read-only
+    EXPECT_EQ(c, 0);
+    EXPECT_EQ(tr(as, va, true), nullptr);
+    const std::size_t before = w.got().size();
+    ASSERT_TRUE(as.fill(va, 'r', 1).ok());
+    ASSERT_TRUE(as.fill(va + kPage, 'n', 1).ok());  // never faulted before
+    EXPECT_EQ(w.got().size(), before + 2);
+    EXPECT_NE(tr(as, va + kPage, true), nullptr);
+    ASSERT_EQ(as.munmap(va, 4 * kPage), 0);
+  }
+}
+
+TEST_P(WriteWatchTest, SharedPageStaysArmedAcrossMprotect) {
+  AddressSpace as(opts(GetParam()));
+  Watch w;
+  as.set_write_watch(&Watch::cb, &w);
+  const auto va = static_cast<std::uint64_t>(as.mmap(0, kPage, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS));
+  ASSERT_TRUE(as.fill(va, 'A', kPage).ok());
+  ASSERT_EQ(as.write_watch_arm(va, kPage), 0);
+  ASSERT_EQ(as.mprotect(va, kPage, PROT_READ), 0);
+  ASSERT_EQ(as.mprotect(va, kPage, PROT_READ | PROT_WRITE), 0);  // would make shared PTEs writable
+  EXPECT_EQ(tr(as, va, true), nullptr);
+  ASSERT_TRUE(as.fill(va, 'B', 1).ok());
+  EXPECT_EQ(w.got().size(), 1u);
+}
+
+TEST_P(WriteWatchTest, CowPageSharedWithChildReportsBeforeCopy) {
+  AddressSpace as(opts(GetParam()));
+  const auto va = static_cast<std::uint64_t>(as.mmap(0, 2 * kPage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS));
+  ASSERT_TRUE(as.fill(va, 'A', 2 * kPage).ok());
+  Watch w;
+  w.expect_byte = 'A';
+  as.set_write_watch(&Watch::cb, &w);
+  ASSERT_EQ(as.write_watch_arm(va, 2 * kPage), 0);
+  std::unique_ptr<AddressSpace> child = as.fork();
+  ASSERT_NE(child, nullptr);
+  ASSERT_TRUE(as.fill(va, 'P', 1).ok());
+  EXPECT_EQ(w.got(), std::vector<std::uint64_t>({va}));
+  EXPECT_EQ(w.wrong.load(), 0);
+  char c = 0;
+  ASSERT_TRUE(child->read(va, &c, 1).ok());
+  EXPECT_EQ(c, 'A');
+  // The child has no watches: its writes report nothing.
+  Watch cw;
+  child->set_write_watch(&Watch::cb, &cw);
+  ASSERT_TRUE(child->fill(va + kPage, 'C', 1).ok());
+  ASSERT_TRUE(child->fill(va, 'C', 1).ok());
+  EXPECT_TRUE(cw.got().empty());
+  EXPECT_EQ(w.got().size(), 1u);
+  std::vector<std::uint64_t> written;
+  EXPECT_EQ(child->write_watch_scan(va, 2 * kPage, false, &written), 0);
+  ASSERT_TRUE(as.read(va + kPage, &c, 1).ok());
+  EXPECT_EQ(c, 'A');
+}
+
+TEST_P(WriteWatchTest, MunmapAndDisarmDropTheArming) {
+  AddressSpace as(opts(GetParam()));
+  Watch w;
+  as.set_write_watch(&Watch::cb, &w);
+  const auto va = static_cast<std::uint64_t>(as.mmap(0, 4 * kPage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS));
+  ASSERT_TRUE(as.fill(va, 'A', 4 * kPage).ok());
+  ASSERT_EQ(as.write_watch_arm(va, 4 * kPage), 0);
+  ASSERT_EQ(as.munmap(va, 2 * kPage), 0);
+  ASSERT_EQ(as.mmap(va, 2 * kPage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED), static_cast<long>(va));
+  ASSERT_TRUE(as.fill(va, 'B', 2 * kPage).ok());
+  EXPECT_TRUE(w.got().empty());
+  ASSERT_EQ(as.write_watch_disarm(va + 2 * kPage, kPage), 0);
+  ASSERT_TRUE(as.fill(va + 2 * kPage, 'B', 1).ok());
+  EXPECT_TRUE(w.got().empty());
+  ASSERT_TRUE(as.fill(va + 3 * kPage, 'B', 1).ok());  // still armed
+  EXPECT_EQ(w.got(), std::vector<std::uint64_t>({va + 3 * kPage}));
+  std::vector<std::uint64_t> written;
+  EXPECT_EQ(as.write_watch_scan(va, 4 * kPage, false, &written), 1);
+  EXPECT_EQ(written, std::vector<std::uint64_t>({va + 3 * kPage}));
+}
+
+TEST_P(WriteWatchTest, ArgumentsHolesAndNotifier) {
+  AddressSpace as(opts(GetParam()));
+  const auto va = static_cast<std::uint64_t>(as.mmap(0, 4 * kPage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS));
+  ASSERT_EQ(as.munmap(va + kPage, kPage), 0);
+  std::vector<std::uint64_t> written;
+  EXPECT_EQ(as.write_watch_arm(va + 1, kPage), -EINVAL);
+  EXPECT_EQ(as.write_watch_arm(~std::uint64_t{0} & ~(kPage - 1), 2 * kPage), -EINVAL);
+  EXPECT_EQ(as.write_watch_disarm(va + 1, kPage), -EINVAL);
+  EXPECT_EQ(as.write_watch_scan(va + 1, kPage, false, &written), -EINVAL);
+  struct Prot : InvalidationNotifier {
+    int n = 0;
+    InvalidateRange last;
+    void invalidate_range_start(const InvalidateRange& r) override {
+      ++n;
+      last = r;
+    }
+  } note;
+  ASSERT_EQ(as.register_notifier(&note), 0);
+  Watch w;
+  as.set_write_watch(&Watch::cb, &w);
+  EXPECT_EQ(as.write_watch_arm(va, 4 * kPage), -ENOMEM);  // a hole; the mapped parts are armed
+  EXPECT_EQ(note.n, 1);
+  EXPECT_EQ(note.last.reason, InvalidateReason::protection);
+  ASSERT_TRUE(as.fill(va, 'x', 1).ok());
+  ASSERT_TRUE(as.fill(va + 3 * kPage, 'x', 1).ok());
+  EXPECT_EQ(w.got().size(), 2u);
+  EXPECT_GT(w.gen_seen, 0u);  // the callback read the generation
+  ASSERT_EQ(as.unregister_notifier(&note), 0);
+}
+
+// Two threads write one armed page: one report, and neither write lands
+// before the callback returned.
+TEST_P(WriteWatchTest, ConcurrentWritersOneReportBeforeEitherWrite) {
+  AddressSpace as(opts(GetParam()));
+  const auto va = static_cast<std::uint64_t>(as.mmap(0, kPage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS));
+  ASSERT_TRUE(as.fill(va, 'A', kPage).ok());
+  Watch w;
+  w.expect_byte = 'A';
+  w.sleep_ms = 50;
+  as.set_write_watch(&Watch::cb, &w);
+  ASSERT_EQ(as.write_watch_arm(va, kPage), 0);
+  std::atomic<int> early{0};
+  auto writer = [&](char v, std::uint64_t off) {
+    ASSERT_TRUE(as.write(va + off, &v, 1).ok());
+    if (!w.finished.load()) early.fetch_add(1);
+  };
+  std::thread t1(writer, 'X', 0), t2(writer, 'Y', 8);
+  t1.join();
+  t2.join();
+  EXPECT_EQ(w.got().size(), 1u);
+  EXPECT_EQ(w.wrong.load(), 0);
+  EXPECT_EQ(early.load(), 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, WriteWatchTest,
+                         ::testing::Values(LockMode::mmap_lock, LockMode::per_vma_rwsem, LockMode::per_vma_refcount),
+                         [](const ::testing::TestParamInfo<LockMode>& i) {
+                           switch (i.param) {
+                             case LockMode::mmap_lock: return std::string("mmap_lock");
+                             case LockMode::per_vma_rwsem: return std::string("per_vma_rwsem");
+                             case LockMode::per_vma_refcount: return std::string("per_vma_refcount");
+                           }
+                           return std::string("?");
+                         });
+
+}  // namespace
+}  // namespace vmspace
