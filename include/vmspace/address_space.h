@@ -605,8 +605,15 @@ class VMSPACE_API AddressSpace {
   // not inherit watches; munmap drops them; mremap does not move them
   // (moved pages are writable again after an ordinary fault).  Populating
   // (MAP_POPULATE, mlock, MADV_POPULATE_WRITE) maps armed pages read-only
-  // and reports nothing: the next real write does.  0, -EINVAL (unaligned
-  // addr, wrap), -ENOMEM (a hole: the mapped parts are armed).
+  // and reports nothing: the next real write does.  Before it returns,
+  // every read/write/fill/atomic copy of any thread that may still hold a
+  // writable translation of the range from before has finished (as
+  // Linux's TLB flush), so no unreported store lands afterwards; called
+  // inside an AccessScope it cannot wait for them.  translate()d pointers
+  // kept from before arming must be revalidated with
+  // translation_generation() (arming moves it).  The same holds for
+  // write_watch_scan with rearm.  0, -EINVAL (unaligned addr, wrap),
+  // -ENOMEM (a hole: the mapped parts are armed).
   int write_watch_arm(std::uint64_t addr, std::uint64_t len);
   // Disarm [addr, addr + len) without reporting (the pages' next write
   // takes an ordinary write fault, no callback).  0 / -EINVAL / -ENOMEM.
@@ -678,7 +685,14 @@ class VMSPACE_API AddressSpace {
   std::string smaps() const;
   std::uint64_t rss_pages() const;
 
-  // The /proc/self/maps text of this space, in the kernel's format.
+  // The /proc/self/maps text of this space, in the kernel's format.  Read
+  // as Linux 6.17+ reads /proc/pid/maps: in the per-VMA lock modes each
+  // line is printed under its VMA's read lock (the mmap_lock only for a
+  // VMA being changed), so changes elsewhere in the space do not wait for
+  // a reader; while the layout changes, each line is one version of its
+  // VMA but the text as a whole need not be one version of the space (a
+  // VMA changed after the walk passed it is not seen again).  In
+  // mmap_lock mode, the whole walk under the mmap_lock for reading.
   std::string maps() const;
   // Checks every structural invariant; on failure returns false and says
   // why.  Debug builds also run the tree and VMA checks after every

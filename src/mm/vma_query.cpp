@@ -60,8 +60,9 @@ enum class Step { found, none, fallback };
 // instead, so a VMA replaced over and over cannot hold a query back.
 constexpr int kDetachedRetries = 16;
 
-// One step under RCU and the VMA's read lock (per-VMA lock modes).
-Step query_next_vma_locked(MmStruct* mm, std::uint64_t from, VmaSnapshot* out) {
+// One step under RCU and the VMA's read lock (per-VMA lock modes): calls
+// visit(vma) with the VMA read-locked and returns its end in *next.
+Step visit_next_vma_locked(MmStruct* mm, std::uint64_t from, const VmaVisitor& visit, std::uint64_t* next) {
   rcu::ReadGuard rcu;  // Vma objects are freed only after a grace period
   for (int tries = 0; tries < kDetachedRetries; ++tries) {
     const std::uint64_t seq = mm->mm_lock_seq.raw_read();  // acquire
@@ -76,7 +77,15 @@ Step query_next_vma_locked(MmStruct* mm, std::uint64_t from, VmaSnapshot* out) {
       const auto again = mm->mm_mt.find_vma(from);
       ok = again && again->ptr == vma;
     }
-    if (ok) snapshot(vma, out);
+    if (ok) {
+      try {
+        visit(vma);  // may throw (maps() grows its text): never keep the lock
+      } catch (...) {
+        vma_end_read(vma);
+        throw;
+      }
+      *next = vma->vm_end;
+    }
     vma_end_read(vma);
     return ok ? Step::found : Step::fallback;
   }
@@ -84,46 +93,80 @@ Step query_next_vma_locked(MmStruct* mm, std::uint64_t from, VmaSnapshot* out) {
 }
 
 // Requires mmap R.
-bool query_next_mmap_locked(MmStruct* mm, std::uint64_t from, VmaSnapshot* out) {
+bool visit_next_mmap_locked(MmStruct* mm, std::uint64_t from, const VmaVisitor& visit, std::uint64_t* next) {
   const Vma* vma = find_vma(mm, from);
-  if (vma != nullptr) snapshot(vma, out);
-  return vma != nullptr;
+  if (vma == nullptr) return false;
+  visit(vma);
+  *next = vma->vm_end;
+  return true;
 }
 
-}  // namespace
-
-bool vma_query_next(MmStruct* mm, std::uint64_t from, VmaSnapshot* out) {
+bool visit_next(MmStruct* mm, std::uint64_t from, const VmaVisitor& visit, std::uint64_t* next) {
   if (mm->per_vma_locks()) {
-    switch (query_next_vma_locked(mm, from, out)) {
+    switch (visit_next_vma_locked(mm, from, visit, next)) {
       case Step::found: return true;
       case Step::none: return false;
       case Step::fallback: break;
     }
   }
   mmap_read_lock(mm);
-  const bool found = query_next_mmap_locked(mm, from, out);
+  bool found;
+  try {
+    found = visit_next_mmap_locked(mm, from, visit, next);
+  } catch (...) {
+    mmap_read_unlock(mm);
+    throw;
+  }
   mmap_read_unlock(mm);
   return found;
 }
 
-std::vector<VmaSnapshot> vma_query_range(MmStruct* mm, std::uint64_t start, std::uint64_t end) {
-  std::vector<VmaSnapshot> out;
-  if (start >= end) return out;
+}  // namespace
+
+bool vma_query_next(MmStruct* mm, std::uint64_t from, VmaSnapshot* out) {
+  std::uint64_t next = 0;
+  return visit_next(mm, from, [&](const Vma* vma) { snapshot(vma, out); }, &next);
+}
+
+void vma_walk(MmStruct* mm, std::uint64_t start, std::uint64_t end, const VmaVisitor& visit) {
+  if (start >= end) return;
   const bool whole_walk_locked = !mm->per_vma_locks();
   if (whole_walk_locked) mmap_read_lock(mm);
+  // A visitor that throws (out of memory) must not leave mmap R held.
+  struct Unlock {
+    MmStruct* mm;
+    bool held;
+    ~Unlock() {
+      if (held) mmap_read_unlock(mm);
+    }
+  } unlock{mm, whole_walk_locked};
   std::uint64_t from = start;
   for (;;) {
-    VmaSnapshot s;
-    const bool found = whole_walk_locked ? query_next_mmap_locked(mm, from, &s) : vma_query_next(mm, from, &s);
-    if (!found || s.start >= end) break;
+    bool in_range = true;
+    // The VMA is reported only when it starts below `end`; the check runs
+    // inside the visit, while the VMA is still locked.
+    auto bounded = [&](const Vma* vma) {
+      in_range = vma->vm_start < end;
+      if (in_range) visit(vma);
+    };
+    std::uint64_t next = 0;
+    const bool found = whole_walk_locked ? visit_next_mmap_locked(mm, from, bounded, &next)
+                                         : visit_next(mm, from, bounded, &next);
+    if (!found || !in_range) break;
     // The next step starts where this VMA ended, so ends ascend and the walk
     // progresses; a VMA merged meanwhile with one already reported may
     // start below `from` (Linux's maps walk shows the same).
-    from = s.end;
-    out.push_back(std::move(s));
+    from = next;
     if (from >= end) break;
   }
-  if (whole_walk_locked) mmap_read_unlock(mm);
+}
+
+std::vector<VmaSnapshot> vma_query_range(MmStruct* mm, std::uint64_t start, std::uint64_t end) {
+  std::vector<VmaSnapshot> out;
+  vma_walk(mm, start, end, [&](const Vma* vma) {
+    out.emplace_back();
+    snapshot(vma, &out.back());
+  });
   return out;
 }
 

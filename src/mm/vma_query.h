@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -36,6 +37,15 @@ std::string vma_display_name(const Vma* vma);
 // found no longer proves that nothing lies between `from` and it; in
 // mmap_lock mode under mmap R.
 bool vma_query_next(MmStruct* mm, std::uint64_t from, VmaSnapshot* out);
+
+// Calls visit(vma) for every VMA that intersects [start, end), in address
+// order, each while it is locked (its read lock in the per-VMA lock modes,
+// falling back to mmap R for a VMA being changed; mmap R for the whole
+// walk in mmap_lock mode): the visitor sees one version of each VMA and
+// must not take mm locks.  A VMA changed after the walk passed it is not
+// seen again.  The caller holds no mm lock.
+using VmaVisitor = std::function<void(const Vma*)>;
+void vma_walk(MmStruct* mm, std::uint64_t start, std::uint64_t end, const VmaVisitor& visit);
 
 // Every VMA that intersects [start, end), in address order, each a
 // consistent copy of that VMA (not of the whole list: a VMA changed after

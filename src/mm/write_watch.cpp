@@ -3,6 +3,8 @@
 // them (the design and the exclusion argument: write_watch.h).
 #include "mm/write_watch.h"
 
+#include "sync/rcu.h"
+
 #include <algorithm>
 #include <cerrno>
 #include <new>
@@ -277,6 +279,17 @@ void wrprotect_parts(MmStruct* mm, const std::vector<std::pair<std::uint64_t, st
     });
 }
 
+// After write-protecting armed pages (mmap W dropped): wait for the
+// copies that may still hold a writable translation taken before
+// (AddressSpace::read/write/fill and the guest atomics copy inside an RCU
+// read section), so that no store through an old translation lands after
+// arming returns; later stores fault and report.  Linux's uffd-wp gets
+// the same from its TLB flush.  Inside a read section (an AccessScope) we
+// cannot wait: the contract says so.
+void wait_for_old_writers(bool protected_any) {
+  if (protected_any && !rcu::in_read_section()) rcu::synchronize();
+}
+
 }  // namespace
 
 int ww_arm(MmStruct* mm, std::uint64_t addr, std::uint64_t len) {
@@ -316,6 +329,7 @@ int ww_arm(MmStruct* mm, std::uint64_t addr, std::uint64_t len) {
     wrprotect_parts(mm, parts);
   }
   mmap_write_unlock(mm);
+  wait_for_old_writers(!parts.empty());
   return err;
 }
 
@@ -380,6 +394,7 @@ long ww_scan(MmStruct* mm, std::uint64_t addr, std::uint64_t len, bool rearm, st
       wrprotect_parts(mm, dirty);
     }
     mmap_write_unlock(mm);
+    wait_for_old_writers(!dirty.empty());
   }
   return err != 0 ? err : count;
 }

@@ -16,6 +16,7 @@
 //   page_fault1/2/3, mmap1   will-it-scale's, thread mode, 1/2/2x-cores threads
 //   cortenmm       CortenMM's micro-benchmarks on 16 KiB regions
 //   maps           mmap/munmap latency while threads read maps()
+//   guest-access   8-byte guest loads/stores: read/write, a soft TLB, atomics
 // Results go to stdout as a table (with the ratios that matter), optionally
 // to JSON and SVG; progress goes to stderr.  This file is the command line;
 // bench_ctx.h lists where the workloads and the report live.
@@ -54,7 +55,7 @@ void add_bench(CLI::App& app, BenchArgs& args) {
                   "file) into DIR (created, and checked writable, before measuring)");
   sub->add_option("--workload", args.workloads,
                   "Run only this workload (repeatable): fault, fault-scaling, fault-churn, lookup, mmap, mremap, "
-                  "file-fault, space, fork, page_fault1, page_fault2, page_fault3, mmap1, cortenmm, maps");
+                  "file-fault, space, fork, page_fault1, page_fault2, page_fault3, mmap1, cortenmm, maps, guest-access");
   sub->add_option("--modes", args.modes, "Comma-separated: mmap_lock, per_vma_rwsem, per_vma_refcount, kernel")
       ->capture_default_str();
   sub->add_option("--churn-threads", args.churn_threads,
@@ -150,6 +151,7 @@ int cmd_bench(const BenchArgs& args) {
     if (want("mmap1")) run_mmap1(r);
     if (want("cortenmm")) run_cortenmm(r);
     if (want("maps")) run_maps_bench(r);
+    if (want("guest-access")) run_guest_access(r);
   };
   auto t0 = Clock::now();
   bool failed = false;

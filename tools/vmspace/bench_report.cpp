@@ -48,6 +48,8 @@ std::string note_for(const Ctx& c, const Result& r) {
     if (r.mode != "mmap_lock") s += ", " + ratio(r.value / c.get(w, "mmap_lock", r.metric)) + " mmap_lock";
     return s;
   }
+  if (w == "guest-access" && r.mode != "host" && r.metric.find("ns_per_access") != std::string::npos)
+    return ratio(r.value / c.get(w, "host", "ns_per_access")) + " host";
   if (w == "maps") {
     const std::string suffix = "_with_readers";
     if (r.metric.size() > suffix.size() && r.metric.compare(r.metric.size() - suffix.size(), suffix.size(), suffix) == 0 &&
@@ -159,6 +161,9 @@ std::vector<Target> targets(const Ctx& c) {
       1.3, c.quick ? "N/A in --quick" : "lookup at 1M VMAs not run");
   add("mmap: per_vma_refcount pairs/s / kernel pairs/s", ">=",
       c.get("mmap", rc, "pairs_per_s") / c.get("mmap", "kernel", "pairs_per_s"), 5.0, "mmap (with kernel) not run");
+  add("guest-access: per_vma_refcount translation cache ns / host ns per 8-byte access", "<=",
+      c.get("guest-access", rc, "tlb_ns_per_access") / c.get("guest-access", "host", "ns_per_access"), 2.0,
+      "guest-access not run");
   for (const char* m : {"per_vma_rwsem", "per_vma_refcount"}) {
     add(std::string("page_fault1: ") + m + " faults/s / mmap_lock faults/s, 2 threads", ">=",
         c.get("page_fault1", m, "faults_per_s_2t") / c.get("page_fault1", "mmap_lock", "faults_per_s_2t"), 1.0,
