@@ -593,7 +593,9 @@ class VMSPACE_API AddressSpace {
 
   // ---- Write-watch (self-modifying code) ----------------------------------
   // The callback that armed pages report to (nullptr: none).  Set it
-  // before arming; thread-safe.
+  // before arming; thread-safe.  Returns only after every report still
+  // calling the previous callback has returned (so its `arg` may be freed
+  // then); must not be called from a callback.
   void set_write_watch(WriteWatchFn fn, void* arg);
   // Arm every mapped page of [addr, addr + len): the next write to each
   // (through write/fill/atomics, a write fault_in, or a translate(va,

@@ -516,20 +516,6 @@ bool thp_fault_path(const Vmf& f) {
 // Linux handle_mm_fault() for one page, under a VMA read lock or mmap R.
 unsigned handle_mm_fault(Vmf& f) {
   MmStruct* mm = f.mm;
-  // Write-watch first (write_watch.h): an armed page reports before any
-  // write work (before a copy on write, too).  Holding our VMA lock or
-  // the mmap_lock, no arming can happen meanwhile.
-  if (f.write && mm->ww.active.load(std::memory_order_relaxed)) {
-    if (!f.can_report) {
-      if (mm::ww_protected(mm, f.addr)) f.write = false;  // populate: map it, read-only
-    } else {
-      switch (mm::ww_claim_write(mm, f.addr)) {
-        case mm::WwClaim::report: return kFaultWatchReport;
-        case mm::WwClaim::wait: return kFaultWatchWait;
-        case mm::WwClaim::none: break;
-      }
-    }
-  }
   // The huge-page path prepares the anon_vma first, even for a read that
   // then maps the huge zero page (do_huge_pmd_anonymous_page).  vmspace
   // maps 4 KiB pages only; what Linux's choice changes for the VMA (its
@@ -551,6 +537,21 @@ unsigned handle_mm_fault(Vmf& f) {
   // is found by the re-check under the PTE lock (it is not pte_none), and
   // the retried access faults here.
   if (mem::pte_is_guard(orig)) return kFaultSigsegv;
+  // Write-watch next (write_watch.h): an armed page reports before any
+  // write work (before a copy on write, too), but not for a write a guard
+  // refuses (it never lands).  Holding our VMA lock or the mmap_lock, no
+  // arming can happen meanwhile.
+  if (f.write && mm->ww.active.load(std::memory_order_relaxed)) {
+    if (!f.can_report) {
+      if (mm::ww_protected(mm, f.addr)) f.write = false;  // populate: map it, read-only
+    } else {
+      switch (mm::ww_claim_write(mm, f.addr)) {
+        case mm::WwClaim::report: return kFaultWatchReport;
+        case mm::WwClaim::wait: return kFaultWatchWait;
+        case mm::WwClaim::none: break;
+      }
+    }
+  }
   const bool file = f.vma->vm_file != nullptr;
   const bool shared = (f.vma->vm_flags & mm::VM_SHARED) != 0;
   if (!mem::pte_present(orig)) {

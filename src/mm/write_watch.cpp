@@ -165,10 +165,13 @@ void ww_report(MmStruct* mm, std::uint64_t page) {
   WriteWatch& w = mm->ww;
   WriteWatchCallback fn;
   void* arg;
+  unsigned parity;
   {
     std::lock_guard<std::mutex> g(w.lock);
     fn = w.fn;
     arg = w.arg;
+    parity = static_cast<unsigned>(w.fn_epoch & 1);
+    ++w.fn_running[parity];
   }
   // No lock of the space is held here (the fault dropped them all): the
   // callback may block, invalidate the embedder's caches, or read
@@ -176,6 +179,7 @@ void ww_report(MmStruct* mm, std::uint64_t page) {
   if (fn != nullptr) fn(arg, *w.owner, page);
   {
     std::lock_guard<std::mutex> g(w.lock);
+    --w.fn_running[parity];
     auto it = std::find(w.reporting.begin(), w.reporting.end(), page);
     if (it != w.reporting.end()) w.reporting.erase(it);
     update_active(w);
@@ -244,11 +248,19 @@ void ww_forget(MmStruct* mm, std::uint64_t start, std::uint64_t end) {
 
 // ---- the API ---------------------------------------------------------------
 
+// The new pair is used by every report that starts from now on; then wait
+// until the reports still calling the old one have returned (ww_report
+// notifies `reported` after each), so that the embedder may free what the
+// old `arg` points to once this returns (as unregister_notifier).  Must
+// not be called from a callback (it would wait for itself).
 void ww_set_callback(MmStruct* mm, WriteWatchCallback fn, void* arg) {
   WriteWatch& w = mm->ww;
-  std::lock_guard<std::mutex> g(w.lock);
+  std::unique_lock<std::mutex> g(w.lock);
   w.fn = fn;
   w.arg = arg;
+  const unsigned old = static_cast<unsigned>(w.fn_epoch & 1);
+  ++w.fn_epoch;
+  w.reported.wait(g, [&] { return w.fn_running[old] == 0; });
 }
 
 namespace {

@@ -93,6 +93,11 @@ struct WriteWatch {
   std::vector<std::uint64_t> reporting;  // pages, each claimed by one fault
   WriteWatchCallback fn = nullptr;
   void* arg = nullptr;
+  // `lock`: the callback pair's epoch (bumped by ww_set_callback) and, by
+  // the epoch's parity, how many reports are calling a pair they copied:
+  // ww_set_callback returns only once no report still calls the old pair.
+  std::uint64_t fn_epoch = 0;
+  int fn_running[2] = {0, 0};
   // Notified (after `lock` is released) whenever a report ends: a second
   // writer of a page being reported waits on it (ww_wait), no space lock
   // held.

@@ -266,6 +266,60 @@ TEST_P(WriteWatchTest, ConcurrentWritersOneReportBeforeEitherWrite) {
   EXPECT_EQ(early.load(), 0);
 }
 
+// set_write_watch returns only after a report still calling the old
+// callback has returned, so the embedder may free the old `arg` then.
+// (Review finding: it returned at once, and the running report went on
+// with a freed context.)
+TEST_P(WriteWatchTest, SetCallbackWaitsForARunningReport) {
+  AddressSpace as(opts(GetParam()));
+  const std::uint64_t a = static_cast<std::uint64_t>(
+      as.mmap(0, kPage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS));
+  std::atomic<bool> in_cb{false}, release{false}, cb_done{false};
+  struct Ctx {
+    std::atomic<bool>*in, *rel, *done;
+  } ctx{&in_cb, &release, &cb_done};
+  as.set_write_watch(
+      [](void* arg, AddressSpace&, std::uint64_t) {
+        auto* c = static_cast<Ctx*>(arg);
+        c->in->store(true);
+        while (!c->rel->load()) std::this_thread::yield();
+        c->done->store(true);
+      },
+      &ctx);
+  ASSERT_EQ(as.write_watch_arm(a, kPage), 0);
+  std::thread writer([&] { ASSERT_TRUE(as.fill(a, 1, 1).ok()); });
+  while (!in_cb.load()) std::this_thread::yield();
+  std::atomic<bool> set_returned{false};
+  std::thread setter([&] {
+    as.set_write_watch(nullptr, nullptr);
+    set_returned = true;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_FALSE(set_returned.load()) << "set_write_watch returned while the old callback ran";
+  release = true;
+  setter.join();
+  writer.join();
+  EXPECT_TRUE(cb_done.load());
+}
+
+// A write a guard region refuses never lands: no report, and the page is
+// not "written".  (Review finding: the claim came before the guard check.)
+TEST_P(WriteWatchTest, GuardedWriteDoesNotReport) {
+  AddressSpace as(opts(GetParam()));
+  const std::uint64_t a = static_cast<std::uint64_t>(
+      as.mmap(0, kPage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS));
+  ASSERT_TRUE(as.fill(a, 1, kPage).ok());
+  Watch w;
+  as.set_write_watch(&Watch::cb, &w);
+  ASSERT_EQ(as.write_watch_arm(a, kPage), 0);
+  ASSERT_EQ(as.madvise(a, kPage, MADV_GUARD_INSTALL), 0);
+  const AccessResult r = as.fill(a, 2, 1);
+  EXPECT_EQ(r.fault, Fault::segv_maperr);
+  EXPECT_TRUE(w.got().empty());
+  std::vector<std::uint64_t> written;
+  EXPECT_EQ(as.write_watch_scan(a, kPage, false, &written), 0);
+}
+
 // ---- a copy in flight when arming (not under ThreadSanitizer) ----
 
 unsigned char* g_src = nullptr;
