@@ -43,31 +43,36 @@ int mmu_notifier_unregister(MmStruct* mm, InvalidationNotifier* n) {
   return 0;
 }
 
-void mmu_notifier_invalidate_range_start(MmStruct* mm, std::uint64_t start, std::uint64_t end,
-                                         InvalidateReason reason) {
+namespace {
+
+// Bump the generation, then call `call` of every registered notifier.
+// Release: pairs with the acquire load in translation_generation().  At
+// start, the PTE stores that follow are releases too, so a walker that
+// sees one of them (acquire) also sees this increment; at end, the bump
+// follows the change's PTE stores, so a reader whose acquire load returns
+// it translates the new PTEs, and one that recorded an older value
+// (possibly the start bump, with an old PTE) finds its record stale
+// (mmu_notifier.h).
+void notify(MmStruct* mm, std::uint64_t start, std::uint64_t end, InvalidateReason reason,
+            void (InvalidationNotifier::*call)(const InvalidateRange&)) {
   MmuNotifiers& s = mm->notifiers;
-  // Release: pairs with the acquire load in translation_generation().  The
-  // PTE stores that follow are releases too, so a walker that sees one of
-  // them (acquire) also sees this increment (mmu_notifier.h).
   s.generation.fetch_add(1, std::memory_order_release);
   if (s.count.load(std::memory_order_relaxed) == 0) return;
   const InvalidateRange r{start, end, reason};
   std::shared_lock<std::shared_mutex> g(s.lock);
-  for (InvalidationNotifier* n : s.list) n->invalidate_range_start(r);
+  for (InvalidationNotifier* n : s.list) (n->*call)(r);
+}
+
+}  // namespace
+
+void mmu_notifier_invalidate_range_start(MmStruct* mm, std::uint64_t start, std::uint64_t end,
+                                         InvalidateReason reason) {
+  notify(mm, start, end, reason, &InvalidationNotifier::invalidate_range_start);
 }
 
 void mmu_notifier_invalidate_range_end(MmStruct* mm, std::uint64_t start, std::uint64_t end,
                                        InvalidateReason reason) {
-  MmuNotifiers& s = mm->notifiers;
-  // Release, after the PTE stores of the change: a reader whose acquire
-  // load of the generation returns this value translates the new PTEs;
-  // one that recorded an older value (possibly the start bump, with an
-  // old PTE) finds its record stale.
-  s.generation.fetch_add(1, std::memory_order_release);
-  if (s.count.load(std::memory_order_relaxed) == 0) return;
-  const InvalidateRange r{start, end, reason};
-  std::shared_lock<std::shared_mutex> g(s.lock);
-  for (InvalidationNotifier* n : s.list) n->invalidate_range_end(r);
+  notify(mm, start, end, reason, &InvalidationNotifier::invalidate_range_end);
 }
 
 }  // namespace vmspace::mm

@@ -445,14 +445,7 @@ TEST_P(Notifier, GenerationCacheMprotect) { run_cache(GetParam(), Change::mprote
 
 INSTANTIATE_TEST_SUITE_P(Modes, Notifier,
                          ::testing::Values(LockMode::mmap_lock, LockMode::per_vma_rwsem, LockMode::per_vma_refcount),
-                         [](const ::testing::TestParamInfo<LockMode>& i) {
-                           switch (i.param) {
-                             case LockMode::mmap_lock: return std::string("mmap_lock");
-                             case LockMode::per_vma_rwsem: return std::string("per_vma_rwsem");
-                             case LockMode::per_vma_refcount: return std::string("per_vma_refcount");
-                           }
-                           return std::string("?");
-                         });
+                         [](const ::testing::TestParamInfo<LockMode>& i) { return std::string(lock_mode_name(i.param)); });
 
 }  // namespace
 }  // namespace vmspace
