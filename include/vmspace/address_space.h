@@ -588,7 +588,12 @@ class VMSPACE_API AddressSpace {
   // change runs is not trusted afterwards), whether or not notifiers are
   // registered: a cache of translate()d pointers taken inside an
   // AccessScope stays usable while the generation it recorded
-  // (acquire-load before translating) is unchanged and the scope is open.
+  // (acquire-load before translating) is unchanged and the scope is open;
+  // and in a later scope too, once an acquire-load of the generation made
+  // inside that scope, before the use, still finds the recorded value (a
+  // change bumps it before its first PTE changes, and what it frees waits
+  // for every scope open at that point).  So an emulator's TLB may outlive
+  // its scopes if it re-checks the generation in each.
   std::uint64_t translation_generation() const;
 
   // ---- Write-watch (self-modifying code) ----------------------------------
@@ -623,7 +628,10 @@ class VMSPACE_API AddressSpace {
   // PAGEMAP_SCAN with PM_SCAN_WP_MATCHING and PAGE_IS_WRITTEN: append to
   // *written the page addresses in [addr, addr + len) written since they
   // were armed (and not disarmed or unmapped since), and re-arm those pages
-  // when `rearm`.  The count appended, or -EINVAL, -ENOMEM.
+  // when `rearm`.  A page whose report is running is not written yet (its
+  // write lands after the callback): the next scan lists it.  A write a
+  // fault refuses (SIGBUS past a file's end, a guard) is never reported
+  // and leaves the page armed.  The count appended, or -EINVAL, -ENOMEM.
   long write_watch_scan(std::uint64_t addr, std::uint64_t len, bool rearm, std::vector<std::uint64_t>* written);
 
   // A scope in which translate() hands out host pointers.  Pointers stay

@@ -541,7 +541,14 @@ unsigned handle_mm_fault(Vmf& f) {
   // write work (before a copy on write, too), but not for a write a guard
   // refuses (it never lands).  Holding our VMA lock or the mmap_lock, no
   // arming can happen meanwhile.
-  if (f.write && mm->ww.active.load(std::memory_order_relaxed)) {
+  // A page wholly past a file's end is SIGBUS first, as Linux's missing
+  // page fault (shmem_fault / filemap_fault) comes before its uffd-wp
+  // handling: a write that cannot land is not reported.  The size is
+  // re-checked by the fault proper (a truncation after this check makes
+  // the retried write SIGBUS after its report, as under Linux).
+  if (f.write && mm->ww.active.load(std::memory_order_relaxed) &&
+      !(f.vma->vm_file != nullptr && !mem::pte_present(orig) &&
+        mm::linear_page_index(f.vma, f.addr) >= f.vma->vm_file->size_pages())) {
     if (!f.can_report) {
       if (mm::ww_protected(mm, f.addr)) f.write = false;  // populate: map it, read-only
     } else {

@@ -384,6 +384,15 @@ long ww_scan(MmStruct* mm, std::uint64_t addr, std::uint64_t len, bool rearm, st
       for (std::uint64_t p = s; p < e; p += kPageSize) written->push_back(p);
       count += static_cast<long>((e - s) >> kPageShift);
     };
+    // A page being reported is not written yet: its write lands after
+    // the callback returns (PAGEMAP_SCAN does not see a write still held
+    // by its uffd-wp fault either).  It counts as armed here, so it is
+    // neither listed nor re-armed (re-arming it would make the retried
+    // write claim it again: a second callback for one write); the scan
+    // after the write lists it.
+    for (std::uint64_t p : w.reporting)
+      if (p >= addr && p < end) armed.emplace_back(p, p + kPageSize);
+    std::sort(armed.begin(), armed.end());
     for (const auto& [ts, te] : tracked) {
       std::uint64_t a = ts;
       while (j < armed.size() && armed[j].second <= ts) ++j;
