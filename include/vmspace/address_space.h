@@ -539,7 +539,7 @@ class VMSPACE_API AddressSpace {
                                        std::uint64_t desired, bool* success);
   AccessResult atomic_fetch_add(std::uint64_t va, unsigned size, std::uint64_t value, std::uint64_t* old);
   // The futex key of the 4-byte word at va (`shared`: not FUTEX_PRIVATE_FLAG).
-  // 0; -EINVAL when va is not 4-byte aligned; -EFAULT when no VMA maps it
+  // 0; -EINVAL when va is not 4-byte aligned or key is null; -EFAULT when no VMA maps it
   // readable (faults nothing in).  Private memory (a MAP_PRIVATE file
   // mapping too) is keyed by the space and va even for a shared futex.
   int futex_key(std::uint64_t va, bool shared, FutexKey* key) const;

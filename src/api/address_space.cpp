@@ -506,7 +506,10 @@ int AddressSpace::register_notifier(InvalidationNotifier* n) {
   return mm::mmu_notifier_register(mm_.get(), n);
 }
 
-int AddressSpace::unregister_notifier(InvalidationNotifier* n) { return mm::mmu_notifier_unregister(mm_.get(), n); }
+int AddressSpace::unregister_notifier(InvalidationNotifier* n) {
+  if (n == nullptr) return -EINVAL;  // as register_notifier (the header's contract)
+  return mm::mmu_notifier_unregister(mm_.get(), n);
+}
 
 std::uint64_t AddressSpace::translation_generation() const {
   // Acquire: pairs with the release increments of invalidate_range_start

@@ -149,7 +149,7 @@ AccessResult AddressSpace::atomic_fetch_add(std::uint64_t va, unsigned size, std
 // Under the mmap_lock for reading: the VMA, its file and pgoff are stable
 // while read; nothing is faulted in.
 int AddressSpace::futex_key(std::uint64_t va, bool shared, FutexKey* key) const {
-  if (va % 4 != 0) return -EINVAL;
+  if (va % 4 != 0 || key == nullptr) return -EINVAL;
   mm::MmStruct* m = mm_.get();
   int r = -EFAULT;
   mm::mmap_read_lock(m);

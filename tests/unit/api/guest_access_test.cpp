@@ -635,6 +635,7 @@ TEST_P(GuestAccess, FutexKeys) {
   EXPECT_EQ(as.futex_key(kBase + 2, false, &k), -EINVAL);
   EXPECT_EQ(as.futex_key(kBase + 5 * kPage + 2, true, &k), -EINVAL);
   EXPECT_EQ(as.futex_key(kBase + 5 * kPage, false, &k), -EFAULT);
+  EXPECT_EQ(as.futex_key(kBase + 8, false, nullptr), -EINVAL);  // it wrote through the null pointer
   EXPECT_EQ(as.futex_key(kBase + 5 * kPage, true, &k), -EFAULT);
   EXPECT_EQ(as.rss_pages(), 0u);
   ASSERT_EQ(as.mmap(kBase + 2 * kPage, kPage, PROT_NONE, kAnon), static_cast<long>(kBase + 2 * kPage));

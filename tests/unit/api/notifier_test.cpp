@@ -142,6 +142,8 @@ TEST_P(Notifier, RegisterTwiceAndUnknownUnregister) {
   EXPECT_EQ(as.unregister_notifier(&other), -ENOENT);
   EXPECT_EQ(as.unregister_notifier(&rec), 0);
   EXPECT_EQ(as.unregister_notifier(&rec), -ENOENT);
+  EXPECT_EQ(as.register_notifier(nullptr), -EINVAL);
+  EXPECT_EQ(as.unregister_notifier(nullptr), -EINVAL);  // as register (it said -ENOENT)
 }
 
 TEST_P(Notifier, MapFixedOverAndMprotect) {
