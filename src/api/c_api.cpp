@@ -3,10 +3,19 @@
 //
 // Each function converts its arguments, calls the C++ method and converts
 // the result; nothing here knows about VMAs or locks.  No exception may
-// cross into C: the only one the C++ API raises is std::bad_alloc (out of
-// host memory while building a string or a table), which becomes -ENOMEM
-// (or VMSPACE_FAULT_OOM).  Every function is noexcept, so any other
-// exception, which would be a bug, terminates the process at its source.
+// cross into C: the C++ API raises std::bad_alloc (out of host memory
+// while building a string or a table), which becomes -ENOMEM (or
+// VMSPACE_FAULT_OOM), and throws for a few arguments that are programming
+// errors in C++ (a guest atomic's size, a pool too large), which are
+// checked here first or become -EINVAL.  Every function is noexcept, so
+// any other exception, which would be a bug, terminates the process at
+// its source.
+//
+// Callbacks: a C notifier is a vmspace_notifier (an InvalidationNotifier
+// calling the C functions); a C write-watch callback is called through
+// report_write with the WatchCallback it was set with, which maps the
+// C++ AddressSpace& back to its vmspace_t.  The handle owns both, so they
+// outlive every call of them.
 #include "vmspace/vmspace.h"
 
 #include <algorithm>
