@@ -259,6 +259,60 @@ VMSPACE_API int vmspace_fsync(vmspace_t* vs, int fd) VMSPACE_NOEXCEPT;
 /* close(2): 0 or -EBADF.  A mapping keeps its file alive. */
 VMSPACE_API int vmspace_close(vmspace_t* vs, int fd) VMSPACE_NOEXCEPT;
 
+/* Open this space's file fd in `to` too (AddressSpace::send_file: as
+ * passing a descriptor over a Unix socket does): both spaces then see,
+ * map and truncate the same file.  The descriptor in `to`, or -EINVAL
+ * (to == NULL), -EBADF, -EMFILE, -ENOMEM, -EXDEV when the two spaces do not
+ * share their physical memory (made with the same vmspace_options_t::pool,
+ * or one forked from the other).
+ * Preconditions: to is a live space (it may be vs itself). */
+VMSPACE_API int vmspace_send_file(vmspace_t* vs, int fd, vmspace_t* to) VMSPACE_NOEXCEPT;
+
+/* A file whose bytes come from the caller (AddressSpace::open_file with a
+ * FileBacking, vmspace/file_backing.h: when each function is called, and
+ * from which threads, concurrently).  Each function gets the `arg` given
+ * to vmspace_open_backing; they return 0 or -errno (size: the size in
+ * bytes, >= 0, or -errno).  read_page fills buf (4096 bytes) with bytes
+ * [index * 4096, index * 4096 + 4096), zeros past the end; write_page
+ * stores len (1..4096) bytes at index * 4096; truncate sets the size;
+ * punch_hole (NULL: -EOPNOTSUPP) deallocates a range, keeping the size;
+ * sync (NULL: nothing to do) makes what was written durable; release
+ * (may be NULL) is called once, when no space uses the file any more
+ * (after its last write-back, which may run on a background thread after
+ * vmspace_destroy returned): arg may be freed then.  dev_major,
+ * dev_minor and ino are what maps shows and the file's identity (ino 0:
+ * the space picks one): opening an identity that is open already in the
+ * same pool opens that file, as a second open(2) of an inode does, and
+ * does not use this backing (release is called before the open returns).
+ * Like vmspace_options_t, the struct grows at its end: set struct_size
+ * to sizeof(vmspace_backing_ops_t); size, read_page, write_page and
+ * truncate are required. */
+typedef struct vmspace_backing_ops {
+  size_t struct_size;
+  int64_t (*size)(void* arg);
+  int (*read_page)(void* arg, uint64_t index, void* buf);
+  int (*write_page)(void* arg, uint64_t index, const void* buf, size_t len);
+  int (*truncate)(void* arg, uint64_t bytes);
+  int (*punch_hole)(void* arg, uint64_t offset, uint64_t len);
+  int (*sync)(void* arg);
+  void (*release)(void* arg);
+  unsigned dev_major, dev_minor;
+  uint64_t ino;
+} vmspace_backing_ops_t;
+
+/* Open a file with the backing `ops` (copied: the struct itself is only
+ * borrowed) and `arg`, flags O_RDONLY, O_WRONLY or O_RDWR, shown in maps
+ * as `name`.  Its size is read now (ops->size).  The descriptor, or
+ * -EFAULT (ops or name NULL), -EINVAL (a required function missing, a
+ * struct_size smaller than the first version's, flags other than the
+ * access mode and O_APPEND), -E2BIG (a struct_size larger than this
+ * library's with the bytes it does not know not all zero), size's error,
+ * -EMFILE, -ENOMEM.  On failure no function of ops is called after this
+ * returns, release not at all: arg stays the caller's.  Thread-safe.
+ * Preconditions: name is NUL-terminated. */
+VMSPACE_API int vmspace_open_backing(vmspace_t* vs, const vmspace_backing_ops_t* ops, void* arg, const char* name,
+                                     int flags) VMSPACE_NOEXCEPT;
+
 /* ---- Guest memory access (the soft MMU) --------------------------------- */
 
 /* What an access ran into: the signal the kernel would deliver. */
@@ -347,6 +401,227 @@ VMSPACE_API void* vmspace_scope_translate_kind(const vmspace_scope_t* scope, uin
 /* End the scope (NULL is ignored). */
 VMSPACE_API void vmspace_scope_end(vmspace_scope_t* scope) VMSPACE_NOEXCEPT;
 
+/* ---- Atomics on guest memory and futex keys ------------------------------ */
+/* One sequentially consistent atomic operation (AddressSpace::atomic_*)
+ * on the `size` bytes (1, 2, 4 or 8) at guest va, atomic with respect to
+ * every other access of any space mapping the page and to host code using
+ * a translated pointer with C11 atomics.  The page is faulted in first as
+ * the CPU would (loads: read faults; the others: write faults, the
+ * compare-exchange too even when the comparison fails, as x86's CMPXCHG).
+ * Values are little-endian guest values zero-extended to 64 bits (wider
+ * bits of inputs ignored).
+ *
+ * Each returns 0 when the operation was attempted, with *res saying how it
+ * went: kind VMSPACE_FAULT_NONE and done == size when it completed; else
+ * the fault at va (VMSPACE_FAULT_SIGBUS, BUS_ADRALN, when va is not a
+ * multiple of size; VMSPACE_FAULT_OOM when out of host memory), nothing
+ * changed and the outputs untouched.  Or -EINVAL: size is not 1, 2, 4 or
+ * 8; -EFAULT: res (or the value pointer a call needs: value of a load,
+ * expected of a compare-exchange) is NULL.  `old` and `success` may be
+ * NULL (not wanted).  Thread-safe. */
+VMSPACE_API int vmspace_atomic_load(vmspace_t* vs, uint64_t va, unsigned size, uint64_t* value,
+                                    vmspace_access_result_t* res) VMSPACE_NOEXCEPT;
+VMSPACE_API int vmspace_atomic_store(vmspace_t* vs, uint64_t va, unsigned size, uint64_t value,
+                                     vmspace_access_result_t* res) VMSPACE_NOEXCEPT;
+VMSPACE_API int vmspace_atomic_exchange(vmspace_t* vs, uint64_t va, unsigned size, uint64_t value, uint64_t* old,
+                                        vmspace_access_result_t* res) VMSPACE_NOEXCEPT;
+/* Stores desired if the value is *expected (*success = 1); else writes the
+ * value found to *expected (*success = 0). */
+VMSPACE_API int vmspace_atomic_compare_exchange(vmspace_t* vs, uint64_t va, unsigned size, uint64_t* expected,
+                                                uint64_t desired, int* success,
+                                                vmspace_access_result_t* res) VMSPACE_NOEXCEPT;
+/* Adds modulo 2^(8 * size) (the guest's LOCK XADD). */
+VMSPACE_API int vmspace_atomic_fetch_add(vmspace_t* vs, uint64_t va, unsigned size, uint64_t value, uint64_t* old,
+                                         vmspace_access_result_t* res) VMSPACE_NOEXCEPT;
+
+/* A futex key (Linux's get_futex_key; AddressSpace::futex_key): two
+ * accesses wait on the same futex exactly when both fields of their keys
+ * are equal.  Private futexes and private memory: the space and the
+ * address; a shared futex on shared memory (MAP_SHARED anonymous memory,
+ * files): the shared object and the byte offset in it, the same in every
+ * mapping of it, in any space.  Stable while the mapping (for shared
+ * objects: the object) lives.  `object` is an identity only: never
+ * dereference it. */
+typedef struct vmspace_futex_key {
+  const void* object;
+  uint64_t offset;
+} vmspace_futex_key_t;
+
+/* The key of the 4-byte word at va (shared != 0: a futex without
+ * FUTEX_PRIVATE_FLAG).  0; -EINVAL when va is not 4-byte aligned; -EFAULT
+ * when no VMA maps va readable (nothing is faulted in) or key is NULL.
+ * Thread-safe. */
+VMSPACE_API int vmspace_futex_key(const vmspace_t* vs, uint64_t va, int shared,
+                                  vmspace_futex_key_t* key) VMSPACE_NOEXCEPT;
+
+/* ---- Querying the layout ------------------------------------------------- */
+
+/* One VMA (AddressSpace::VmaInfo): a copy, valid whatever happens to the
+ * space afterwards.
+ *
+ * The struct grows at its end in later versions.  Filled by the library:
+ * vmspace_find_vma writes only the first struct_size bytes of the
+ * caller's struct (set struct_size = sizeof(vmspace_vma_info_t) before
+ * the call); the structs vmspace_vmas passes have struct_size = the
+ * library's size, so a caller compiled against a newer header reads a
+ * field only when struct_size covers it. */
+typedef struct vmspace_vma_info {
+  size_t struct_size;
+  uint64_t start, end; /* [start, end), page aligned */
+  int prot;            /* PROT_READ | PROT_WRITE | PROT_EXEC */
+  int flags;           /* MAP_SHARED or MAP_PRIVATE, | MAP_GROWSDOWN | MAP_LOCKED */
+  uint64_t vm_flags;   /* Linux's VM_* bits, as smaps VmFlags shows them */
+  uint64_t offset;     /* file offset of start in bytes (0 for anonymous memory) */
+  /* The maps name (a file's, "[heap]", "[stack]", "[anon:NAME]", ""),
+   * NUL-terminated, and its length without the NUL.  Where it points and
+   * for how long: see vmspace_find_vma and vmspace_vmas. */
+  const char* name;
+  size_t name_len;
+} vmspace_vma_info_t;
+
+/* The VMA containing addr, into *info (info may be NULL: only whether
+ * there is one), its name copied snprintf-style into name[name_size]
+ * (info->name = name, or NULL when name_size is 0; info->name_len is the
+ * whole name's length, so name_len >= name_size means it was truncated;
+ * info->struct_size becomes the bytes filled, less than the caller's when
+ * the library is older).  0; -ENOENT: no VMA contains addr; -EINVAL:
+ * info->struct_size smaller than the first version of the struct;
+ * -EFAULT: name NULL with name_size > 0; -ENOMEM.  Thread-safe and safe concurrently with
+ * faults (read under the VMA's read lock, as Linux 6.17+'s maps).
+ * Preconditions: name holds name_size bytes (may be NULL when it is 0). */
+VMSPACE_API int vmspace_find_vma(const vmspace_t* vs, uint64_t addr, vmspace_vma_info_t* info, char* name,
+                                 size_t name_size) VMSPACE_NOEXCEPT;
+
+/* Called for each VMA of vmspace_vmas; nonzero stops the walk. */
+typedef int (*vmspace_vma_fn)(void* arg, const vmspace_vma_info_t* vma);
+
+/* Call fn(arg, vma) for every VMA that intersects [start, end) (start >=
+ * end: none), in address order: each a consistent copy of that VMA (not
+ * of the whole list: a VMA changed while the walk is past it is not seen
+ * again, as in /proc/pid/maps).  The VMAs are copied first, then fn is
+ * called with no lock of the space held: it may call into the space (the
+ * copies do not change).  vma and vma->name are valid until fn returns.
+ * 0 when every VMA was visited; the value fn returned when it stopped the
+ * walk (return positive values, to tell them from this call's errors);
+ * -EINVAL: fn is NULL; -ENOMEM.  Thread-safe. */
+VMSPACE_API int vmspace_vmas(const vmspace_t* vs, uint64_t start, uint64_t end, vmspace_vma_fn fn,
+                             void* arg) VMSPACE_NOEXCEPT;
+
+/* prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, addr, len, name), Linux 6.18:
+ * names the anonymous VMAs of [addr, addr + len) ("[anon:NAME]" in maps,
+ * "[anon_shmem:NAME]" for shared ones), splitting at the edges; VMAs merge
+ * only with equal names.  NULL removes the name; "" is a name.  0;
+ * -EINVAL: a name longer than 79 bytes or with a byte that is not
+ * printable ASCII or one of \ ` $ [ ] (checked first), addr unaligned,
+ * the range wraps; -EBADF: a VMA of the range is a file mapping (those
+ * before it are named); -EAGAIN: the map-count limit refused a split;
+ * -ENOMEM: a hole (every mapped part is named), or out of memory.
+ * Preconditions: name (when not NULL) is NUL-terminated. */
+VMSPACE_API int vmspace_set_anon_name(vmspace_t* vs, uint64_t addr, uint64_t len, const char* name) VMSPACE_NOEXCEPT;
+
+/* ---- Knowing when translations die (invalidation notifiers) --------------- */
+
+/* Why translations of a range die (InvalidateReason, same order). */
+typedef enum vmspace_invalidate_reason {
+  VMSPACE_INVALIDATE_UNMAP = 0,          /* munmap, MAP_FIXED over a mapping, brk shrinking, mremap's source */
+  VMSPACE_INVALIDATE_PROTECTION = 1,     /* mprotect; write-watch arming and re-arming */
+  VMSPACE_INVALIDATE_REMAP = 2,          /* mremap moving pages (the source range) */
+  VMSPACE_INVALIDATE_DISCARD = 3,        /* MADV_DONTNEED / DONTNEED_LOCKED / FREE / GUARD_INSTALL / PAGEOUT */
+  VMSPACE_INVALIDATE_COW = 4,            /* a copy-on-write fault replacing a page (one page) */
+  VMSPACE_INVALIDATE_TRUNCATE = 5,       /* ftruncate, a hole punched, MADV_REMOVE */
+  VMSPACE_INVALIDATE_FORK_WRPROTECT = 6, /* fork write-protecting private pages */
+  VMSPACE_INVALIDATE_OTHER = 7           /* anything else that changes a PTE */
+} vmspace_invalidate_reason_t;
+
+/* A notifier's callbacks (InvalidationNotifier), each given the `arg` of
+ * vmspace_notifier_register and the page-aligned range [start, end):
+ * invalidate_range_start before any PTE of the range changes (after it
+ * returns, a translation the caller caches must not be used for a new
+ * access); invalidate_range_end (may be NULL) after the change is
+ * complete.  They run on the thread making the change, possibly
+ * concurrently for disjoint ranges, and may nest on one thread (mprotect
+ * populating locked memory, a copy on write inside it).  They must not
+ * call into the space other than vmspace_translation_generation, must not
+ * block on a thread that may be inside a call of the space, and may take
+ * the caller's own locks (then never call vmspace_notifier_unregister
+ * holding one: it waits for running callbacks).
+ * Like vmspace_options_t, the struct grows at its end: set struct_size to
+ * sizeof(vmspace_notifier_ops_t). */
+typedef struct vmspace_notifier_ops {
+  size_t struct_size;
+  void (*invalidate_range_start)(void* arg, uint64_t start, uint64_t end, vmspace_invalidate_reason_t reason);
+  void (*invalidate_range_end)(void* arg, uint64_t start, uint64_t end, vmspace_invalidate_reason_t reason);
+} vmspace_notifier_ops_t;
+
+/* A registered notifier.  Opaque: made by vmspace_notifier_register,
+ * freed by vmspace_notifier_unregister or with its space. */
+typedef struct vmspace_notifier vmspace_notifier_t;
+
+/* Register callbacks (ops is copied; arg is passed to them) for every
+ * later change that ends translations of a range (a registration made
+ * while a change runs may miss that change's start and see its end).
+ * Stores the handle in *out and returns 0, or -EFAULT (ops or out NULL),
+ * -EINVAL (a struct_size smaller than the first version's, or no
+ * invalidate_range_start), -E2BIG (a struct_size larger than this
+ * library's with the bytes it does not know not all zero), -ENOMEM.  A
+ * forked child does not inherit notifiers.  Destroying the space calls no
+ * callback and frees the handles still registered.  Thread-safe. */
+VMSPACE_API int vmspace_notifier_register(vmspace_t* vs, const vmspace_notifier_ops_t* ops, void* arg,
+                                          vmspace_notifier_t** out) VMSPACE_NOEXCEPT;
+/* Unregister and free n: returns 0 after every callback of it has
+ * returned (arg may be freed then), or -EINVAL (n NULL), -ENOENT (n is
+ * not a registered notifier of vs).  Not from one of n's callbacks.
+ * Preconditions: n is not used after this returns 0. */
+VMSPACE_API int vmspace_notifier_unregister(vmspace_t* vs, vmspace_notifier_t* n) VMSPACE_NOEXCEPT;
+
+/* A counter bumped before any translation of the space dies and again
+ * after the change completes, whether or not notifiers are registered
+ * (an acquire load): a cache of vmspace_scope_translate pointers stays
+ * usable while the scope is open and this value, read before
+ * translating, is unchanged.  Thread-safe; callable from callbacks. */
+VMSPACE_API uint64_t vmspace_translation_generation(const vmspace_t* vs) VMSPACE_NOEXCEPT;
+
+/* ---- Write-watch (self-modifying code) -------------------------------------- */
+
+/* The guest is about to write to the armed page at `page` (page aligned)
+ * of vs.  Called before the write proceeds, on the writing thread, with
+ * no lock of the space held; the rules of notifier callbacks apply. */
+typedef void (*vmspace_write_watch_fn)(void* arg, vmspace_t* vs, uint64_t page);
+
+/* Set the callback armed pages report to (fn NULL: none; arg is then
+ * ignored).  Returns 0 after every report still calling the previous
+ * callback has returned (so its arg may be freed), or -ENOMEM (the old
+ * callback stays).  Thread-safe; not from a callback. */
+VMSPACE_API int vmspace_set_write_watch(vmspace_t* vs, vmspace_write_watch_fn fn, void* arg) VMSPACE_NOEXCEPT;
+/* Arm every mapped page of [addr, addr + len) (AddressSpace::
+ * write_watch_arm): the next write to each (vmspace_write, _fill, atomics,
+ * a write fault-in, or a write through a translated pointer taken for
+ * writing) first calls the callback once for that page, then proceeds;
+ * the page is then disarmed and marked written.  Arming write-protects the
+ * pages (notifiers see VMSPACE_INVALIDATE_PROTECTION); pages faulted in
+ * later are armed too; munmap drops the watch, mremap does not move it,
+ * forked children do not inherit it.  Translated pointers kept from
+ * before must be revalidated with vmspace_translation_generation.  0,
+ * -EINVAL (addr unaligned, the range wraps), -ENOMEM (a hole: the mapped
+ * parts are armed; or out of memory). */
+VMSPACE_API int vmspace_write_watch_arm(vmspace_t* vs, uint64_t addr, uint64_t len) VMSPACE_NOEXCEPT;
+/* Disarm [addr, addr + len) without reporting.  0, -EINVAL, -ENOMEM. */
+VMSPACE_API int vmspace_write_watch_disarm(vmspace_t* vs, uint64_t addr, uint64_t len) VMSPACE_NOEXCEPT;
+/* PAGEMAP_SCAN with PM_SCAN_WP_MATCHING and PAGE_IS_WRITTEN, max_pages
+ * and walk_end as there: store into pages[] the addresses, ascending, of
+ * pages in [addr, addr + len) written since they were armed (and not
+ * disarmed or unmapped since), re-arming them when rearm != 0; stop once
+ * max_pages were found.  *walk_end (walk_end may be NULL) is where the
+ * scan stopped: the end of the range (len rounded up to pages) when it
+ * covered it, else an address after the last page stored (pages from
+ * there on are neither reported nor re-armed: scan again from there).  The count stored, or -EINVAL
+ * (addr unaligned, the range wraps, max_pages 0), -EFAULT (pages NULL),
+ * -ENOMEM (out of memory before anything was stored; later, the count
+ * so far is returned and *walk_end says where to go on).
+ * Preconditions: pages holds max_pages entries. */
+VMSPACE_API int64_t vmspace_write_watch_scan(vmspace_t* vs, uint64_t addr, uint64_t len, int rearm, uint64_t* pages,
+                                             size_t max_pages, uint64_t* walk_end) VMSPACE_NOEXCEPT;
+
 /* ---- Introspection --------------------------------------------------------- */
 
 /* The /proc/self/maps (vmspace_maps) or /proc/self/smaps (vmspace_smaps)
@@ -362,6 +637,21 @@ VMSPACE_API int64_t vmspace_smaps(const vmspace_t* vs, char* buf, size_t size) V
 /* The number of VMAs, and of resident pages. */
 VMSPACE_API int vmspace_map_count(const vmspace_t* vs) VMSPACE_NOEXCEPT;
 VMSPACE_API uint64_t vmspace_rss_pages(const vmspace_t* vs) VMSPACE_NOEXCEPT;
+
+/* Event counters (VmStat, same order): /proc/vmstat's and vmspace's own
+ * (madvise calls that ran under one VMA's read lock / the mmap_lock). */
+typedef enum vmspace_vm_stat {
+  VMSPACE_STAT_PGFAULT = 0,
+  VMSPACE_STAT_VMA_LOCK_SUCCESS = 1,
+  VMSPACE_STAT_VMA_LOCK_ABORT = 2,
+  VMSPACE_STAT_VMA_LOCK_RETRY = 3,
+  VMSPACE_STAT_VMA_LOCK_MISS = 4,
+  VMSPACE_STAT_MADVISE_VMA_LOCK = 5,
+  VMSPACE_STAT_MADVISE_MMAP_LOCK = 6
+} vmspace_vm_stat_t;
+/* The counter `stat` into *value: 0, -EINVAL (an unknown stat), -EFAULT
+ * (value NULL).  Thread-safe (a counter read while events happen). */
+VMSPACE_API int vmspace_vm_stat(const vmspace_t* vs, vmspace_vm_stat_t stat, uint64_t* value) VMSPACE_NOEXCEPT;
 
 /* Check every structural invariant: 1 when they hold, else 0 with the
  * reason in why (snprintf-style, as vmspace_maps; why may be NULL when

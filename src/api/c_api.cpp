@@ -3,29 +3,76 @@
 //
 // Each function converts its arguments, calls the C++ method and converts
 // the result; nothing here knows about VMAs or locks.  No exception may
-// cross into C: the only one the C++ API raises is std::bad_alloc (out of
-// host memory while building a string or a table), which becomes -ENOMEM
-// (or VMSPACE_FAULT_OOM).  Every function is noexcept, so any other
-// exception, which would be a bug, terminates the process at its source.
+// cross into C: the C++ API raises std::bad_alloc (out of host memory
+// while building a string or a table), which becomes -ENOMEM (or
+// VMSPACE_FAULT_OOM), and throws for a few arguments that are programming
+// errors in C++ (a guest atomic's size, a pool too large), which are
+// checked here first or become -EINVAL.  Every function is noexcept, so
+// any other exception, which would be a bug, terminates the process at
+// its source.
+//
+// Callbacks: a C notifier is a vmspace_notifier (an InvalidationNotifier
+// calling the C functions); a C write-watch callback is called through
+// report_write with the WatchCallback it was set with, which maps the
+// C++ AddressSpace& back to its vmspace_t.  The handle owns both, so they
+// outlive every call of them.
 #include "vmspace/vmspace.h"
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstddef>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "vmspace/address_space.h"
+#include "vmspace/file_backing.h"
 #include "vmspace/physical_memory.h"
 
 using vmspace::AddressSpace;
 using vmspace::AddressSpaceOptions;
 
+// A C notifier: the caller's callbacks behind an InvalidationNotifier.
+struct vmspace_notifier final : vmspace::InvalidationNotifier {
+  vmspace_notifier(const vmspace_notifier_ops_t& o, void* a) : ops(o), arg(a) {}
+  void invalidate_range_start(const vmspace::InvalidateRange& r) override {
+    ops.invalidate_range_start(arg, r.start, r.end, static_cast<vmspace_invalidate_reason_t>(r.reason));
+  }
+  void invalidate_range_end(const vmspace::InvalidateRange& r) override {
+    if (ops.invalidate_range_end != nullptr)
+      ops.invalidate_range_end(arg, r.start, r.end, static_cast<vmspace_invalidate_reason_t>(r.reason));
+  }
+  const vmspace_notifier_ops_t ops;
+  void* const arg;
+};
+
+namespace {
+
+// The C write-watch callback of one vmspace_set_write_watch call: the
+// C++ callback's `arg`, so a report calls the callback it was armed with
+// even while another set replaces it.
+struct WatchCallback {
+  vmspace_write_watch_fn fn;
+  void* arg;
+  vmspace_t* vs;
+};
+
+}  // namespace
+
 struct vmspace_handle {
   explicit vmspace_handle(const AddressSpaceOptions& o) : owned(std::make_unique<AddressSpace>(o)), as(*owned) {}
   explicit vmspace_handle(std::unique_ptr<AddressSpace> child) : owned(std::move(child)), as(*owned) {}
+  // The callbacks' state is declared before the space so that it is
+  // destroyed after it (destroying a space calls no callback).
+  std::mutex notifiers_lock;  // guards notifiers
+  std::vector<std::unique_ptr<vmspace_notifier>> notifiers;  // registered through the C API
+  std::mutex watch_lock;  // serializes vmspace_set_write_watch; guards watch
+  std::unique_ptr<WatchCallback> watch;  // the current write-watch callback
   std::unique_ptr<AddressSpace> owned;
   AddressSpace& as;
 };
@@ -46,6 +93,25 @@ namespace {
 // caller compiled with this header passes at least this much.
 constexpr std::size_t kOptionsSizeV1 = offsetof(vmspace_options_t, phys_pretouch) + sizeof(int);
 static_assert(kOptionsSizeV1 <= sizeof(vmspace_options_t));
+// The first versions of the other growing structs: all of them today.
+constexpr std::size_t kVmaInfoSizeV1 = sizeof(vmspace_vma_info_t);
+constexpr std::size_t kNotifierOpsSizeV1 = sizeof(vmspace_notifier_ops_t);
+constexpr std::size_t kBackingOpsSizeV1 = sizeof(vmspace_backing_ops_t);
+
+// Linux's copy_struct_from_user: a caller's struct of src->struct_size
+// bytes over *dst (already holding the defaults): as much as both know;
+// what only the caller knows must be zero.  0, -EINVAL (older than the
+// first version, min_size), -E2BIG.
+template <class T>
+int copy_struct_in(const T* src, std::size_t min_size, T* dst) {
+  if (src->struct_size < min_size) return -EINVAL;
+  const auto* bytes = reinterpret_cast<const unsigned char*>(src);
+  for (std::size_t i = sizeof(T); i < src->struct_size; ++i)
+    if (bytes[i] != 0) return -E2BIG;
+  std::memcpy(dst, src, std::min(src->struct_size, sizeof(T)));
+  dst->struct_size = sizeof(T);
+  return 0;
+}
 
 // The enum values of vmspace.h are the C++ enums' order.
 static_assert(static_cast<int>(vmspace::LockMode::mmap_lock) == VMSPACE_LOCK_MMAP_LOCK);
@@ -55,6 +121,11 @@ static_assert(static_cast<int>(vmspace::ThpMode::never) == VMSPACE_THP_NEVER);
 static_assert(static_cast<int>(vmspace::Overcommit::never) == VMSPACE_OVERCOMMIT_NEVER);
 static_assert(static_cast<int>(vmspace::Fault::oom) == VMSPACE_FAULT_OOM);
 static_assert(static_cast<int>(vmspace::Fault::segv_accerr) == VMSPACE_FAULT_SEGV_ACCERR);
+static_assert(static_cast<int>(vmspace::InvalidateReason::unmap) == VMSPACE_INVALIDATE_UNMAP);
+static_assert(static_cast<int>(vmspace::InvalidateReason::cow) == VMSPACE_INVALIDATE_COW);
+static_assert(static_cast<int>(vmspace::InvalidateReason::other) == VMSPACE_INVALIDATE_OTHER);
+static_assert(static_cast<int>(vmspace::VmStat::pgfault) == VMSPACE_STAT_PGFAULT);
+static_assert(static_cast<int>(vmspace::VmStat::madvise_mmap_lock) == VMSPACE_STAT_MADVISE_MMAP_LOCK);
 static_assert(vmspace::kTaskSize47 == VMSPACE_TASK_SIZE_47 && vmspace::kTaskSize57 == VMSPACE_TASK_SIZE_57 &&
               vmspace::kTaskSize32 == VMSPACE_TASK_SIZE_32);
 
@@ -88,6 +159,65 @@ std::int64_t copy_out(const std::string& text, char* buf, std::size_t size) {
   }
   return static_cast<std::int64_t>(text.size());
 }
+
+// The fields of a VMA but its name.
+vmspace_vma_info_t to_c(const vmspace::VmaInfo& v) {
+  vmspace_vma_info_t c{};
+  c.struct_size = sizeof c;
+  c.start = v.start;
+  c.end = v.end;
+  c.prot = v.prot;
+  c.flags = v.flags;
+  c.vm_flags = v.vm_flags;
+  c.offset = v.offset;
+  return c;
+}
+
+// A guest atomic: the common checks, and out of host memory as a fault
+// (as vmspace_access_*).
+template <class Op>
+int run_atomic(std::uint64_t va, unsigned size, vmspace_access_result_t* res, Op&& op) {
+  if (size != 1 && size != 2 && size != 4 && size != 8) return -EINVAL;  // C++ would throw
+  if (res == nullptr) return -EFAULT;
+  try {
+    *res = to_c_exact(op());
+  } catch (const std::bad_alloc&) {
+    *res = vmspace_access_result_t{VMSPACE_FAULT_OOM, va, 0};
+  }
+  return 0;
+}
+
+void report_write(void* arg, AddressSpace&, std::uint64_t page) {
+  const auto* w = static_cast<const WatchCallback*>(arg);
+  w->fn(w->arg, w->vs, page);
+}
+
+// A FileBacking made of the caller's functions.  `owns_arg` is cleared
+// when the open failed: arg is the caller's again, release is not called.
+class CBacking final : public vmspace::FileBacking {
+ public:
+  CBacking(const vmspace_backing_ops_t& ops, void* arg) : ops_(ops), arg_(arg) {}
+  ~CBacking() override {
+    if (owns_arg.load(std::memory_order_relaxed) && ops_.release != nullptr) ops_.release(arg_);
+  }
+  std::int64_t size() override { return ops_.size(arg_); }
+  int read_page(std::uint64_t index, void* buf) override { return ops_.read_page(arg_, index, buf); }
+  int write_page(std::uint64_t index, const void* buf, std::size_t len) override {
+    return ops_.write_page(arg_, index, buf, len);
+  }
+  int truncate(std::uint64_t bytes) override { return ops_.truncate(arg_, bytes); }
+  int punch_hole(std::uint64_t offset, std::uint64_t len) override {
+    return ops_.punch_hole != nullptr ? ops_.punch_hole(arg_, offset, len) : FileBacking::punch_hole(offset, len);
+  }
+  int sync() override { return ops_.sync != nullptr ? ops_.sync(arg_) : 0; }
+  Identity identity() const override { return Identity{ops_.dev_major, ops_.dev_minor, ops_.ino}; }
+
+  std::atomic<bool> owns_arg{true};
+
+ private:
+  const vmspace_backing_ops_t ops_;
+  void* const arg_;
+};
 
 // The C options over the C++ defaults; false for a value out of range.
 bool to_cpp(const vmspace_options_t& c, AddressSpaceOptions* o) {
@@ -179,14 +309,8 @@ int vmspace_create(const vmspace_options_t* opts, vmspace_t** out) noexcept {
   // copy_struct_from_user: what only the caller knows must be zero).
   vmspace_options_t c;
   vmspace_options_init(&c);
-  if (opts != nullptr) {
-    if (opts->struct_size < kOptionsSizeV1) return -EINVAL;
-    const auto* src = reinterpret_cast<const unsigned char*>(opts);
-    for (std::size_t i = sizeof(c); i < opts->struct_size; ++i)
-      if (src[i] != 0) return -E2BIG;
-    std::size_t n = opts->struct_size < sizeof(c) ? opts->struct_size : sizeof(c);
-    std::memcpy(&c, opts, n);
-  }
+  if (opts != nullptr)
+    if (int err = copy_struct_in(opts, kOptionsSizeV1, &c); err != 0) return err;
   AddressSpaceOptions o;
   if (!to_cpp(c, &o)) return -EINVAL;
   try {
@@ -392,6 +516,36 @@ int vmspace_close(vmspace_t* vs, int fd) noexcept {
   }
 }
 
+int vmspace_send_file(vmspace_t* vs, int fd, vmspace_t* to) noexcept {
+  if (to == nullptr) return -EINVAL;
+  try {
+    return vs->as.send_file(fd, to->as);
+  } catch (const std::bad_alloc&) {
+    return -ENOMEM;
+  }
+}
+
+int vmspace_open_backing(vmspace_t* vs, const vmspace_backing_ops_t* ops, void* arg, const char* name,
+                         int flags) noexcept {
+  if (ops == nullptr || name == nullptr) return -EFAULT;
+  vmspace_backing_ops_t c{};
+  if (int err = copy_struct_in(ops, kBackingOpsSizeV1, &c); err != 0) return err;
+  if (c.size == nullptr || c.read_page == nullptr || c.write_page == nullptr || c.truncate == nullptr)
+    return -EINVAL;
+  std::shared_ptr<CBacking> backing;
+  int r;
+  try {
+    backing = std::make_shared<CBacking>(c, arg);
+    r = vs->as.open_file(backing, name, flags);
+  } catch (const std::bad_alloc&) {
+    r = -ENOMEM;
+  }
+  // A failed open may let go of the backing later (a file's release can
+  // be deferred): it must not call release then.
+  if (r < 0 && backing != nullptr) backing->owns_arg.store(false, std::memory_order_relaxed);
+  return r;
+}
+
 // ---- Guest memory access ------------------------------------------------------
 
 const char* vmspace_fault_name(vmspace_fault_kind_t kind) noexcept {
@@ -474,6 +628,46 @@ vmspace_access_result_t vmspace_access_fault_in(vmspace_t* vs, uint64_t va, vmsp
   }
 }
 
+int vmspace_atomic_load(vmspace_t* vs, uint64_t va, unsigned size, uint64_t* value,
+                        vmspace_access_result_t* res) noexcept {
+  if (value == nullptr) return -EFAULT;
+  return run_atomic(va, size, res, [&] { return vs->as.atomic_load(va, size, value); });
+}
+
+int vmspace_atomic_store(vmspace_t* vs, uint64_t va, unsigned size, uint64_t value,
+                         vmspace_access_result_t* res) noexcept {
+  return run_atomic(va, size, res, [&] { return vs->as.atomic_store(va, size, value); });
+}
+
+int vmspace_atomic_exchange(vmspace_t* vs, uint64_t va, unsigned size, uint64_t value, uint64_t* old,
+                            vmspace_access_result_t* res) noexcept {
+  return run_atomic(va, size, res, [&] { return vs->as.atomic_exchange(va, size, value, old); });
+}
+
+int vmspace_atomic_compare_exchange(vmspace_t* vs, uint64_t va, unsigned size, uint64_t* expected,
+                                    uint64_t desired, int* success, vmspace_access_result_t* res) noexcept {
+  if (expected == nullptr) return -EFAULT;
+  return run_atomic(va, size, res, [&] {
+    bool ok = false;
+    vmspace::AccessResult a = vs->as.atomic_compare_exchange(va, size, expected, desired, &ok);
+    if (a.ok() && success != nullptr) *success = ok ? 1 : 0;
+    return a;
+  });
+}
+
+int vmspace_atomic_fetch_add(vmspace_t* vs, uint64_t va, unsigned size, uint64_t value, uint64_t* old,
+                             vmspace_access_result_t* res) noexcept {
+  return run_atomic(va, size, res, [&] { return vs->as.atomic_fetch_add(va, size, value, old); });
+}
+
+int vmspace_futex_key(const vmspace_t* vs, uint64_t va, int shared, vmspace_futex_key_t* key) noexcept {
+  if (key == nullptr) return -EFAULT;
+  vmspace::FutexKey k;
+  const int r = vs->as.futex_key(va, shared != 0, &k);
+  if (r == 0) *key = vmspace_futex_key_t{k.object, k.offset};
+  return r;
+}
+
 vmspace_scope_t* vmspace_scope_begin(vmspace_t* vs) noexcept { return new (std::nothrow) vmspace_scope(vs->as); }
 
 void* vmspace_scope_translate(const vmspace_scope_t* scope, uint64_t va, int write) noexcept {
@@ -485,6 +679,177 @@ void* vmspace_scope_translate_kind(const vmspace_scope_t* scope, uint64_t va, vm
 }
 
 void vmspace_scope_end(vmspace_scope_t* scope) noexcept { delete scope; }
+
+// ---- Layout queries -------------------------------------------------------------
+
+int vmspace_find_vma(const vmspace_t* vs, uint64_t addr, vmspace_vma_info_t* info, char* name,
+                     size_t name_size) noexcept {
+  if (info != nullptr && info->struct_size < kVmaInfoSizeV1) return -EINVAL;
+  if (name == nullptr && name_size > 0) return -EFAULT;
+  try {
+    vmspace::VmaInfo v;
+    if (!vs->as.find_vma(addr, &v)) return -ENOENT;
+    copy_out(v.name, name, name_size);
+    if (info != nullptr) {
+      vmspace_vma_info_t c = to_c(v);
+      c.name = name_size > 0 ? name : nullptr;
+      c.name_len = v.name.size();
+      c.struct_size = std::min(info->struct_size, sizeof c);  // what the caller's struct gets
+      std::memcpy(info, &c, c.struct_size);
+    }
+  } catch (const std::bad_alloc&) {
+    return -ENOMEM;
+  }
+  return 0;
+}
+
+int vmspace_vmas(const vmspace_t* vs, uint64_t start, uint64_t end, vmspace_vma_fn fn, void* arg) noexcept {
+  if (fn == nullptr) return -EINVAL;
+  std::vector<vmspace::VmaInfo> list;
+  try {
+    list = vs->as.vmas(start, end);
+  } catch (const std::bad_alloc&) {
+    return -ENOMEM;
+  }
+  // No lock held: the callback may call into the space.
+  for (const vmspace::VmaInfo& v : list) {
+    vmspace_vma_info_t c = to_c(v);
+    c.name = v.name.c_str();
+    c.name_len = v.name.size();
+    if (int r = fn(arg, &c); r != 0) return r;
+  }
+  return 0;
+}
+
+int vmspace_set_anon_name(vmspace_t* vs, uint64_t addr, uint64_t len, const char* name) noexcept {
+  try {
+    return vs->as.set_anon_name(addr, len, name);
+  } catch (const std::bad_alloc&) {
+    return -ENOMEM;
+  }
+}
+
+// ---- Invalidation notifiers -------------------------------------------------------
+
+int vmspace_notifier_register(vmspace_t* vs, const vmspace_notifier_ops_t* ops, void* arg,
+                              vmspace_notifier_t** out) noexcept {
+  if (ops == nullptr || out == nullptr) return -EFAULT;
+  vmspace_notifier_ops_t c{};
+  if (int err = copy_struct_in(ops, kNotifierOpsSizeV1, &c); err != 0) return err;
+  if (c.invalidate_range_start == nullptr) return -EINVAL;
+  vmspace_notifier* n;
+  try {
+    // Listed before it is registered: once registered, its callbacks may
+    // run, and unregistering needs it listed.
+    std::lock_guard<std::mutex> g(vs->notifiers_lock);
+    vs->notifiers.push_back(std::make_unique<vmspace_notifier>(c, arg));
+    n = vs->notifiers.back().get();
+  } catch (const std::bad_alloc&) {
+    return -ENOMEM;
+  }
+  int r;
+  try {
+    r = vs->as.register_notifier(n);
+  } catch (const std::bad_alloc&) {
+    r = -ENOMEM;
+  }
+  if (r != 0) {
+    std::lock_guard<std::mutex> g(vs->notifiers_lock);
+    std::erase_if(vs->notifiers, [n](const auto& p) { return p.get() == n; });
+    return r;
+  }
+  *out = n;
+  return 0;
+}
+
+int vmspace_notifier_unregister(vmspace_t* vs, vmspace_notifier_t* n) noexcept {
+  if (n == nullptr) return -EINVAL;
+  std::unique_ptr<vmspace_notifier> owned;
+  {
+    std::lock_guard<std::mutex> g(vs->notifiers_lock);
+    auto it = std::find_if(vs->notifiers.begin(), vs->notifiers.end(), [n](const auto& p) { return p.get() == n; });
+    if (it == vs->notifiers.end()) return -ENOENT;
+    owned = std::move(*it);
+    vs->notifiers.erase(it);
+  }
+  // Outside notifiers_lock: this waits for n's running callbacks.  Listed
+  // means registered (register lists it only for the length of its call
+  // before registering, and the caller has no handle to pass until then).
+  return vs->as.unregister_notifier(owned.get());
+}
+
+uint64_t vmspace_translation_generation(const vmspace_t* vs) noexcept { return vs->as.translation_generation(); }
+
+// ---- Write-watch ------------------------------------------------------------------
+
+int vmspace_set_write_watch(vmspace_t* vs, vmspace_write_watch_fn fn, void* arg) noexcept {
+  std::unique_ptr<WatchCallback> next;
+  if (fn != nullptr) {
+    next.reset(new (std::nothrow) WatchCallback{fn, arg, vs});
+    if (next == nullptr) return -ENOMEM;
+  }
+  std::lock_guard<std::mutex> g(vs->watch_lock);
+  vs->as.set_write_watch(fn != nullptr ? &report_write : nullptr, next.get());
+  // No report uses the previous callback any more: free it.
+  vs->watch = std::move(next);
+  return 0;
+}
+
+int vmspace_write_watch_arm(vmspace_t* vs, uint64_t addr, uint64_t len) noexcept {
+  try {
+    return vs->as.write_watch_arm(addr, len);
+  } catch (const std::bad_alloc&) {
+    return -ENOMEM;
+  }
+}
+
+int vmspace_write_watch_disarm(vmspace_t* vs, uint64_t addr, uint64_t len) noexcept {
+  try {
+    return vs->as.write_watch_disarm(addr, len);
+  } catch (const std::bad_alloc&) {
+    return -ENOMEM;
+  }
+}
+
+// AddressSpace::write_watch_scan reports every written page of its range,
+// so the scan goes in windows of as many pages as there is room left: a
+// window cannot find more.  (With much room, one window: one call.)
+int64_t vmspace_write_watch_scan(vmspace_t* vs, uint64_t addr, uint64_t len, int rearm, uint64_t* pages,
+                                 size_t max_pages, uint64_t* walk_end) noexcept {
+  const std::uint64_t page = vmspace::kGuestPageSize;
+  const std::uint64_t plen = (len + page - 1) & ~(page - 1);
+  if (addr % page != 0 || plen < len || addr + plen < addr || max_pages == 0) return -EINVAL;
+  if (pages == nullptr) return -EFAULT;
+  const std::uint64_t end = addr + plen;
+  std::uint64_t at = addr;
+  std::size_t found = 0;
+  try {
+    std::vector<std::uint64_t> written;
+    // The whole range's checks (TASK_SIZE) before the first window arms
+    // anything: a one-page scan of its end that does not re-arm.
+    if (plen > 0) {
+      const long r = vs->as.write_watch_scan(end - page, page, false, &written);
+      if (r < 0) return r;
+    }
+    while (at < end && found < max_pages) {
+      const std::uint64_t room = max_pages - found;
+      const std::uint64_t window = room < (end - at) / page ? room * page : end - at;
+      written.clear();
+      const long r = vs->as.write_watch_scan(at, window, rearm != 0, &written);
+      if (r < 0) {
+        if (found == 0) return r;
+        break;  // report what was found; the failed window is scanned again
+      }
+      std::copy(written.begin(), written.end(), pages + found);
+      found += written.size();
+      at += window;
+    }
+  } catch (const std::bad_alloc&) {
+    if (found == 0) return -ENOMEM;
+  }
+  if (walk_end != nullptr) *walk_end = at;
+  return static_cast<int64_t>(found);
+}
 
 // ---- Introspection ------------------------------------------------------------
 
@@ -505,6 +870,14 @@ int64_t vmspace_smaps(const vmspace_t* vs, char* buf, size_t size) noexcept {
 }
 
 int vmspace_map_count(const vmspace_t* vs) noexcept { return vs->as.map_count(); }
+
+int vmspace_vm_stat(const vmspace_t* vs, vmspace_vm_stat_t stat, uint64_t* value) noexcept {
+  if (static_cast<int>(stat) < VMSPACE_STAT_PGFAULT || static_cast<int>(stat) > VMSPACE_STAT_MADVISE_MMAP_LOCK)
+    return -EINVAL;
+  if (value == nullptr) return -EFAULT;
+  *value = vs->as.vm_stat(static_cast<vmspace::VmStat>(stat));
+  return 0;
+}
 
 uint64_t vmspace_rss_pages(const vmspace_t* vs) noexcept { return vs->as.rss_pages(); }
 

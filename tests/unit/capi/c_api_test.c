@@ -16,29 +16,7 @@
 
 #include "vmspace/vmspace.h"
 
-#define PAGE 4096u
-
-static int g_checks;
-
-#define CHECK(cond)                                                       \
-  do {                                                                    \
-    ++g_checks;                                                           \
-    if (!(cond)) {                                                        \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-      exit(1);                                                            \
-    }                                                                     \
-  } while (0)
-
-#define CHECK_EQ(a, b)                                                            \
-  do {                                                                            \
-    long long a_ = (long long)(a), b_ = (long long)(b);                           \
-    ++g_checks;                                                                   \
-    if (a_ != b_) {                                                               \
-      fprintf(stderr, "%s:%d: %s == %lld, want %s == %lld\n", __FILE__, __LINE__, \
-              #a, a_, #b, b_);                                                    \
-      exit(1);                                                                    \
-    }                                                                             \
-  } while (0)
+#include "check.h"
 
 /* A space with a small pool that is not touched up front. */
 static vmspace_t* make_space(int mode, uint64_t brk_start) {
