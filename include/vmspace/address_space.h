@@ -8,6 +8,7 @@
 // split.  All of them are thread-safe.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -595,6 +596,11 @@ class VMSPACE_API AddressSpace {
   // for every scope open at that point).  So an emulator's TLB may outlive
   // its scopes if it re-checks the generation in each.
   std::uint64_t translation_generation() const;
+  // The counter translation_generation() reads, for a check inlined in an
+  // emulator's access path (no call per access): load it with
+  // memory_order_acquire, as that call does.  Read-only for the embedder;
+  // lives as long as this AddressSpace.  Thread-safe.
+  const std::atomic<std::uint64_t>& translation_generation_word() const;
 
   // ---- Write-watch (self-modifying code) ----------------------------------
   // The callback that armed pages report to (nullptr: none).  Set it

@@ -511,6 +511,10 @@ int AddressSpace::unregister_notifier(InvalidationNotifier* n) {
   return mm::mmu_notifier_unregister(mm_.get(), n);
 }
 
+const std::atomic<std::uint64_t>& AddressSpace::translation_generation_word() const {
+  return mm_->notifiers.generation;
+}
+
 std::uint64_t AddressSpace::translation_generation() const {
   // Acquire: pairs with the release increments of invalidate_range_start
   // and _end (mm/mmu_notifier.h): a translation taken after this load
@@ -537,6 +541,14 @@ long AddressSpace::write_watch_scan(std::uint64_t addr, std::uint64_t len, bool 
 AddressSpace::AccessScope::AccessScope(AddressSpace& as) : as_(as) {
   rcu::read_lock();
   mm::mm_tlb_enter(as_.mm_.get());
+  // Pairs with the seq_cst fence of mm_tlb_held: either the change that
+  // frees frames sees this scope as a holder (and defers the frames past
+  // it), or a generation load in this scope sees that change's bump (which
+  // precedes its fence).  What lets a cached translation outlive its scope
+  // (address_space.h, translation_generation); free on x86 after the
+  // locked increment, but the C++ model needs the fence for an acquire
+  // load of the generation.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
 }
 AddressSpace::AccessScope::~AccessScope() {
   mm::mm_tlb_exit(as_.mm_.get());

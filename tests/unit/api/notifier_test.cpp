@@ -109,8 +109,11 @@ TEST_P(Notifier, MunmapStartSeesOldPageEndSeesNone) {
   Recorder rec(as, va + kPage);
   ASSERT_EQ(as.register_notifier(&rec), 0);
   const std::uint64_t g0 = as.translation_generation();
+  const std::atomic<std::uint64_t>& word = as.translation_generation_word();
+  EXPECT_EQ(word.load(std::memory_order_acquire), g0);
   ASSERT_EQ(as.munmap(va + kPage, 2 * kPage), 0);
   EXPECT_GT(as.translation_generation(), g0);
+  EXPECT_EQ(word.load(std::memory_order_acquire), as.translation_generation());  // the inlined check's word
   auto ev = rec.events();
   expect_pair(ev, va + kPage, va + 3 * kPage, InvalidateReason::unmap);
   EXPECT_EQ(ev[0].read_ptr, old);  // start: the old translation still works
