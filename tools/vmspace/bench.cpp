@@ -15,6 +15,7 @@
 //                  copy-on-write faults against first-touch faults
 //   page_fault1/2/3, mmap1   will-it-scale's, thread mode, 1/2/2x-cores threads
 //   cortenmm       CortenMM's micro-benchmarks on 16 KiB regions
+//   disjoint-mmap  threads mapping, protecting and unmapping in their own areas
 //   maps           mmap/munmap latency while threads read maps()
 //   guest-access   8-byte guest loads/stores: read/write, a soft TLB, atomics
 // Results go to stdout as a table (with the ratios that matter), optionally
@@ -55,7 +56,7 @@ void add_bench(CLI::App& app, BenchArgs& args) {
                   "file) into DIR (created, and checked writable, before measuring)");
   sub->add_option("--workload", args.workloads,
                   "Run only this workload (repeatable): fault, fault-scaling, fault-churn, lookup, mmap, mremap, "
-                  "file-fault, space, fork, page_fault1, page_fault2, page_fault3, mmap1, cortenmm, maps, guest-access");
+                  "file-fault, space, fork, page_fault1, page_fault2, page_fault3, mmap1, cortenmm, maps, guest-access, disjoint-mmap");
   sub->add_option("--modes", args.modes, "Comma-separated: mmap_lock, per_vma_rwsem, per_vma_refcount, kernel")
       ->capture_default_str();
   sub->add_option("--churn-threads", args.churn_threads,
@@ -152,6 +153,7 @@ int cmd_bench(const BenchArgs& args) {
     if (want("cortenmm")) run_cortenmm(r);
     if (want("maps")) run_maps_bench(r);
     if (want("guest-access")) run_guest_access(r);
+    if (want("disjoint-mmap")) run_disjoint_mmap(r);
   };
   auto t0 = Clock::now();
   bool failed = false;

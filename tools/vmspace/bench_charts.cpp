@@ -256,10 +256,13 @@ std::vector<Chart> make_charts(const Ctx& c) {
                    metric_bars(view, "fault-scaling", "fault-scaling: total faults/s (floor: pages zeroed/s)",
                                "faults_per_s_total_", thread_groups(view, "fault-scaling", "faults_per_s_total_"))});
   }
-  for (const char* w : {"page_fault1", "page_fault2", "page_fault3", "mmap1"}) {
+  for (const char* w : {"page_fault1", "page_fault2", "page_fault3", "mmap1", "disjoint-mmap"}) {
     if (!ran(c, w)) continue;
-    const std::string prefix = std::string(w) == "mmap1" ? "ops_per_s_" : "faults_per_s_";
-    out.push_back({std::string(w) + ".svg", metric_bars(c, w, std::string("will-it-scale ") + w + " (higher is better)",
+    const bool ops = std::string(w) == "mmap1" || std::string(w) == "disjoint-mmap";
+    const std::string prefix = ops ? "ops_per_s_" : "faults_per_s_";
+    const std::string title = ops && std::string(w) == "disjoint-mmap" ? std::string("disjoint-mmap: ops/s, each thread in its own area (higher is better)")
+                                                                       : std::string("will-it-scale ") + w + " (higher is better)";
+    out.push_back({std::string(w) + ".svg", metric_bars(c, w, title,
                                                         prefix, thread_groups(c, w, prefix))});
   }
   if (ran(c, "cortenmm"))

@@ -40,7 +40,8 @@ constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 const std::vector<std::string> kWorkloads = {"fault",       "fault-scaling", "fault-churn", "lookup",
                                              "mmap",        "mremap",        "file-fault",  "space",
                                              "fork",        "page_fault1",   "page_fault2", "page_fault3",
-                                             "mmap1",       "cortenmm",      "maps",        "guest-access"};
+                                             "mmap1",       "cortenmm",      "maps",        "guest-access",
+                                             "disjoint-mmap"};
 
 #if defined(NDEBUG)
 constexpr bool kRelease = true;
@@ -144,6 +145,7 @@ void run_page_fault2(Ctx& c);
 void run_page_fault3(Ctx& c);
 void run_mmap1(Ctx& c);
 void run_cortenmm(Ctx& c);
+void run_disjoint_mmap(Ctx& c);
 void run_maps_bench(Ctx& c);
 // Guest memory access as an emulator makes it (bench_guest.cpp).
 void run_guest_access(Ctx& c);

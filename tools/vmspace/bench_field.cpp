@@ -289,6 +289,85 @@ void run_corten(Ctx& c) {
                       "unmap_virt (never touched)");
 }
 
+// ---- disjoint-mmap (issue 19) ----------------------------------------------
+
+constexpr std::uint64_t kDisjointRegion = 64 * 1024;
+constexpr std::uint64_t kDisjointStride = 2 * kDisjointRegion;  // a gap after each: no merges
+constexpr std::uint64_t kDisjointArea = 1024 * kMiB;             // each thread's own
+constexpr std::uint64_t kDisjointSlots = 4096;                    // 512 MiB of the area used
+constexpr std::uint64_t kDisjointLive = 64;                       // regions each thread keeps mapped
+constexpr std::uint64_t kDisjointBase = 0x340000000000;           // free in the bench process
+
+// One thread's loop: map region i (MAP_FIXED_NOREPLACE), make it
+// read-only, unmap region i - 64 (each thread keeps 64 regions mapped, so
+// the tree holds its neighbours), until `stop`.  Counts system calls.
+std::uint64_t disjoint_task(AddressSpace* as, int t, const std::atomic<bool>& stop, std::atomic<int>& bad) {
+  const std::uint64_t area = kDisjointBase + static_cast<std::uint64_t>(t) * kDisjointArea;
+  auto slot = [&](std::uint64_t i) { return area + (i % kDisjointSlots) * kDisjointStride; };
+  auto map = [&](std::uint64_t a) {
+    if (as == nullptr)
+      return ::mmap(reinterpret_cast<void*>(a), kDisjointRegion, kRW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
+                    -1, 0) == reinterpret_cast<void*>(a);
+    return as->mmap(a, kDisjointRegion, kRW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE) == static_cast<long>(a);
+  };
+  auto protect = [&](std::uint64_t a) {
+    return as == nullptr ? ::mprotect(reinterpret_cast<void*>(a), kDisjointRegion, PROT_READ) == 0
+                         : as->mprotect(a, kDisjointRegion, PROT_READ) == 0;
+  };
+  auto unmap = [&](std::uint64_t a) {
+    return as == nullptr ? ::munmap(reinterpret_cast<void*>(a), kDisjointRegion) == 0
+                         : as->munmap(a, kDisjointRegion) == 0;
+  };
+  std::uint64_t n = 0, i = 0;
+  for (; !stop.load(std::memory_order_relaxed); ++i) {
+    if (!map(slot(i)) || !protect(slot(i))) {
+      bad = errno != 0 ? errno : EINVAL;
+      break;
+    }
+    n += 2;
+    if (i >= kDisjointLive) {
+      if (!unmap(slot(i - kDisjointLive))) {
+        bad = EINVAL;
+        break;
+      }
+      ++n;
+    }
+  }
+  // Leave the area empty for the next run.
+  for (std::uint64_t j = i > kDisjointLive ? i - kDisjointLive : 0; j < i; ++j) (void)unmap(slot(j));
+  return n;
+}
+
+}  // namespace
+
+// Layout changes of threads in disjoint areas of one space: what a range
+// lock (issue 19's per_vma_range) lets run in parallel and the mmap_lock
+// serializes.  ops/s (mmap, mprotect and munmap each count one) at 1, 2
+// and 2x cores threads, for every mode and the host kernel.
+void run_disjoint_mmap(Ctx& c) {
+  const double dur = c.quick ? 0.3 : 1.0;
+  for (int threads : thread_counts()) {
+    for (const Mode& m : c.modes) {
+      progress("disjoint-mmap: %s, %d thread(s)", m.name.c_str(), threads);
+      std::unique_ptr<AddressSpace> as;
+      if (!m.kernel) as = make_space(m.lock, 16 * kMiB, 65530, /*pretouch=*/false);
+      std::atomic<int> bad{0};
+      const auto r = run_threads(threads, dur, [&](int t, const std::atomic<bool>& stop) {
+        return disjoint_task(as.get(), t, stop, bad);
+      });
+      if (bad != 0)
+        fail("disjoint-mmap " + m.name + ": " + std::strerror(bad) + " (is 0x340000000000 free in this process?)");
+      c.add("disjoint-mmap", m.name, "ops_per_s_" + tn(threads), static_cast<double>(r.first) / r.second, "ops/s");
+    }
+  }
+  if (!c.warmup)
+    c.notes.push_back("disjoint-mmap: each thread maps 64 KiB regions (MAP_FIXED_NOREPLACE, a 64 KiB gap after each) "
+                      "in its own 1 GiB area, makes each read-only, and unmaps the one mapped 64 regions before; "
+                      "ops/s = mmap + mprotect + munmap calls per second over all threads");
+}
+
+namespace {
+
 // ---- the /proc/pid/maps benchmark ----------------------------------------
 
 constexpr std::uint64_t kMapsArea = 128 * kMiB;

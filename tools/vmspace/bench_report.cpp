@@ -48,6 +48,8 @@ std::string note_for(const Ctx& c, const Result& r) {
     if (r.mode != "mmap_lock") s += ", " + ratio(r.value / c.get(w, "mmap_lock", r.metric)) + " mmap_lock";
     return s;
   }
+  if (w == "disjoint-mmap" && r.metric.rfind("ops_per_s_", 0) == 0)
+    return ratio(r.value / c.get(w, r.mode, "ops_per_s_1t")) + " of 1 thread";
   if (w == "guest-access" && r.mode != "host" && r.metric.find("ns_per_access") != std::string::npos)
     return ratio(r.value / c.get(w, "host", "ns_per_access")) + " host";
   if (w == "maps") {
@@ -172,6 +174,14 @@ std::vector<Target> targets(const Ctx& c) {
         c.get("mmap1", m, "ops_per_s_2t") / c.get("mmap1", "mmap_lock", "ops_per_s_2t"), 1.0,
         "mmap1 (with mmap_lock) not run");
   }
+  // Issue 19's fourth mode: N/A until a build has it (--modes lists the
+  // modes this build knows).
+  add("disjoint-mmap: per_vma_range ops/s, 2 threads / 1 thread", ">=",
+      c.get("disjoint-mmap", "per_vma_range", "ops_per_s_2t") / c.get("disjoint-mmap", "per_vma_range", "ops_per_s_1t"),
+      1.8, "disjoint-mmap (with per_vma_range) not run");
+  add("disjoint-mmap: per_vma_range ops/s / per_vma_refcount ops/s, 1 thread", ">=",
+      c.get("disjoint-mmap", "per_vma_range", "ops_per_s_1t") / c.get("disjoint-mmap", rc, "ops_per_s_1t"), 0.9,
+      "disjoint-mmap (with per_vma_range and per_vma_refcount) not run");
   add("mremap: per_vma_refcount pages/s / kernel pages/s (grow-by-move, aligned)", ">=",
       c.get("mremap", rc, "aligned_pages_per_s") / c.get("mremap", "kernel", "aligned_pages_per_s"), 3.0,
       "mremap (with kernel) not run");
