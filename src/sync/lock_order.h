@@ -14,6 +14,12 @@
 //                          grace period, so never inside a read section;
 //                          never with an mm lock held (msync drops it)
 //   mmap_lock              RwSemaphore, one per AddressSpace
+//   range_lock             RangeLock (sync/range_lock.h), per_vma_range
+//                          mode's mmap_lock (not wired in yet:
+//                          docs/range-writers.md): one request (one or
+//                          two intervals, read or write) per thread per
+//                          mm; fork nests the child's as subclass 1.
+//                          Its internal SpinLock is a leaf
 //     vma_lock             per-VMA lock.  Write side (vma_start_write) only
 //                          with mmap_lock held for write; read side
 //                          (lock_vma_under_rcu) only with NO mm lock held,
@@ -49,6 +55,7 @@ namespace vmspace {
 
 enum class LockClass : std::uint8_t {
   mmap_lock = 0,
+  range_lock,
   vma_lock,
   i_mmap_rwsem,
   anon_vma_rwsem,
@@ -61,6 +68,7 @@ enum class LockClass : std::uint8_t {
 constexpr const char* lock_class_name(LockClass c) {
   switch (c) {
     case LockClass::mmap_lock: return "mmap_lock";
+    case LockClass::range_lock: return "range_lock";
     case LockClass::vma_lock: return "vma_lock";
     case LockClass::i_mmap_rwsem: return "i_mmap_rwsem";
     case LockClass::anon_vma_rwsem: return "anon_vma_rwsem";
