@@ -3,40 +3,57 @@
 //
 // Correctness argument.
 //
-// The fast paths (rwsem.h) only ever succeed when kWaiters is clear: a
-// reader CASes n*kReader -> (n+1)*kReader, a writer CASes 0 -> kWriter.  So
-// once a waiter is queued, every newcomer goes through the slow path and
-// queues behind it (writer preference, FIFO).
+// Holders are counted in state_ (kWriter, n * kReader).  The fast paths
+// (rwsem.h) succeed only when kWaiters is clear: a reader CASes n*kReader
+// -> (n+1)*kReader, a writer CASes 0 -> kWriter.  Slow-path writers may
+// also take a free lock while others are queued (stealing: CAS s ->
+// s | kWriter when s has no holders and no kHandoff); readers never do.
 //
-// kWaiters mirrors "queue non-empty" and both change only under wait_lock_.
-// A waiter sets kWaiters with a CAS that re-validates the state it decided
-// on ("the lock is unavailable to me"), so a holder that releases before
-// the flag is set has already made the lock available and the waiter's CAS
-// fails and it retries (acquiring instead); a holder that releases after
-// the flag is set sees it (its release is an RMW on the same word) and runs
-// the hand-off under wait_lock_, which it can only take after the waiter
-// has finished enqueueing.  Hence no lost wake-ups.
+// kWaiters mirrors "queue non-empty"; kWaiters, kHandoff and the queue
+// change only under wait_lock_.  A waiter sets kWaiters with a CAS that
+// re-validates the state it decided on ("the lock is unavailable to me"),
+// so a holder that released before the flag was set made the lock
+// available and the CAS fails and the waiter retries.
 //
-// Exactly one thread performs each hand-off: the thread whose release left
-// the word at "no holders, waiters queued" (kWaiters alone).  While the word
-// is in that state nobody else can acquire, so the grant under wait_lock_
-// sees a stable "free" lock; grant() is also safe to call when the lock is
-// not free (it re-checks and does nothing).
+// No lost wake-ups.  Claim: whenever the lock has no holders and the queue
+// is non-empty, somebody will run an acquisition attempt for the head.
+// A release that leaves no holders while kWaiters is set sees kWaiters in
+// its own RMW and runs release_wake() under wait_lock_ after it.  There,
+// if the lock still has no holders: with kHandoff it grants to the head
+// itself; otherwise it marks the head kWoken (unless it already is) and
+// wakes it; the head, under wait_lock_, resets its word and tries (grant()
+// for itself).  If a stealer got in first, that stealer's own release will
+// run release_wake() again.  Both sides decide under wait_lock_ on a state
+// read there, so a release is either seen by the head's attempt (which then
+// finds the lock free) or its release_wake() comes after the attempt (and
+// finds the head kQueued again and re-wakes it).
 //
-// Memory ordering: a holder's release RMW -> grant()'s acq_rel CAS on the
-// same word -> the granted waiter flag (release store in wake(), acquire
-// load by the waiter).  So the next owner observes everything the previous
-// owner wrote.
+// Only the head is ever woken to retry, and only the head and the releaser
+// grant (grant() serves the head: one writer, or every queued reader).
+// Hand-off: a head that fails a retry after waiting kHandoffAfter sets
+// kHandoff; then no stealer and no fast path can take the lock (stealers
+// check it, fast paths see kWaiters), so the next release grants to the
+// head, which clears kHandoff as it dequeues it.  So a waiter waits at most
+// kHandoffAfter plus the critical sections of the waiters ahead of it and
+// of the holders at the time.
+//
+// Memory ordering: a holder's release RMW -> the next holder's acquire
+// CAS (a stealer's) or grant()'s acq_rel CAS on the same word -> for a
+// granted waiter, its word (release store in wake(), acquire load by the
+// waiter).  So the next owner observes everything the previous owner
+// wrote.
 //
 // grant() only decides (under wait_lock_); wake() tells the new owners
 // after wait_lock_ is dropped, so that no thread is ever preempted by the
 // thread it wakes while holding wait_lock_.  Between the two, the granted
-// waiters are owners in state_ but off the queue, on the granter's list:
-// nobody else can reach them.
+// waiters are owners in state_ but off the queue (queued == false), on the
+// granter's list: nobody else can reach them, and a granted head that was
+// also woken to retry sees queued == false and just waits for its word.
 //
 // A Waiter lives on its thread's stack.  wake() reads w->next before it
-// publishes w->granted, and touches only the futex address afterwards (a
-// stale futex wake-up is harmless: waiters re-check their own flag).
+// publishes w->word, and every waker touches only the futex address after
+// the store that lets the waiter return (a stale futex wake-up is a
+// harmless spurious one: waiters re-check their word).
 #include "sync/rwsem.h"
 
 #include <cstdio>
@@ -47,19 +64,49 @@
 namespace vmspace {
 
 struct RwSemaphore::Waiter {
-  Waiter* next = nullptr;
-  bool writer = false;
-  // 0 while queued; 1 once grant() has made this thread the (co-)owner and
-  // wake() has told it.
-  std::atomic<std::uint32_t> granted{0};
+  Waiter* next = nullptr;                         // wait_lock_
+  bool writer = false;                            // constant
+  bool queued = true;                             // wait_lock_; false once granted
+  std::chrono::steady_clock::time_point since{};  // constant once queued
+  // kQueued: asleep in the queue; kWoken: the head, told by a release that
+  // the lock may be free, about to retry; kGranted: grant() made it a
+  // (co-)owner and wake() told it.  The futex word.
+  std::atomic<std::uint32_t> word{0};
 };
 
 namespace {
+constexpr std::uint32_t kQueued = 0;
+constexpr std::uint32_t kWoken = 1;
+constexpr std::uint32_t kGranted = 2;
+
 // Spin this many times before queueing: long enough to ride out a short
 // critical section on another CPU, short enough not to matter when the
 // holder is preempted.
 constexpr int kSpinBeforeSleep = 128;
 constexpr int kSpinBeforeFutex = 64;
+
+// Test hooks (rwsem.h).
+std::atomic<std::int64_t> handoff_after_ns{-1};
+std::atomic<void (*)(RwSemaphore*)> retry_hook{nullptr};
+
+std::chrono::nanoseconds handoff_after() {
+  std::int64_t t = handoff_after_ns.load(std::memory_order_relaxed);
+  return t < 0 ? RwSemaphore::kHandoffAfter : std::chrono::nanoseconds(t);
+}
+
+// Sleep until *word is no longer `old` (spin first).  Acquire pairs with
+// the release store that changed it.
+std::uint32_t wait_while(std::atomic<std::uint32_t>* word, std::uint32_t old) {
+  int spins = 0;
+  std::uint32_t v;
+  while ((v = word->load(std::memory_order_acquire)) == old) {
+    if (++spins < kSpinBeforeFutex)
+      cpu_relax();
+    else
+      futex_wait(word, old);
+  }
+  return v;
+}
 }  // namespace
 
 void RwSemaphore::set_owner() {
@@ -105,12 +152,22 @@ std::size_t RwSemaphore::waiter_count() {
   return n;
 }
 
+void RwSemaphore::set_handoff_after_for_test(std::chrono::nanoseconds d) {
+  handoff_after_ns.store(d.count() < 0 ? -1 : d.count(), std::memory_order_relaxed);
+}
+
+void RwSemaphore::set_retry_hook_for_test(void (*hook)(RwSemaphore*)) {
+  retry_hook.store(hook, std::memory_order_relaxed);
+}
+
 void RwSemaphore::lock_slow() {
   for (int i = 0; i < kSpinBeforeSleep; ++i) {
     cpu_relax();
     std::uint64_t s = state_.load(std::memory_order_relaxed);
-    if (s == 0 && state_.compare_exchange_weak(s, kWriter, std::memory_order_acquire,
-                                               std::memory_order_relaxed))
+    // Free, no hand-off pending: take it, even past queued waiters.
+    if ((s & ~kWaiters) == 0 &&
+        state_.compare_exchange_weak(s, s | kWriter, std::memory_order_acquire,
+                                     std::memory_order_relaxed))
       return;
   }
   Waiter w;
@@ -118,8 +175,8 @@ void RwSemaphore::lock_slow() {
   wait_lock_.lock();
   std::uint64_t s = state_.load(std::memory_order_relaxed);
   for (;;) {
-    if (s == 0) {  // free and nobody queued
-      if (state_.compare_exchange_weak(s, kWriter, std::memory_order_acquire,
+    if ((s & ~kWaiters) == 0) {  // free, no hand-off pending
+      if (state_.compare_exchange_weak(s, s | kWriter, std::memory_order_acquire,
                                        std::memory_order_relaxed)) {
         wait_lock_.unlock();
         return;
@@ -130,7 +187,7 @@ void RwSemaphore::lock_slow() {
                                      std::memory_order_relaxed))
       break;
   }
-  enqueue_and_wait(&w, s);
+  enqueue_and_wait(&w);
 }
 
 void RwSemaphore::lock_shared_slow() {
@@ -154,48 +211,79 @@ void RwSemaphore::lock_shared_slow() {
                                      std::memory_order_relaxed))
       break;
   }
-  enqueue_and_wait(&w, s);
+  enqueue_and_wait(&w);
 }
 
-// Called with wait_lock_ held and kWaiters set; releases wait_lock_ and
-// sleeps until grant() hands us the lock.
-void RwSemaphore::enqueue_and_wait(Waiter* w, std::uint64_t s) {
+// Called with wait_lock_ held and kWaiters set, the lock unavailable to
+// us when we decided; releases wait_lock_ and returns owning the lock.
+// (If the lock has been released since, that release's release_wake()
+// is waiting for wait_lock_ and will wake the head.)
+void RwSemaphore::enqueue_and_wait(Waiter* w) {
+  w->since = std::chrono::steady_clock::now();
   if (tail_ != nullptr)
     tail_->next = w;
   else
     head_ = w;
   tail_ = w;
-  // The lock may have become free between our CAS and here only if the
-  // releaser then saw kWaiters and is now spinning on wait_lock_ to grant;
-  // if nobody holds it at all (s was just kWaiters) hand it out ourselves.
-  Waiter* woken = (s & ~kWaiters) == 0 ? grant() : nullptr;
   wait_lock_.unlock();
-  wake(woken);
-
-  int spins = 0;
-  // Acquire pairs with the release store in wake().
-  while (w->granted.load(std::memory_order_acquire) == 0) {
-    if (++spins < kSpinBeforeFutex)
-      cpu_relax();
-    else
-      futex_wait(&w->granted, 0);
+  for (;;) {
+    std::uint32_t v = wait_while(&w->word, kQueued);
+    if (v == kGranted) return;
+    if (retry(w)) return;
   }
 }
 
-void RwSemaphore::unlock_slow() {
-  // Write-locked with waiters queued: drop the write bit and hand off.
+// The head, woken by a release: try to take the lock; if we still cannot
+// (a stealer got in), go back to sleep at the head, setting kHandoff if we
+// have waited long enough.  Returns true when we own the lock.
+bool RwSemaphore::retry(Waiter* w) {
+  if (auto hook = retry_hook.load(std::memory_order_relaxed)) hook(this);
   wait_lock_.lock();
-  state_.fetch_sub(kWriter, std::memory_order_release);  // pairs with grant()'s acquire
-  Waiter* woken = grant();
+  if (!w->queued) {
+    // Granted (by downgrade() or a hand-off) after the release woke us;
+    // the granter's wake() is on its way.
+    wait_lock_.unlock();
+    wait_while(&w->word, kWoken);
+    return true;
+  }
+  w->word.store(kQueued, std::memory_order_relaxed);
+  Waiter* granted = grant();  // we are head_: grant() serves us first
+  bool mine = !w->queued;
+  if (!mine && std::chrono::steady_clock::now() - w->since >= handoff_after())
+    state_.fetch_or(kHandoff, std::memory_order_relaxed);
   wait_lock_.unlock();
-  wake(woken);
+  wake(granted, w);
+  return mine;
 }
 
-void RwSemaphore::wake_waiters() {
+void RwSemaphore::unlock_slow() {
+  // Write-locked with waiters queued: let the lock go first (so the next
+  // stealer need not wait for our wake-up work), then wake the head.
+  state_.fetch_sub(kWriter, std::memory_order_release);  // pairs with the next acquire
+  release_wake();
+}
+
+// After a release that left no holders and the queue non-empty: grant to
+// the head if a hand-off is pending, else wake it to retry.  Does nothing
+// if somebody has taken the lock since (their release will come here).
+void RwSemaphore::release_wake() {
+  Waiter* granted = nullptr;
+  Waiter* woken = nullptr;
   wait_lock_.lock();
-  Waiter* woken = grant();
+  std::uint64_t s = state_.load(std::memory_order_relaxed);
+  if (head_ != nullptr && !(s & kHolders)) {
+    if (s & kHandoff) {
+      granted = grant();
+    } else if (head_->word.load(std::memory_order_relaxed) == kQueued) {
+      woken = head_;
+      woken->word.store(kWoken, std::memory_order_release);
+    }
+  }
   wait_lock_.unlock();
-  wake(woken);
+  wake(granted);
+  // After the store the head may retry, win and return: only the futex
+  // address is used (a stale wake-up is harmless).
+  if (woken != nullptr) futex_wake(&woken->word, 1);
 }
 
 // Tell the waiters grant() made owners, after wait_lock_ is dropped: a
@@ -204,16 +292,18 @@ void RwSemaphore::wake_waiters() {
 // wait_lock_ would stall every other locker, spinning, until its next
 // time slice.  (With more runnable threads than CPUs, mmap/munmap from 4
 // threads on 2 CPUs ran 30x slower than from 2 for exactly that.)
-void RwSemaphore::wake(Waiter* chain) {
+// `self`, a granted waiter that is the calling thread, needs no telling.
+void RwSemaphore::wake(Waiter* chain, const Waiter* self) {
   while (chain != nullptr) {
     Waiter* w = chain;
     chain = w->next;  // read before w can return
-    // Release pairs with the acquire load in enqueue_and_wait(); w may
-    // return (and its stack frame go) as soon as it sees the flag, so
-    // only the futex address is used after it: a stale wake-up is a
-    // harmless spurious one.
-    w->granted.store(1, std::memory_order_release);
-    futex_wake(&w->granted, 1);
+    if (w == self) continue;
+    // Release pairs with the acquire load in wait_while(); w may return
+    // (and its stack frame go) as soon as it sees the word, so only the
+    // futex address is used after it: a stale wake-up is a harmless
+    // spurious one.
+    w->word.store(kGranted, std::memory_order_release);
+    futex_wake(&w->word, 1);
   }
 }
 
@@ -232,22 +322,30 @@ void RwSemaphore::downgrade() {
   // kWriter -> one reader (us).  Release: our writes are visible to the
   // readers admitted below (they acquire through grant()).
   std::uint64_t old = state_.fetch_add(kReader - kWriter, std::memory_order_release);
-  if (old & kWaiters) wake_waiters();
+  if (old & kWaiters) {
+    // Admit the readers at the head of the queue (grant() gives a writer
+    // nothing: we hold the lock).
+    wait_lock_.lock();
+    Waiter* granted = grant();
+    wait_lock_.unlock();
+    wake(granted);
+  }
 }
 
 // Hand the lock to the head of the queue if it can have it now: a writer
 // when nobody holds the lock; readers (every queued reader, as the kernel
 // does) when no writer holds it.  The new owners are counted in state_
-// and unlinked from the queue here; the caller tells them with wake()
-// after dropping wait_lock_.  Returns them, linked through next (nullptr:
-// none).  Requires wait_lock_.
+// (which drops kHandoff: it was the head's) and unlinked from the queue
+// here (queued = false); the caller tells them with wake() after dropping
+// wait_lock_.  Returns them, linked through next (nullptr: none).
+// Requires wait_lock_.
 RwSemaphore::Waiter* RwSemaphore::grant() {
   wait_lock_.assert_locked();
   std::uint64_t s = state_.load(std::memory_order_relaxed);
   for (;;) {
     if (head_ == nullptr) return nullptr;  // kWaiters is clear too
     if (head_->writer) {
-      if (s & ~kWaiters) return nullptr;  // still held; the last holder will call us
+      if (s & kHolders) return nullptr;  // still held; the last holder will call us
       std::uint64_t next = kWriter | (head_->next != nullptr ? kWaiters : 0);
       if (!state_.compare_exchange_weak(s, next, std::memory_order_acq_rel,
                                         std::memory_order_relaxed))
@@ -256,6 +354,7 @@ RwSemaphore::Waiter* RwSemaphore::grant() {
       head_ = w->next;
       if (head_ == nullptr) tail_ = nullptr;
       w->next = nullptr;
+      w->queued = false;
       return w;
     }
     if (s & kWriter) return nullptr;
@@ -267,7 +366,7 @@ RwSemaphore::Waiter* RwSemaphore::grant() {
       else
         ++readers;
     }
-    std::uint64_t next = s + readers * kReader;
+    std::uint64_t next = (s + readers * kReader) & ~kHandoff;
     if (!writers_left) next &= ~kWaiters;
     if (!state_.compare_exchange_weak(s, next, std::memory_order_acq_rel,
                                       std::memory_order_relaxed))
@@ -284,6 +383,7 @@ RwSemaphore::Waiter* RwSemaphore::grant() {
       } else {
         *link = w->next;
         w->next = granted;
+        w->queued = false;
         granted = w;
       }
     }

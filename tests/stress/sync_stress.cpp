@@ -82,6 +82,50 @@ TEST(SyncStress, RwSemaphoreInvariant) {
   std::printf("rwsem stress: %ld writes, %ld reads\n", writes.load(), reads.load());
 }
 
+// Writers that release and re-take the lock in a loop steal it from the
+// heads they wake; with the hand-off bound at 0 (every lost retry sets the
+// bit), at the default, and effectively off, every thread must still make
+// progress and the exclusion must hold.
+TEST(SyncStress, RwSemaphoreStealingProgress) {
+  const std::chrono::nanoseconds bounds[] = {std::chrono::nanoseconds(0),
+                                             RwSemaphore::kHandoffAfter,
+                                             std::chrono::milliseconds(200)};
+  for (auto bound : bounds) {
+    RwSemaphore::set_handoff_after_for_test(bound);
+    RwSemaphore sem(LockClass::mmap_lock);
+    long a = 0, b = 0;  // plain: tsan checks the ordering
+    constexpr int kThreads = 5;
+    std::atomic<long> done[kThreads] = {};
+    auto end = std::chrono::steady_clock::now() + budget() / 3;
+    std::vector<std::thread> ts;
+    for (int t = 0; t < kThreads; ++t)
+      ts.emplace_back([&, t] {
+        bool reader = t >= 3;
+        while (std::chrono::steady_clock::now() < end) {
+          if (reader) {
+            sem.lock_shared();
+            ASSERT_EQ(a, b);
+            sem.unlock_shared();
+          } else {
+            sem.lock();
+            ++a;
+            ASSERT_EQ(a, b + 1);
+            ++b;
+            sem.unlock();
+          }
+          done[t].fetch_add(1, std::memory_order_relaxed);
+        }
+      });
+    for (auto& t : ts) t.join();
+    for (int t = 0; t < kThreads; ++t)
+      EXPECT_GT(done[t].load(), 0) << "thread " << t << " starved, bound " << bound.count() << " ns";
+    std::printf("rwsem stealing, bound %lld ns: writers %ld %ld %ld, readers %ld %ld\n",
+                static_cast<long long>(bound.count()), done[0].load(), done[1].load(),
+                done[2].load(), done[3].load(), done[4].load());
+  }
+  RwSemaphore::set_handoff_after_for_test(std::chrono::nanoseconds(-1));
+}
+
 TEST(SyncStress, SpinLockInvariant) {
   SpinLock lock(LockClass::pte_lock);
   long a = 0, b = 0;

@@ -4,6 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <thread>
 #include <vector>
 
@@ -212,6 +215,167 @@ TEST(RwSemaphore, HandOffsWakeOutsideTheWaitLock) {
     sem.unlock_shared();
     EXPECT_FALSE(sem.is_locked());
   }
+}
+
+// Lock stealing and its bound, made deterministic with the retry hook:
+// the woken head stops just before it retries, so the test decides who
+// gets in first.
+class RwSemaphoreSteal : public ::testing::Test {
+ protected:
+  static inline std::atomic<int> in_hook{0};
+  static inline std::atomic<bool> go{false};
+  void SetUp() override {
+    in_hook = 0;
+    go = false;
+    RwSemaphore::set_retry_hook_for_test([](RwSemaphore*) {
+      in_hook.fetch_add(1);
+      while (!go.load()) std::this_thread::yield();
+    });
+  }
+  void TearDown() override {
+    go = true;
+    RwSemaphore::set_retry_hook_for_test(nullptr);
+    RwSemaphore::set_handoff_after_for_test(std::chrono::nanoseconds(-1));
+  }
+  // A lock() that must not block: fail (not hang) if it does.
+  static void lock_or_die(RwSemaphore& sem, const char* what) {
+    std::atomic<bool> done{false};
+    std::thread watchdog([&] {
+      if (!wait_until([&] { return done.load(); }, std::chrono::seconds(10))) {
+        ADD_FAILURE() << what << ": lock() blocked";
+        std::fflush(nullptr);
+        std::_Exit(1);
+      }
+    });
+    sem.lock();
+    done = true;
+    watchdog.join();
+  }
+};
+
+// The releasing writer takes the lock back before the head it woke has
+// retried (no context switch per operation); the head then sleeps again
+// at the head of the queue and gets the lock at the next release.
+TEST_F(RwSemaphoreSteal, ReleasingWriterStealsBackWhileTheWokenHeadRetries) {
+  RwSemaphore::set_handoff_after_for_test(std::chrono::hours(1));
+  RwSemaphore sem;
+  sem.lock();
+  std::atomic<bool> b_in{false};
+  std::thread b([&] {
+    sem.lock();
+    b_in = true;
+    sem.unlock();
+  });
+  ASSERT_TRUE(wait_until([&] { return sem.waiter_count() == 1; }));
+  sem.unlock();  // wakes b, which stops in the hook
+  ASSERT_TRUE(wait_until([&] { return in_hook.load() == 1; }));
+  lock_or_die(sem, "steal past a woken head");
+  EXPECT_EQ(sem.waiter_count(), 1u);
+  go = true;  // b retries, finds us holding the lock, sleeps again
+  std::this_thread::sleep_for(kBlockedFor);
+  EXPECT_FALSE(b_in.load());
+  EXPECT_EQ(sem.waiter_count(), 1u);
+  EXPECT_FALSE(sem.handoff_pending());
+  sem.unlock();
+  b.join();
+  EXPECT_TRUE(b_in.load());
+  EXPECT_EQ(in_hook.load(), 2);  // woken twice
+  EXPECT_FALSE(sem.is_locked());
+  EXPECT_FALSE(sem.has_waiters());
+}
+
+// A head that has waited its bound and loses a retry sets the hand-off
+// bit: nobody steals any more, and the next release makes it the owner
+// before returning.
+TEST_F(RwSemaphoreSteal, ExpiredHeadIsHandedTheLockAtTheNextRelease) {
+  RwSemaphore::set_handoff_after_for_test(std::chrono::nanoseconds(0));
+  RwSemaphore sem;
+  sem.lock();
+  std::atomic<bool> b_in{false}, release_b{false};
+  std::thread b([&] {
+    sem.lock();
+    b_in = true;
+    while (!release_b.load()) std::this_thread::yield();
+    sem.unlock();
+  });
+  ASSERT_TRUE(wait_until([&] { return sem.waiter_count() == 1; }));
+  sem.unlock();
+  ASSERT_TRUE(wait_until([&] { return in_hook.load() == 1; }));
+  lock_or_die(sem, "steal before the bound is set");
+  go = true;
+  ASSERT_TRUE(wait_until([&] { return sem.handoff_pending(); }));
+  // No stealing now: another thread's try_lock fails although we are
+  // about to let go, and our unlock grants to b synchronously.
+  std::thread([&] { EXPECT_FALSE(sem.try_lock()); }).join();
+  sem.unlock();
+  EXPECT_TRUE(sem.is_write_locked());  // b's, granted inside our unlock
+  EXPECT_FALSE(sem.handoff_pending());
+  EXPECT_EQ(sem.waiter_count(), 0u);
+  ASSERT_TRUE(wait_until([&] { return b_in.load(); }));
+  release_b = true;
+  b.join();
+  EXPECT_FALSE(sem.is_locked());
+}
+
+// The same bound for a queued reader behind stealing writers: once the
+// bit is set, the next writer release admits the reader (and every other
+// queued reader) before any writer.
+TEST_F(RwSemaphoreSteal, ExpiredReaderHeadIsAdmittedWithTheOtherReaders) {
+  RwSemaphore::set_handoff_after_for_test(std::chrono::nanoseconds(0));
+  RwSemaphore sem;
+  sem.lock();
+  std::atomic<int> readers_in{0};
+  std::atomic<bool> release_readers{false};
+  std::vector<std::thread> rs;
+  for (int i = 0; i < 2; ++i)
+    rs.emplace_back([&] {
+      sem.lock_shared();
+      readers_in.fetch_add(1);
+      while (!release_readers.load()) std::this_thread::yield();
+      sem.unlock_shared();
+    });
+  ASSERT_TRUE(wait_until([&] { return sem.waiter_count() == 2; }));
+  sem.unlock();  // wakes the head reader, which stops in the hook
+  ASSERT_TRUE(wait_until([&] { return in_hook.load() == 1; }));
+  lock_or_die(sem, "writer steal past a woken reader");
+  go = true;
+  ASSERT_TRUE(wait_until([&] { return sem.handoff_pending(); }));
+  EXPECT_EQ(readers_in.load(), 0);
+  sem.unlock();
+  EXPECT_EQ(sem.reader_count(), 2u);  // both granted inside our unlock
+  ASSERT_TRUE(wait_until([&] { return readers_in.load() == 2; }));
+  release_readers = true;
+  for (auto& t : rs) t.join();
+  EXPECT_FALSE(sem.is_locked());
+}
+
+// downgrade() admits a queued head reader that a release had already
+// woken to retry: the reader must take the grant, not retry on a queue it
+// has left.
+TEST_F(RwSemaphoreSteal, WokenReaderGrantedByADowngradeBeforeItRetries) {
+  RwSemaphore::set_handoff_after_for_test(std::chrono::hours(1));
+  RwSemaphore sem;
+  sem.lock();
+  std::atomic<bool> r_in{false}, release_r{false};
+  std::thread r([&] {
+    sem.lock_shared();
+    r_in = true;
+    while (!release_r.load()) std::this_thread::yield();
+    sem.unlock_shared();
+  });
+  ASSERT_TRUE(wait_until([&] { return sem.waiter_count() == 1; }));
+  sem.unlock();
+  ASSERT_TRUE(wait_until([&] { return in_hook.load() == 1; }));
+  lock_or_die(sem, "steal past a woken reader");
+  sem.downgrade();  // grants r while it sits in the hook
+  EXPECT_EQ(sem.reader_count(), 2u);
+  EXPECT_EQ(sem.waiter_count(), 0u);
+  go = true;
+  ASSERT_TRUE(wait_until([&] { return r_in.load(); }));
+  sem.unlock_shared();
+  release_r = true;
+  r.join();
+  EXPECT_FALSE(sem.is_locked());
 }
 
 TEST(RwSemaphore, ReaderNotStarvedByWriterStream) {
