@@ -3,8 +3,11 @@
 #   debug preset  every tier (unit, stress, differential, model, consumer),
 #                 lock-order checker on
 #   asan preset   every tier under AddressSanitizer + UBSan (and LeakSanitizer),
-#                 but consumer (the install test runs once, in debug)
-#   tsan preset   the stress tier under ThreadSanitizer.  A test must fail
+#                 but consumer (the install test runs once, in debug) and
+#                 model (spin checks the Promela models: no code of ours
+#                 runs, so a sanitizer adds nothing; it runs in debug)
+#   tsan preset   the stress tier under ThreadSanitizer (only the stress
+#                 executables are built: target stress_tests).  A test must fail
 #                 twice in a row to fail: GCC 12's tsan runtime has shown a
 #                 rare spurious race report under heavy release/acquire
 #                 churn (the RCU annotations); a real race reproduces.
@@ -19,10 +22,16 @@ presets=("$@")
 for preset in "${presets[@]}"; do
   echo "=== $preset: configure and build"
   cmake --preset "$preset" >/dev/null
-  cmake --build --preset "$preset"
   case "$preset" in
-    tsan) labels=(-L stress --repeat until-pass:2) ;;
-    *) labels=() ;;
+    tsan)
+      cmake --build --preset "$preset" --target stress_tests
+      labels=(-L stress --repeat until-pass:2) ;;
+    asan)
+      cmake --build --preset "$preset"
+      labels=(-LE model) ;;
+    *)
+      cmake --build --preset "$preset"
+      labels=() ;;
   esac
   echo "=== $preset: test ${labels[*]:-(all tiers)}"
   ctest --preset "$preset" "${labels[@]}"

@@ -19,23 +19,29 @@
 // is non-empty, somebody will run an acquisition attempt for the head.
 // A release that leaves no holders while kWaiters is set sees kWaiters in
 // its own RMW and runs release_wake() under wait_lock_ after it.  There,
-// if the lock still has no holders: with kHandoff it grants to the head
-// itself; otherwise it marks the head kWoken (unless it already is) and
-// wakes it; the head, under wait_lock_, resets its word and tries (grant()
-// for itself).  If a stealer got in first, that stealer's own release will
-// run release_wake() again.  Both sides decide under wait_lock_ on a state
-// read there, so a release is either seen by the head's attempt (which then
-// finds the lock free) or its release_wake() comes after the attempt (and
-// finds the head kQueued again and re-wakes it).
+// if the lock still has no holders: with kHandoff (or a head that has
+// waited its bound) it grants to the head itself; otherwise it marks the
+// head kWoken (unless it already is) and wakes it; the head, under
+// wait_lock_, resets its word and tries (grant() for itself).  If somebody
+// took the lock first (a stealer), the release that frees it again (the
+// stealer's, or after a downgrade the last reader's) runs release_wake()
+// again.  Both sides decide under wait_lock_ on a state read there, so a
+// release is either seen by the head's attempt (which then finds the lock
+// free) or its release_wake() comes after the attempt (and finds the head
+// kQueued again and re-wakes it).
 //
-// Only the head is ever woken to retry, and only the head and the releaser
-// grant (grant() serves the head: one writer, or every queued reader).
-// Hand-off: a head that fails a retry after waiting kHandoffAfter sets
-// kHandoff; then no stealer and no fast path can take the lock (stealers
-// check it, fast paths see kWaiters), so the next release grants to the
-// head, which clears kHandoff as it dequeues it.  So a waiter waits at most
-// kHandoffAfter plus the critical sections of the waiters ahead of it and
-// of the holders at the time.
+// Only the head is ever woken to retry; grant() serves the head (one
+// writer, or every queued reader) and runs in the head's retry, in a
+// release (hand-off) and in downgrade() (readers only).
+// Hand-off: once the head has waited kHandoffAfter, the first of its own
+// failed retry or a release_wake() that finds the lock taken sets
+// kHandoff, and a release_wake() that finds it free grants to it at once.
+// With kHandoff set no stealer and no fast path can take the lock
+// (stealers check it, fast paths see kWaiters), so the next release grants
+// to the head, which clears kHandoff as it dequeues it.  So once a head
+// has waited kHandoffAfter, at most the critical section of whoever holds
+// the lock then passes before it is granted (plus the wake-up latency);
+// a waiter further back waits for the heads ahead of it too.
 //
 // Memory ordering: a holder's release RMW -> the next holder's acquire
 // CAS (a stealer's) or grant()'s acq_rel CAS on the same word -> for a
@@ -172,6 +178,7 @@ void RwSemaphore::lock_slow() {
   }
   Waiter w;
   w.writer = true;
+  w.since = std::chrono::steady_clock::now();
   wait_lock_.lock();
   std::uint64_t s = state_.load(std::memory_order_relaxed);
   for (;;) {
@@ -196,6 +203,7 @@ void RwSemaphore::lock_shared_slow() {
     if (read_fast()) return;
   }
   Waiter w;
+  w.since = std::chrono::steady_clock::now();
   wait_lock_.lock();
   std::uint64_t s = state_.load(std::memory_order_relaxed);
   for (;;) {
@@ -215,11 +223,11 @@ void RwSemaphore::lock_shared_slow() {
 }
 
 // Called with wait_lock_ held and kWaiters set, the lock unavailable to
-// us when we decided; releases wait_lock_ and returns owning the lock.
+// us when we decided (w->since: when we began to wait); releases
+// wait_lock_ and returns owning the lock.
 // (If the lock has been released since, that release's release_wake()
 // is waiting for wait_lock_ and will wake the head.)
 void RwSemaphore::enqueue_and_wait(Waiter* w) {
-  w->since = std::chrono::steady_clock::now();
   if (tail_ != nullptr)
     tail_->next = w;
   else
@@ -238,6 +246,7 @@ void RwSemaphore::enqueue_and_wait(Waiter* w) {
 // have waited long enough.  Returns true when we own the lock.
 bool RwSemaphore::retry(Waiter* w) {
   if (auto hook = retry_hook.load(std::memory_order_relaxed)) hook(this);
+  const auto now = std::chrono::steady_clock::now();  // not under the spinlock
   wait_lock_.lock();
   if (!w->queued) {
     // Granted (by downgrade() or a hand-off) after the release woke us;
@@ -249,7 +258,7 @@ bool RwSemaphore::retry(Waiter* w) {
   w->word.store(kQueued, std::memory_order_relaxed);
   Waiter* granted = grant();  // we are head_: grant() serves us first
   bool mine = !w->queued;
-  if (!mine && std::chrono::steady_clock::now() - w->since >= handoff_after())
+  if (!mine && now - w->since >= handoff_after())
     state_.fetch_or(kHandoff, std::memory_order_relaxed);
   wait_lock_.unlock();
   wake(granted, w);
@@ -264,15 +273,21 @@ void RwSemaphore::unlock_slow() {
 }
 
 // After a release that left no holders and the queue non-empty: grant to
-// the head if a hand-off is pending, else wake it to retry.  Does nothing
-// if somebody has taken the lock since (their release will come here).
+// the head if a hand-off is pending or the head has waited its bound, else
+// wake it to retry.  If somebody has taken the lock since, their release
+// will come here; we only set kHandoff if the head's bound has passed (so
+// that a woken head still off its CPU cannot be overtaken for ever).
 void RwSemaphore::release_wake() {
   Waiter* granted = nullptr;
   Waiter* woken = nullptr;
+  const auto now = std::chrono::steady_clock::now();  // not under the spinlock
   wait_lock_.lock();
   std::uint64_t s = state_.load(std::memory_order_relaxed);
-  if (head_ != nullptr && !(s & kHolders)) {
-    if (s & kHandoff) {
+  if (head_ != nullptr) {
+    const bool expired = now - head_->since >= handoff_after();
+    if (s & kHolders) {
+      if (expired && !(s & kHandoff)) state_.fetch_or(kHandoff, std::memory_order_relaxed);
+    } else if ((s & kHandoff) || expired) {
       granted = grant();
     } else if (head_->word.load(std::memory_order_relaxed) == kQueued) {
       woken = head_;

@@ -15,8 +15,9 @@
 //   - Bounded unfairness (hand-off): a head that has waited kHandoffAfter
 //     and still loses sets the hand-off bit; from then on nobody steals and
 //     the next release grants the lock to it (a writer, or every queued
-//     reader at once), as the kernel's RWSEM_FLAG_HANDOFF does.  Queued
-//     waiters are served in arrival order.
+//     reader at once), as the kernel's RWSEM_FLAG_HANDOFF does.  The
+//     queue is served from its head: a writer alone, or a reader with
+//     every queued reader.
 //   - downgrade(): write -> read atomically; no writer can get in between,
 //     and readers at the head of the queue are admitted with us.
 //   - try_lock()/try_lock_shared() fail whenever anybody is queued.
@@ -29,10 +30,16 @@
 // A read lock must be released by the thread that took it.
 //
 // Lifetime: a releasing thread may still touch the semaphore (its wait
-// queue) after the next owner has been handed the lock.  So the next owner
-// must not free the memory holding the semaphore while a release may be in
-// progress; per-VMA locks keep their VMA alive with RCU across the release
-// (vma_end_read).
+// queue) after other threads have taken it since, and even released it
+// again: unlock() lets the lock go before it wakes the queue, so that a
+// stealer need not wait.  So taking and releasing the lock is no barrier
+// before freeing it: memory holding a semaphore may be freed only once
+// every thread that may be inside unlock()/unlock_shared()/downgrade() on
+// it has returned.  The users guarantee it: per-VMA locks keep their VMA
+// alive with RCU across the release (vma_end_read) and free VMAs after a
+// grace period; an anon_vma's and a file's locks are released by threads
+// holding a reference to the object; the mmap_lock lives as long as its
+// space.
 #pragma once
 
 #include <atomic>
@@ -148,8 +155,9 @@ class RwSemaphore {
   //                          same, and the head has waited too long: no
   //                          stealing, the next release grants to it
   //   kWaiters [| kHandoff]  free but queued: between a release and the
-  //                          woken head's retry (anybody but a reader may
-  //                          take it), or the grant (with kHandoff)
+  //                          woken head's retry (a writer in lock()'s
+  //                          slow path may steal it), or the grant (with
+  //                          kHandoff)
   static constexpr std::uint64_t kWriter = 1;
   static constexpr std::uint64_t kWaiters = 2;  // set iff wait queue non-empty
   static constexpr std::uint64_t kHandoff = 4;  // only with kWaiters

@@ -96,18 +96,29 @@ TEST(SyncStress, RwSemaphoreStealingProgress) {
     long a = 0, b = 0;  // plain: tsan checks the ordering
     constexpr int kThreads = 5;
     std::atomic<long> done[kThreads] = {};
+    std::atomic<long> max_wait_us{0};
     auto end = std::chrono::steady_clock::now() + budget() / 3;
     std::vector<std::thread> ts;
     for (int t = 0; t < kThreads; ++t)
       ts.emplace_back([&, t] {
+        auto note_wait = [&](std::chrono::steady_clock::time_point t0) {
+          long us = std::chrono::duration_cast<std::chrono::microseconds>(
+                        std::chrono::steady_clock::now() - t0).count();
+          long m = max_wait_us.load(std::memory_order_relaxed);
+          while (us > m && !max_wait_us.compare_exchange_weak(m, us, std::memory_order_relaxed)) {
+          }
+        };
         bool reader = t >= 3;
         while (std::chrono::steady_clock::now() < end) {
+          const auto t0 = std::chrono::steady_clock::now();
           if (reader) {
             sem.lock_shared();
+            note_wait(t0);
             ASSERT_EQ(a, b);
             sem.unlock_shared();
           } else {
             sem.lock();
+            note_wait(t0);
             ++a;
             ASSERT_EQ(a, b + 1);
             ++b;
@@ -119,9 +130,15 @@ TEST(SyncStress, RwSemaphoreStealingProgress) {
     for (auto& t : ts) t.join();
     for (int t = 0; t < kThreads; ++t)
       EXPECT_GT(done[t].load(), 0) << "thread " << t << " starved, bound " << bound.count() << " ns";
-    std::printf("rwsem stealing, bound %lld ns: writers %ld %ld %ld, readers %ld %ld\n",
+    // The bound plus a critical section and a wake-up, per head ahead:
+    // milliseconds, but tsan and a loaded 2-CPU machine stretch every
+    // one of them; a waiter overtaken without bound would sit out the
+    // whole budget.
+    EXPECT_LT(max_wait_us.load(), 500000 + bound.count() / 1000 * kThreads)
+        << "a thread waited " << max_wait_us.load() << " us, bound " << bound.count() << " ns";
+    std::printf("rwsem stealing, bound %lld ns: writers %ld %ld %ld, readers %ld %ld, max wait %ld us\n",
                 static_cast<long long>(bound.count()), done[0].load(), done[1].load(),
-                done[2].load(), done[3].load(), done[4].load());
+                done[2].load(), done[3].load(), done[4].load(), max_wait_us.load());
   }
   RwSemaphore::set_handoff_after_for_test(std::chrono::nanoseconds(-1));
 }

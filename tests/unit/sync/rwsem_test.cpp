@@ -288,7 +288,7 @@ TEST_F(RwSemaphoreSteal, ReleasingWriterStealsBackWhileTheWokenHeadRetries) {
 // bit: nobody steals any more, and the next release makes it the owner
 // before returning.
 TEST_F(RwSemaphoreSteal, ExpiredHeadIsHandedTheLockAtTheNextRelease) {
-  RwSemaphore::set_handoff_after_for_test(std::chrono::nanoseconds(0));
+  RwSemaphore::set_handoff_after_for_test(std::chrono::hours(1));
   RwSemaphore sem;
   sem.lock();
   std::atomic<bool> b_in{false}, release_b{false};
@@ -302,6 +302,7 @@ TEST_F(RwSemaphoreSteal, ExpiredHeadIsHandedTheLockAtTheNextRelease) {
   sem.unlock();
   ASSERT_TRUE(wait_until([&] { return in_hook.load() == 1; }));
   lock_or_die(sem, "steal before the bound is set");
+  RwSemaphore::set_handoff_after_for_test(std::chrono::nanoseconds(0));
   go = true;
   ASSERT_TRUE(wait_until([&] { return sem.handoff_pending(); }));
   // No stealing now: another thread's try_lock fails although we are
@@ -321,7 +322,7 @@ TEST_F(RwSemaphoreSteal, ExpiredHeadIsHandedTheLockAtTheNextRelease) {
 // bit is set, the next writer release admits the reader (and every other
 // queued reader) before any writer.
 TEST_F(RwSemaphoreSteal, ExpiredReaderHeadIsAdmittedWithTheOtherReaders) {
-  RwSemaphore::set_handoff_after_for_test(std::chrono::nanoseconds(0));
+  RwSemaphore::set_handoff_after_for_test(std::chrono::hours(1));
   RwSemaphore sem;
   sem.lock();
   std::atomic<int> readers_in{0};
@@ -338,6 +339,7 @@ TEST_F(RwSemaphoreSteal, ExpiredReaderHeadIsAdmittedWithTheOtherReaders) {
   sem.unlock();  // wakes the head reader, which stops in the hook
   ASSERT_TRUE(wait_until([&] { return in_hook.load() == 1; }));
   lock_or_die(sem, "writer steal past a woken reader");
+  RwSemaphore::set_handoff_after_for_test(std::chrono::nanoseconds(0));
   go = true;
   ASSERT_TRUE(wait_until([&] { return sem.handoff_pending(); }));
   EXPECT_EQ(readers_in.load(), 0);
@@ -346,6 +348,38 @@ TEST_F(RwSemaphoreSteal, ExpiredReaderHeadIsAdmittedWithTheOtherReaders) {
   ASSERT_TRUE(wait_until([&] { return readers_in.load() == 2; }));
   release_readers = true;
   for (auto& t : rs) t.join();
+  EXPECT_FALSE(sem.is_locked());
+}
+
+// A head that a release woke but that has not run yet (preempted, or
+// slow to be scheduled) cannot be overtaken for ever: once its bound has
+// passed, a release that finds the lock free grants to it directly, even
+// though it never retried (the review's case: without this, stealers
+// could take and release the lock any number of times meanwhile).
+TEST_F(RwSemaphoreSteal, WokenHeadOffItsCpuIsGrantedOnceItsBoundPasses) {
+  RwSemaphore::set_handoff_after_for_test(std::chrono::hours(1));
+  RwSemaphore sem;
+  sem.lock();
+  std::atomic<bool> b_in{false}, release_b{false};
+  std::thread b([&] {
+    sem.lock();
+    b_in = true;
+    while (!release_b.load()) std::this_thread::yield();
+    sem.unlock();
+  });
+  ASSERT_TRUE(wait_until([&] { return sem.waiter_count() == 1; }));
+  sem.unlock();  // wakes b, which stops in the hook (off its CPU, as it were)
+  ASSERT_TRUE(wait_until([&] { return in_hook.load() == 1; }));
+  lock_or_die(sem, "steal past a woken head");
+  RwSemaphore::set_handoff_after_for_test(std::chrono::nanoseconds(0));
+  sem.unlock();
+  EXPECT_TRUE(sem.is_write_locked());  // b's, granted inside our unlock
+  EXPECT_EQ(sem.waiter_count(), 0u);
+  go = true;  // b's retry finds itself granted
+  ASSERT_TRUE(wait_until([&] { return b_in.load(); }));
+  release_b = true;
+  b.join();
+  EXPECT_EQ(in_hook.load(), 1);
   EXPECT_FALSE(sem.is_locked());
 }
 
