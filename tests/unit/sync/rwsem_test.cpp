@@ -251,6 +251,25 @@ class RwSemaphoreSteal : public ::testing::Test {
     done = true;
     watchdog.join();
   }
+  // Where the writer tests start: a writer b (lock, set b_in, hold until
+  // release_b, unlock) queued behind us; our release woke it and it
+  // stopped in the hook before retrying; we took the lock back (a steal).
+  // Returns b's thread.
+  static std::thread writer_woken_and_overtaken(RwSemaphore& sem, std::atomic<bool>& b_in,
+                                                std::atomic<bool>& release_b) {
+    sem.lock();
+    std::thread b([&] {
+      sem.lock();
+      b_in = true;
+      while (!release_b.load()) std::this_thread::yield();
+      sem.unlock();
+    });
+    EXPECT_TRUE(wait_until([&] { return sem.waiter_count() == 1; }));
+    sem.unlock();  // wakes b, which stops in the hook
+    EXPECT_TRUE(wait_until([&] { return in_hook.load() == 1; }));
+    lock_or_die(sem, "steal past a woken head");
+    return b;
+  }
 };
 
 // The releasing writer takes the lock back before the head it woke has
@@ -259,17 +278,8 @@ class RwSemaphoreSteal : public ::testing::Test {
 TEST_F(RwSemaphoreSteal, ReleasingWriterStealsBackWhileTheWokenHeadRetries) {
   RwSemaphore::set_handoff_after_for_test(std::chrono::hours(1));
   RwSemaphore sem;
-  sem.lock();
-  std::atomic<bool> b_in{false};
-  std::thread b([&] {
-    sem.lock();
-    b_in = true;
-    sem.unlock();
-  });
-  ASSERT_TRUE(wait_until([&] { return sem.waiter_count() == 1; }));
-  sem.unlock();  // wakes b, which stops in the hook
-  ASSERT_TRUE(wait_until([&] { return in_hook.load() == 1; }));
-  lock_or_die(sem, "steal past a woken head");
+  std::atomic<bool> b_in{false}, release_b{true};
+  std::thread b = writer_woken_and_overtaken(sem, b_in, release_b);
   EXPECT_EQ(sem.waiter_count(), 1u);
   go = true;  // b retries, finds us holding the lock, sleeps again
   std::this_thread::sleep_for(kBlockedFor);
@@ -290,18 +300,8 @@ TEST_F(RwSemaphoreSteal, ReleasingWriterStealsBackWhileTheWokenHeadRetries) {
 TEST_F(RwSemaphoreSteal, ExpiredHeadIsHandedTheLockAtTheNextRelease) {
   RwSemaphore::set_handoff_after_for_test(std::chrono::hours(1));
   RwSemaphore sem;
-  sem.lock();
   std::atomic<bool> b_in{false}, release_b{false};
-  std::thread b([&] {
-    sem.lock();
-    b_in = true;
-    while (!release_b.load()) std::this_thread::yield();
-    sem.unlock();
-  });
-  ASSERT_TRUE(wait_until([&] { return sem.waiter_count() == 1; }));
-  sem.unlock();
-  ASSERT_TRUE(wait_until([&] { return in_hook.load() == 1; }));
-  lock_or_die(sem, "steal before the bound is set");
+  std::thread b = writer_woken_and_overtaken(sem, b_in, release_b);
   RwSemaphore::set_handoff_after_for_test(std::chrono::nanoseconds(0));
   go = true;
   ASSERT_TRUE(wait_until([&] { return sem.handoff_pending(); }));
@@ -359,18 +359,9 @@ TEST_F(RwSemaphoreSteal, ExpiredReaderHeadIsAdmittedWithTheOtherReaders) {
 TEST_F(RwSemaphoreSteal, WokenHeadOffItsCpuIsGrantedOnceItsBoundPasses) {
   RwSemaphore::set_handoff_after_for_test(std::chrono::hours(1));
   RwSemaphore sem;
-  sem.lock();
   std::atomic<bool> b_in{false}, release_b{false};
-  std::thread b([&] {
-    sem.lock();
-    b_in = true;
-    while (!release_b.load()) std::this_thread::yield();
-    sem.unlock();
-  });
-  ASSERT_TRUE(wait_until([&] { return sem.waiter_count() == 1; }));
-  sem.unlock();  // wakes b, which stops in the hook (off its CPU, as it were)
-  ASSERT_TRUE(wait_until([&] { return in_hook.load() == 1; }));
-  lock_or_die(sem, "steal past a woken head");
+  // b, woken, sits in the hook: off its CPU, as it were.
+  std::thread b = writer_woken_and_overtaken(sem, b_in, release_b);
   RwSemaphore::set_handoff_after_for_test(std::chrono::nanoseconds(0));
   sem.unlock();
   EXPECT_TRUE(sem.is_write_locked());  // b's, granted inside our unlock
