@@ -19,6 +19,14 @@ function(vmspace_add_test)
     TEST_PREFIX "${T_LABEL}."
     PROPERTIES LABELS ${T_LABEL} TIMEOUT ${T_TIMEOUT}
     DISCOVERY_TIMEOUT 60)
+  # Every stress-tier executable is a dependency of `stress_tests`: what
+  # scripts/test.sh builds for the tsan preset (which runs only that tier).
+  if(T_LABEL STREQUAL "stress")
+    if(NOT TARGET stress_tests)
+      add_custom_target(stress_tests)
+    endif()
+    add_dependencies(stress_tests ${T_NAME})
+  endif()
 endfunction()
 
 # vmspace_add_host_variant(TARGET <target> LABEL <label> HOST <facts>)

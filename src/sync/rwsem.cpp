@@ -258,6 +258,9 @@ bool RwSemaphore::retry(Waiter* w) {
   w->word.store(kQueued, std::memory_order_relaxed);
   Waiter* granted = grant();  // we are head_: grant() serves us first
   bool mine = !w->queued;
+  // Relaxed (here and in release_wake): the bit publishes no data, and
+  // every change of state_ is an RMW, so each later CAS (a stealer's)
+  // sees it.
   if (!mine && now - w->since >= handoff_after())
     state_.fetch_or(kHandoff, std::memory_order_relaxed);
   wait_lock_.unlock();
