@@ -236,7 +236,13 @@ struct FutexKey {
 // madvise_vma_lock / madvise_mmap_lock count the madvise(DONTNEED,
 // DONTNEED_LOCKED, FREE) calls that ran under one VMA's read lock (the
 // range inside one VMA, per-VMA lock modes, as Linux 6.17+) and those that
-// took the mmap_lock instead.  (Same order as mm::VmEvent.)
+// took the mmap_lock instead.  LockMode::per_vma_range: range_write_ranged
+// counts mmap, munmap and mprotect calls that locked only the range they
+// change (with its neighbours), range_write_whole those that locked the
+// whole space (MAP_POPULATE, MAP_LOCKED, locked VMAs, stacks, overcommit
+// never, near max_map_count), range_lock_retry range requests redone
+// wider because a neighbour changed meanwhile.  (Same order as
+// mm::VmEvent.)
 enum class VmStat {
   pgfault,
   vma_lock_success,
@@ -245,6 +251,9 @@ enum class VmStat {
   vma_lock_miss,
   madvise_vma_lock,
   madvise_mmap_lock,
+  range_write_ranged,
+  range_write_whole,
+  range_lock_retry,
 };
 
 class VMSPACE_API AddressSpace {

@@ -19,18 +19,23 @@ enum class LockMode {
   // Linux 6.15+ (the default): a per-VMA reference count with an
   // exclude-readers flag replaces the semaphore.
   per_vma_refcount,
+  // Beyond Linux (docs/range-writers.md): faults as per_vma_refcount, and
+  // the mmap_lock is a range lock, so that changes of the layout in
+  // disjoint parts of the space can run concurrently.
+  per_vma_range,
 };
 
 inline constexpr LockMode kDefaultLockMode = LockMode::per_vma_refcount;
 
-inline constexpr std::array<LockMode, 3> kAllLockModes = {
-    LockMode::mmap_lock, LockMode::per_vma_rwsem, LockMode::per_vma_refcount};
+inline constexpr std::array<LockMode, 4> kAllLockModes = {
+    LockMode::mmap_lock, LockMode::per_vma_rwsem, LockMode::per_vma_refcount, LockMode::per_vma_range};
 
 constexpr std::string_view lock_mode_name(LockMode m) {
   switch (m) {
     case LockMode::mmap_lock: return "mmap_lock";
     case LockMode::per_vma_rwsem: return "per_vma_rwsem";
     case LockMode::per_vma_refcount: return "per_vma_refcount";
+    case LockMode::per_vma_range: return "per_vma_range";
   }
   return "?";
 }
@@ -43,6 +48,8 @@ constexpr std::string_view lock_mode_summary(LockMode m) {
       return "faults read-lock one VMA's rw-semaphore under RCU (Linux 6.4-6.14)";
     case LockMode::per_vma_refcount:
       return "faults take a reference on one VMA under RCU (Linux 6.15+, default)";
+    case LockMode::per_vma_range:
+      return "as per_vma_refcount, with a range lock instead of the mmap_lock (beyond Linux)";
   }
   return "?";
 }

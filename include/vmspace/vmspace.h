@@ -63,7 +63,8 @@ VMSPACE_API const char* vmspace_version(void) VMSPACE_NOEXCEPT;
 typedef enum vmspace_lock_mode {
   VMSPACE_LOCK_MMAP_LOCK = 0,        /* faults take the mmap_lock for read (Linux < 6.4) */
   VMSPACE_LOCK_PER_VMA_RWSEM = 1,    /* per-VMA rw-semaphore (Linux 6.4-6.14) */
-  VMSPACE_LOCK_PER_VMA_REFCOUNT = 2  /* per-VMA reference count (Linux 6.15+, the default) */
+  VMSPACE_LOCK_PER_VMA_REFCOUNT = 2, /* per-VMA reference count (Linux 6.15+, the default) */
+  VMSPACE_LOCK_PER_VMA_RANGE = 3     /* as PER_VMA_REFCOUNT, with a range lock for the layout */
 } vmspace_lock_mode_t;
 
 /* /sys/kernel/mm/transparent_hugepage/enabled (ThpMode). */
@@ -647,7 +648,10 @@ typedef enum vmspace_vm_stat {
   VMSPACE_STAT_VMA_LOCK_RETRY = 3,
   VMSPACE_STAT_VMA_LOCK_MISS = 4,
   VMSPACE_STAT_MADVISE_VMA_LOCK = 5,
-  VMSPACE_STAT_MADVISE_MMAP_LOCK = 6
+  VMSPACE_STAT_MADVISE_MMAP_LOCK = 6,
+  VMSPACE_STAT_RANGE_WRITE_RANGED = 7, /* per_vma_range: layout changes that locked a range */
+  VMSPACE_STAT_RANGE_WRITE_WHOLE = 8,  /* ... that locked the whole space */
+  VMSPACE_STAT_RANGE_LOCK_RETRY = 9    /* range requests redone wider */
 } vmspace_vm_stat_t;
 /* The counter `stat` into *value: 0, -EINVAL (an unknown stat), -EFAULT
  * (value NULL).  Thread-safe (a counter read while events happen). */

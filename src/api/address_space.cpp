@@ -718,7 +718,9 @@ int AddressSpace::map_count() const {
 
 static_assert(static_cast<unsigned>(VmStat::madvise_mmap_lock) ==
                   static_cast<unsigned>(mm::VmEvent::madvise_mmap_lock) &&
-              static_cast<unsigned>(VmStat::madvise_mmap_lock) + 1 == mm::kNrVmEvents,
+              static_cast<unsigned>(VmStat::range_lock_retry) ==
+                  static_cast<unsigned>(mm::VmEvent::range_lock_retry) &&
+              static_cast<unsigned>(VmStat::range_lock_retry) + 1 == mm::kNrVmEvents,
               "VmStat names mm::VmEvent's counters in the same order");
 
 std::uint64_t AddressSpace::vm_stat(VmStat s) const {

@@ -117,6 +117,7 @@ int copy_struct_in(const T* src, std::size_t min_size, T* dst) {
 static_assert(static_cast<int>(vmspace::LockMode::mmap_lock) == VMSPACE_LOCK_MMAP_LOCK);
 static_assert(static_cast<int>(vmspace::LockMode::per_vma_rwsem) == VMSPACE_LOCK_PER_VMA_RWSEM);
 static_assert(static_cast<int>(vmspace::LockMode::per_vma_refcount) == VMSPACE_LOCK_PER_VMA_REFCOUNT);
+static_assert(static_cast<int>(vmspace::LockMode::per_vma_range) == VMSPACE_LOCK_PER_VMA_RANGE);
 static_assert(static_cast<int>(vmspace::ThpMode::never) == VMSPACE_THP_NEVER);
 static_assert(static_cast<int>(vmspace::Overcommit::never) == VMSPACE_OVERCOMMIT_NEVER);
 static_assert(static_cast<int>(vmspace::Fault::oom) == VMSPACE_FAULT_OOM);
@@ -126,6 +127,7 @@ static_assert(static_cast<int>(vmspace::InvalidateReason::cow) == VMSPACE_INVALI
 static_assert(static_cast<int>(vmspace::InvalidateReason::other) == VMSPACE_INVALIDATE_OTHER);
 static_assert(static_cast<int>(vmspace::VmStat::pgfault) == VMSPACE_STAT_PGFAULT);
 static_assert(static_cast<int>(vmspace::VmStat::madvise_mmap_lock) == VMSPACE_STAT_MADVISE_MMAP_LOCK);
+static_assert(static_cast<int>(vmspace::VmStat::range_lock_retry) == VMSPACE_STAT_RANGE_LOCK_RETRY);
 static_assert(vmspace::kTaskSize47 == VMSPACE_TASK_SIZE_47 && vmspace::kTaskSize57 == VMSPACE_TASK_SIZE_57 &&
               vmspace::kTaskSize32 == VMSPACE_TASK_SIZE_32);
 
@@ -221,7 +223,7 @@ class CBacking final : public vmspace::FileBacking {
 
 // The C options over the C++ defaults; false for a value out of range.
 bool to_cpp(const vmspace_options_t& c, AddressSpaceOptions* o) {
-  if (c.lock_mode < VMSPACE_LOCK_MMAP_LOCK || c.lock_mode > VMSPACE_LOCK_PER_VMA_REFCOUNT) return false;
+  if (c.lock_mode < VMSPACE_LOCK_MMAP_LOCK || c.lock_mode > VMSPACE_LOCK_PER_VMA_RANGE) return false;
   if (c.thp < VMSPACE_THP_ALWAYS || c.thp > VMSPACE_THP_NEVER) return false;
   if (c.overcommit < VMSPACE_OVERCOMMIT_GUESS || c.overcommit > VMSPACE_OVERCOMMIT_NEVER) return false;
   o->mode = static_cast<vmspace::LockMode>(c.lock_mode);
@@ -872,7 +874,7 @@ int64_t vmspace_smaps(const vmspace_t* vs, char* buf, size_t size) noexcept {
 int vmspace_map_count(const vmspace_t* vs) noexcept { return vs->as.map_count(); }
 
 int vmspace_vm_stat(const vmspace_t* vs, vmspace_vm_stat_t stat, uint64_t* value) noexcept {
-  if (static_cast<int>(stat) < VMSPACE_STAT_PGFAULT || static_cast<int>(stat) > VMSPACE_STAT_MADVISE_MMAP_LOCK)
+  if (static_cast<int>(stat) < VMSPACE_STAT_PGFAULT || static_cast<int>(stat) > VMSPACE_STAT_RANGE_LOCK_RETRY)
     return -EINVAL;
   if (value == nullptr) return -EFAULT;
   *value = vs->as.vm_stat(static_cast<vmspace::VmStat>(stat));

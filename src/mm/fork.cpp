@@ -110,7 +110,7 @@ int dup_mmap(MmStruct* mm, MmStruct* oldmm, bool copy_writable) {
   // fail and fall back to the mmap_lock, which we hold.
   std::vector<Vma*> vmas;
   try {
-    vmas.reserve(static_cast<std::size_t>(oldmm->map_count));
+    vmas.reserve(static_cast<std::size_t>(oldmm->map_count.load()));
   } catch (const std::bad_alloc&) {
     mmap_write_unlock(mm);
     mmap_write_unlock(oldmm);

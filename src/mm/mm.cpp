@@ -120,7 +120,7 @@ bool mm_validate(MmStruct* mm, std::string* why) {
   });
   if (!ok) return fail(why, msg);
   if (count != mm->map_count)
-    return fail(why, "map_count " + std::to_string(mm->map_count) + " but " +
+    return fail(why, "map_count " + std::to_string(mm->map_count.load()) + " but " +
                          std::to_string(count) + " VMAs in the tree");
   if (static_cast<std::size_t>(count) != mm->mm_mt.size())
     return fail(why, "tree size " + std::to_string(mm->mm_mt.size()) + " != VMA count");
@@ -176,9 +176,42 @@ bool mm_validate_rmap(MmStruct* mm, std::string* why) {
   return true;
 }
 
+namespace {
+
+// per_vma_range, a ranged writer: what it may read is the VMAs meeting its
+// range (the rest may be changing under other writers): each entry is its
+// VMA's range, attached, of this space, in order.
+bool validate_range(MmStruct* mm, RangeLock::Interval l, std::string* why) {
+  rcu::ReadGuard rcu;
+  bool ok = true;
+  std::uint64_t last_end = 0;
+  mm->mm_mt.for_each(l.lo, l.hi, [&](const tree::Entry& e) {
+    const Vma* v = e.as<Vma>();
+    if (v->vm_mm != mm || v->vm_start != e.start || v->vm_end != e.end || vma_is_detached(v) ||
+        e.start < last_end) {
+      ok = fail(why, "the VMA at " + std::to_string(e.start) + " does not match its tree entry");
+      return false;
+    }
+    last_end = e.end;
+    return true;
+  });
+  return ok;
+}
+
+}  // namespace
+
 void mm_debug_validate(MmStruct* mm) {
 #if defined(VMSPACE_DEBUG_CHECKS)
   std::string why;
+  const RangeHold* h = mm->mode == LockMode::per_vma_range ? range_hold(mm) : nullptr;
+  if (h != nullptr && !h->whole()) {
+    if (!validate_range(mm, h->range(), &why)) {
+      std::fprintf(stderr, "vmspace: address space %p failed validation in its range: %s\n",
+                   static_cast<void*>(mm), why.c_str());
+      std::abort();
+    }
+    return;
+  }
   if (!mm_validate(mm, &why)) {
     std::fprintf(stderr, "vmspace: address space %p failed validation: %s\n%s",
                  static_cast<void*>(mm), why.c_str(), show_maps_locked(mm).c_str());

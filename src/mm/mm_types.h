@@ -26,6 +26,7 @@
 #include "mm/vm_event.h"
 #include "mm/vm_flags.h"
 #include "mm/write_watch.h"
+#include "sync/range_lock.h"
 #include "sync/rcu.h"
 #include "sync/rwsem.h"
 #include "sync/seqcount.h"
@@ -215,8 +216,19 @@ struct MmStruct {
   const LockMode mode;
   bool per_vma_locks() const { return mode != LockMode::mmap_lock; }
 
-  // The address-space lock.  See lock_order.h.
+  // The read side of the VMA lock is the reference count (vm_refcnt).
+  bool vma_refcounted() const { return mode == LockMode::per_vma_refcount || mode == LockMode::per_vma_range; }
+
+  // The address-space lock.  See lock_order.h.  Unused in per_vma_range.
   RwSemaphore mmap_lock{LockClass::mmap_lock};
+  // per_vma_range: the mmap_lock's replacement (docs/range-writers.md 3.1);
+  // its requests belong to the thread-local holds of range_writer.h.
+  // Unused in the other modes.
+  RangeLock range_lock{LockClass::range_lock};
+  // per_vma_range: the next writer's sequence S (odd; never
+  // kVmaUnlockedSeq).  Atomic RMW, relaxed: S only has to be odd and
+  // differ from kVmaUnlockedSeq (docs/range-writers.md section 4).
+  std::atomic<std::uint64_t> range_seq{1};
   // Odd while mmap_lock is write-held.  Write: mmap W holder only
   // (mmap_write_lock / vma_end_write_all).  Read: anyone (speculatively by
   // vma_start_read; acquire pairs with vma_end_write_all's release).
@@ -229,8 +241,16 @@ struct MmStruct {
   // and wakes.  No lock: atomic RMW/loads, seq_cst (mmap_lock.cpp,
   // refcnt_wait_for).  Linux: mm->vma_writer_wait.
   std::atomic<std::uint32_t> vma_writer_wait{0};
-  // Number of VMAs.  Write: mmap W.  Read: mmap R.
-  int map_count = 0;
+  // Number of VMAs.  Changed by atomic RMW by the VMA layer's link, split
+  // and remove under mmap W, which in per_vma_range may be held by
+  // several writers of disjoint ranges at once.  Read: mmap R; by a ranged
+  // writer, only through the reservation below (its checks then pass in
+  // every order: range_writer.cpp, "map_count").  Relaxed: nothing else
+  // is published through it.
+  std::atomic<int> map_count{0};
+  // per_vma_range: the map_count slack reserved by the ranged writers in
+  // flight (kRangedMapSlack each).  Atomic RMW.
+  std::atomic<int> map_count_reserved{0};
   // Pages of VM_LOCKED VMAs (Linux's mm->locked_vm), checked against
   // RLIMIT_MEMLOCK.  Write: mmap W.  Read: mmap R.
   std::uint64_t locked_vm = 0;

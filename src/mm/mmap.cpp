@@ -5,6 +5,8 @@
 #include <sys/mman.h>
 
 #include <cerrno>
+#include <climits>
+#include <optional>
 
 #include "vmspace/mman.h"
 #include "mm/memory.h"
@@ -169,8 +171,7 @@ long mmap_region(MmStruct* mm, std::uint64_t addr, std::uint64_t len, vm_flags_t
     return -ENOMEM;
   }
 
-  auto prev_e = mm->mm_mt.find_prev(addr);
-  Vma* prev = prev_e ? prev_e->as<Vma>() : nullptr;
+  Vma* prev = find_vma_prev_of(mm, addr);
   Vma* next = find_vma(mm, end);
 
   // Out of memory from here on: give the charges back (a shmem object
@@ -267,6 +268,10 @@ bool mlock_future_ok(const MmStruct* mm, vm_flags_t flags, std::uint64_t bytes) 
 
 long get_unmapped_area(MmStruct* mm, std::uint64_t addr, std::uint64_t len, int flags) {
   if (len > mm->task_size) return -ENOMEM;
+  // per_vma_range: the gap search walks tree nodes that other writers
+  // retire meanwhile.
+  std::optional<rcu::ReadGuard> rcu;
+  if (mm->mode == LockMode::per_vma_range) rcu.emplace();
   if (!(flags & MAP_FIXED)) {
     // Private anonymous requests with no hint and a 2 MiB-multiple length
     // are placed 2 MiB aligned (thp_get_unmapped_area).
@@ -290,6 +295,9 @@ long get_unmapped_area(MmStruct* mm, std::uint64_t addr, std::uint64_t len, int 
 }
 
 namespace {
+
+// do_mmap under a ranged hold that does not cover the mapping's place.
+constexpr long kNeedWholeSpace = LONG_MIN;
 
 // The MAP_* flags Linux's mmap of a file knows without asking the file
 // (LEGACY_MAP_MASK): MAP_SHARED drops the others, MAP_SHARED_VALIDATE
@@ -318,6 +326,10 @@ long do_mmap(MmStruct* mm, mem::File* file, unsigned f_mode, std::uint64_t addr,
   long r = get_unmapped_area(mm, addr, len, flags);
   if (r < 0) return r;
   addr = static_cast<std::uint64_t>(r);
+  // per_vma_range: a hint taken or a placement decided under a ranged
+  // hold may lie outside it.  Nothing is changed yet: the caller retries
+  // with the whole space.
+  if (!range_covers_change(mm, addr, addr + len)) return kNeedWholeSpace;
 
   if ((flags & MAP_FIXED_NOREPLACE) && find_vma_intersection(mm, addr, addr + len) != nullptr)
     return -EEXIST;
@@ -383,6 +395,42 @@ long do_mmap(MmStruct* mm, mem::File* file, unsigned f_mode, std::uint64_t addr,
   return r;
 }
 
+// per_vma_range: may this mmap lock only a range, and which?  Not when it
+// populates (MAP_POPULATE, MAP_LOCKED: the populate walk reads VMAs and
+// anon_vmas beyond any small range, and locked_vm is exact only under the
+// whole space), for stacks (their guard gaps), under overcommit never
+// (vm_committed's charge-then-check is exact only alone), for MAP_32BIT,
+// nor for requests the checks will refuse anyway.  Without MAP_FIXED the
+// place is guessed from a snapshot of the tree (the hint, or the highest
+// gap below mmap_base, with room for THP alignment); do_mmap checks the
+// real one under the lock (range_covers_change).
+bool mmap_range_wanted(MmStruct* mm, std::uint64_t addr, std::uint64_t len, int flags, std::uint64_t* lo,
+                       std::uint64_t* hi) {
+  if (flags & (MAP_LOCKED | MAP_POPULATE | MAP_GROWSDOWN | MAP_32BIT)) return false;
+  if (mm->cfg.overcommit == Overcommit::never) return false;
+  const std::uint64_t plen = page_align(len);
+  if (len == 0 || plen == 0 || plen > mm->task_size) return false;
+  std::uint64_t start;
+  std::uint64_t span = plen;
+  if (flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)) {
+    start = addr;
+  } else if (addr != 0) {
+    start = round_hint_to_min(mm, addr);
+  } else {
+    span = plen + kPmdSize;  // a THP-aligned placement lies in a gap this long
+    if (span < plen) return false;
+    const std::uint64_t low = std::max(kPageSize, mm->cfg.mmap_min_addr);
+    rcu::ReadGuard rcu;
+    const auto s = mm->mm_mt.gap_top_down(span, kPageSize, low, mm->mmap_base);
+    if (!s) return false;
+    start = *s;
+  }
+  if (!page_aligned(start) || start > mm->task_size - span) return false;
+  *lo = start;
+  *hi = start + span;
+  return true;
+}
+
 }  // namespace
 
 long vm_mmap(MmStruct* mm, std::uint64_t addr, std::uint64_t len, int prot, int flags, mem::File* file,
@@ -392,8 +440,23 @@ long vm_mmap(MmStruct* mm, std::uint64_t addr, std::uint64_t len, int prot, int 
   if (flags & MAP_ANONYMOUS) file = nullptr;  // the descriptor is ignored
   else if (file == nullptr) return -EBADF;
   if (flags & MAP_HUGETLB) return -EINVAL;  // hugetlbfs is not modelled
-  mmap_write_lock(mm);
-  long r = do_mmap(mm, file, f_mode, addr, len, prot, flags, off, populate);
+  long r = kNeedWholeSpace;
+  if (mm->mode == LockMode::per_vma_range) {
+    std::uint64_t lo = 0, hi = 0;
+    if (mmap_range_wanted(mm, addr, len, flags, &lo, &hi)) {
+      range_write_lock(mm, lo, hi);
+      // mlockall(MCL_FUTURE) (def_flags: only a whole-space writer
+      // changes it, so it is stable under any range) locks and populates.
+      if (!(mm->def_flags & VM_LOCKED)) r = do_mmap(mm, file, f_mode, addr, len, prot, flags, off, populate);
+      if (r == kNeedWholeSpace) range_write_widen(mm);
+    } else {
+      mmap_write_lock(mm);
+      mm->events.count(VmEvent::range_write_whole);
+    }
+  } else {
+    mmap_write_lock(mm);
+  }
+  if (r == kNeedWholeSpace) r = do_mmap(mm, file, f_mode, addr, len, prot, flags, off, populate);
   mm_debug_validate(mm);
   if (r >= 0 && *populate != 0) {
     // MAP_POPULATE / MAP_LOCKED: the caller faults the pages in under the

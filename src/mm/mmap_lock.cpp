@@ -95,11 +95,13 @@ void set_vma_lock_hooks(const VmaLockHooks* hooks) { tls_hooks = hooks; }
 // ---- mmap_lock ---------------------------------------------------------
 
 void mmap_write_lock(MmStruct* mm, unsigned subclass) {
+  if (mm->mode == LockMode::per_vma_range) return range_lock_whole(mm, RangeLock::Mode::write, subclass);
   mm->mmap_lock.lock(subclass);
   mm->mm_lock_seq.write_begin();  // odd: VMAs can now be write-locked
 }
 
 bool mmap_write_trylock(MmStruct* mm) {
+  if (mm->mode == LockMode::per_vma_range) return range_trylock_whole(mm, RangeLock::Mode::write);
   if (!mm->mmap_lock.try_lock()) return false;
   mm->mm_lock_seq.write_begin();
   return true;
@@ -115,13 +117,20 @@ void vma_end_write_all(MmStruct* mm) {
 }  // namespace
 
 void mmap_write_unlock(MmStruct* mm) {
+  if (mm->mode == LockMode::per_vma_range) return range_unlock(mm);  // ends its VMA write locks
   vma_end_write_all(mm);
   mm->mmap_lock.unlock();
 }
 
 void mmap_write_downgrade(MmStruct* mm) {
+  if (mm->mode == LockMode::per_vma_range) return range_downgrade(mm);  // ends its VMA write locks
   vma_end_write_all(mm);
   mm->mmap_lock.downgrade();
+}
+
+std::size_t mmap_lock_waiter_count(MmStruct* mm) {
+  if (mm->mode == LockMode::per_vma_range) return mm->range_lock.waiter_count();
+  return mm->mmap_lock.waiter_count();
 }
 
 // ---- refcount helpers (per_vma_refcount) -------------------------------
@@ -187,8 +196,11 @@ void vma_refcount_put(Vma* vma) {
 void vma_start_write(Vma* vma) {
   MmStruct* mm = vma->vm_mm;
   mmap_assert_write_locked(mm);
-  // Stable: only the mmap_lock write holder (us) changes it.
-  std::uint64_t seq = mm->mm_lock_seq.raw_read_relaxed();
+  // Stable: only the mmap_lock write holder (us) changes it.  In
+  // per_vma_range, our own S: a VMA inside our range carries S or
+  // kVmaUnlockedSeq (invariant R1), so equality means we stamped it.
+  RangeHold* w = mm->mode == LockMode::per_vma_range ? range_writer(mm) : nullptr;
+  const std::uint64_t seq = w != nullptr ? w->seq : mm->mm_lock_seq.raw_read_relaxed();
   if (vma->vm_lock_seq.load(std::memory_order_relaxed) == seq) return;  // already ours
 
   switch (mm->mode) {
@@ -202,6 +214,7 @@ void vma_start_write(Vma* vma) {
       vma->vm_lock.unlock();  // release: pairs with the reader's try_lock_shared
       break;
     case LockMode::per_vma_refcount:
+    case LockMode::per_vma_range:
       lockdep::acquire(vma, LockClass::vma_lock, lockdep::Mode::exclusive, 0, false);
       if (refcnt_add_lock_offset(vma)) {
         refcnt_wait_for(vma, kVmaLockOffset + 1);
@@ -213,24 +226,32 @@ void vma_start_write(Vma* vma) {
         vma->vm_lock_seq.store(seq, std::memory_order_relaxed);  // detached: no readers
       }
       lockdep::release(vma);
+      // per_vma_range: unlocked by this writer's end (range_writer.cpp).
+      if (w != nullptr) w->locked.push_back(vma);
       break;
   }
 }
 
 void vma_assert_write_locked(const Vma* vma) {
   mmap_assert_write_locked(vma->vm_mm);
-  if constexpr (lockdep::enabled)
-    if (!vma_is_write_locked(vma))
-      lockdep::fail(vma, LockClass::vma_lock, "VMA expected to be write-locked (vma_start_write)");
+  if constexpr (lockdep::enabled) {
+    // per_vma_range: write-locked by this thread's writer, not another's.
+    const bool mine = vma->vm_mm->mode == LockMode::per_vma_range
+                          ? vma->vm_lock_seq.load(std::memory_order_relaxed) == range_writer(vma->vm_mm)->seq
+                          : vma_is_write_locked(vma);
+    if (!mine) lockdep::fail(vma, LockClass::vma_lock, "VMA expected to be write-locked (vma_start_write)");
+  }
 }
 
 void vma_assert_locked(const Vma* vma) {
   if constexpr (lockdep::enabled) {
     const MmStruct* mm = vma->vm_mm;
     bool vma_read = mm->mode == LockMode::per_vma_rwsem ? lockdep::held(&vma->vm_lock)
-                    : mm->mode == LockMode::per_vma_refcount ? lockdep::held(vma)
-                                                               : false;
-    if (!vma_read && !lockdep::held(&mm->mmap_lock))
+                    : mm->vma_refcounted()                  ? lockdep::held(vma)
+                                                            : false;
+    const bool mm_locked = mm->mode == LockMode::per_vma_range ? range_hold(mm) != nullptr
+                                                                : lockdep::held(&mm->mmap_lock);
+    if (!vma_read && !mm_locked)
       lockdep::fail(vma, LockClass::vma_lock, "VMA expected to be locked (mmap_lock or VMA read lock)");
   }
 }
@@ -244,7 +265,7 @@ void vma_mark_attached(Vma* vma) {
 void vma_mark_detached(Vma* vma) {
   vma_assert_write_locked(vma);
   vma->detached.store(true, std::memory_order_relaxed);
-  if (vma->vm_mm->mode != LockMode::per_vma_refcount) return;
+  if (!vma->vm_mm->vma_refcounted()) return;
   // Drop the attach reference.  Readers still holding a reference are
   // transient: the VMA is write-locked, so each of them will see
   // vm_lock_seq == mm_lock_seq and drop out.  Wait for them, so that after
@@ -258,14 +279,50 @@ void vma_mark_detached(Vma* vma) {
 }
 
 bool vma_is_detached(const Vma* vma) {
-  if (vma->vm_mm->mode == LockMode::per_vma_refcount)
+  if (vma->vm_mm->vma_refcounted())
     return vma->vm_refcnt.load(std::memory_order_relaxed) == 0;
   return vma->detached.load(std::memory_order_relaxed);
 }
 
 // ---- per-VMA read side -------------------------------------------------
 
+namespace {
+
+// Take a reader reference unless the VMA is detached (0) or a writer
+// excludes readers (>= kVmaLockOffset).  Acquire: pairs with the release
+// in vma_start_write / vma_mark_attached.
+VmaReadResult refcnt_get(Vma* vma) {
+  std::uint32_t c = vma->vm_refcnt.load(std::memory_order_relaxed);
+  do {
+    if (c == 0) return VmaReadResult::detached;
+    if (c >= kVmaRefLimit) return VmaReadResult::write_locked;
+  } while (!vma->vm_refcnt.compare_exchange_weak(c, c + 1, std::memory_order_acquire,
+                                                 std::memory_order_relaxed));
+  return VmaReadResult::locked;
+}
+
+// per_vma_range (docs/range-writers.md section 4, "the readers' test"):
+// write-locked means vm_lock_seq != kVmaUnlockedSeq, whoever's S it is.
+VmaReadResult vma_start_read_range(Vma* vma) {
+  // 1. Quick unordered check.
+  if (vma->vm_lock_seq.load(std::memory_order_relaxed) != kVmaUnlockedSeq) return VmaReadResult::write_locked;
+  // 2. The reference.
+  if (VmaReadResult r = refcnt_get(vma); r != VmaReadResult::locked) return r;
+  // 3. Acquire: pairs with the writer's release store of kVmaUnlockedSeq
+  //    (range_writer.cpp, end_writer): seeing it, we see all its changes;
+  //    a stamp stored before the exclusion ended we see through step 2.
+  if (vma->vm_lock_seq.load(std::memory_order_acquire) != kVmaUnlockedSeq) {
+    vma_refcount_put(vma);
+    return VmaReadResult::write_locked;
+  }
+  lockdep::acquire(vma, LockClass::vma_lock, lockdep::Mode::shared, 0, /*trylock=*/true);
+  return VmaReadResult::locked;
+}
+
+}  // namespace
+
 VmaReadResult vma_start_read(MmStruct* mm, Vma* vma) {
+  if (mm->mode == LockMode::per_vma_range) return vma_start_read_range(vma);
   // 1. Quick unordered check (Linux: READ_ONCE on both): a VMA locked in
   //    the current write session fails without touching the lock word.
   if (vma->vm_lock_seq.load(std::memory_order_relaxed) == mm->mm_lock_seq.raw_read_relaxed())
@@ -286,15 +343,8 @@ VmaReadResult vma_start_read(MmStruct* mm, Vma* vma) {
     return VmaReadResult::locked;
   }
 
-  // per_vma_refcount.  2. Increment unless detached (0) or a writer
-  // excludes readers (>= kVmaLockOffset).  Acquire: pairs with the release
-  // in vma_start_write / vma_mark_attached.
-  std::uint32_t c = vma->vm_refcnt.load(std::memory_order_relaxed);
-  do {
-    if (c == 0) return VmaReadResult::detached;
-    if (c >= kVmaRefLimit) return VmaReadResult::write_locked;
-  } while (!vma->vm_refcnt.compare_exchange_weak(c, c + 1, std::memory_order_acquire,
-                                                 std::memory_order_relaxed));
+  // per_vma_refcount.  2. Increment unless detached or excluded.
+  if (VmaReadResult r = refcnt_get(vma); r != VmaReadResult::locked) return r;
   // 3. Acquire: pairs with vma_end_write_all()'s release.
   if (vma->vm_lock_seq.load(std::memory_order_relaxed) == mm->mm_lock_seq.raw_read()) {
     vma_refcount_put(vma);

@@ -16,18 +16,31 @@
 //
 // There is deliberately no vma_end_write(): every VMA write lock of an mm
 // ends at once when the mmap_lock write side is released or downgraded
-// (vma_end_write_all bumps mm_lock_seq).
+// (vma_end_write_all bumps mm_lock_seq; in per_vma_range, the writer's
+// own list of VMAs is unlocked: range_writer.h).
 #pragma once
 
 #include "mm/mm_types.h"
+#include "mm/range_writer.h"
 
 namespace vmspace::mm {
 
 // ---- mmap_lock ---------------------------------------------------------
 
-inline void mmap_read_lock(MmStruct* mm) { mm->mmap_lock.lock_shared(); }
-inline void mmap_read_unlock(MmStruct* mm) { mm->mmap_lock.unlock_shared(); }
-[[nodiscard]] inline bool mmap_read_trylock(MmStruct* mm) { return mm->mmap_lock.try_lock_shared(); }
+// In per_vma_range these take a whole-space request on mm->range_lock
+// (range_writer.h), which behaves exactly as the mmap_lock, FIFO.
+inline void mmap_read_lock(MmStruct* mm) {
+  if (mm->mode == LockMode::per_vma_range) return range_lock_whole(mm, RangeLock::Mode::read);
+  mm->mmap_lock.lock_shared();
+}
+inline void mmap_read_unlock(MmStruct* mm) {
+  if (mm->mode == LockMode::per_vma_range) return range_unlock(mm);
+  mm->mmap_lock.unlock_shared();
+}
+[[nodiscard]] inline bool mmap_read_trylock(MmStruct* mm) {
+  if (mm->mode == LockMode::per_vma_range) return range_trylock_whole(mm, RangeLock::Mode::read);
+  return mm->mmap_lock.try_lock_shared();
+}
 
 // Write side.  Every VMA write lock taken under it ends when it ends.
 void mmap_write_lock(MmStruct* mm, unsigned subclass = 0);
@@ -35,15 +48,28 @@ void mmap_write_lock(MmStruct* mm, unsigned subclass = 0);
 void mmap_write_unlock(MmStruct* mm);     // ends all VMA write locks
 void mmap_write_downgrade(MmStruct* mm);  // ends all VMA write locks; keeps mmap R
 
-inline void mmap_assert_locked(const MmStruct* mm) { mm->mmap_lock.assert_locked(); }
-inline void mmap_assert_write_locked(const MmStruct* mm) { mm->mmap_lock.assert_write_locked(); }
+inline void mmap_assert_locked(const MmStruct* mm) {
+  if (mm->mode == LockMode::per_vma_range) return range_assert_locked(mm);
+  mm->mmap_lock.assert_locked();
+}
+inline void mmap_assert_write_locked(const MmStruct* mm) {
+  if (mm->mode == LockMode::per_vma_range) return range_assert_write_locked(mm);
+  mm->mmap_lock.assert_write_locked();
+}
+
+// Threads waiting for the mmap_lock (the range lock's waiting requests in
+// per_vma_range).  Racy: for tests and diagnostics.
+std::size_t mmap_lock_waiter_count(MmStruct* mm);
+inline bool mmap_lock_has_waiters(MmStruct* mm) { return mmap_lock_waiter_count(mm) != 0; }
 
 // ---- per-VMA locks -----------------------------------------------------
 
-// Is `vma` write-locked in the current mmap_lock write session?
+// Is `vma` write-locked in the current mmap_lock write session (by any
+// writer, in per_vma_range)?
 inline bool vma_is_write_locked(const Vma* vma) {
-  return vma->vm_lock_seq.load(std::memory_order_relaxed) ==
-         vma->vm_mm->mm_lock_seq.raw_read_relaxed();
+  const std::uint64_t seq = vma->vm_lock_seq.load(std::memory_order_relaxed);
+  if (vma->vm_mm->mode == LockMode::per_vma_range) return seq != kVmaUnlockedSeq;
+  return seq == vma->vm_mm->mm_lock_seq.raw_read_relaxed();
 }
 
 // Write-lock `vma` for the rest of this mmap_lock write session.  Requires

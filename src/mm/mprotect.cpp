@@ -80,7 +80,16 @@ int do_mprotect(MmStruct* mm, std::uint64_t start, std::uint64_t len, int prot) 
   if (end <= start) return -ENOMEM;
   if (prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC | PROT_SEM)) return -EINVAL;
 
-  mmap_write_lock(mm);
+  if (mm->mode != LockMode::per_vma_range) {
+    mmap_write_lock(mm);
+  } else if (grows != 0 || mm->cfg.overcommit == Overcommit::never) {
+    // Stacks (PROT_GROWSDOWN reaches down to the VMA's start, and merges
+    // below it), and vm_committed's charge-then-check: the whole space.
+    mmap_write_lock(mm);
+    mm->events.count(VmEvent::range_write_whole);
+  } else if (range_write_lock(mm, start, end) && range_has_vma_with(mm, start, end, VM_LOCKED)) {
+    range_write_widen(mm);  // locked memory made writable is populated
+  }
   int err = 0;
   Vma* vma = find_vma(mm, start);
   std::uint64_t tmp = 0;

@@ -57,9 +57,14 @@ void vms_complete_munmap_vmas(MmStruct* mm, const std::vector<Vma*>& vmas, bool 
   // tables of the VMAs it finds there under i_mmap_rwsem alone.
   for (Vma* v : vmas) vma_unlink_file(v);
   if (free_tables) {
-    auto prev = mm->mm_mt.find_prev(start);
-    auto next = mm->mm_mt.find_vma(end);
-    mm->pgtables.free_pgtables(start, end, prev ? prev->end : 0, next ? next->start : 0);
+    const Vma* prev = find_vma_prev_of(mm, start);
+    const Vma* next = find_vma(mm, end);
+    std::uint64_t floor = prev != nullptr ? prev->vm_end : 0, ceiling = next != nullptr ? next->vm_start : 0;
+    // A ranged writer frees only tables wholly inside its range: another
+    // writer's (or its faults') tables may lie beside it (range-writers.md
+    // 3.4).
+    range_clip_floor_ceiling(mm, &floor, &ceiling);
+    mm->pgtables.free_pgtables(start, end, floor, ceiling);
   }
   for (Vma* v : vmas) {
     if (v->vm_flags & VM_LOCKED) mm->locked_vm -= v->pages();
@@ -92,7 +97,13 @@ int vm_munmap(MmStruct* mm, std::uint64_t start, std::uint64_t len) {
   if (!page_aligned(start) || start > mm->task_size || len > mm->task_size - start) return -EINVAL;
   const std::uint64_t end = start + page_align(len);
   if (end == start) return -EINVAL;
-  mmap_write_lock(mm);
+  if (mm->mode == LockMode::per_vma_range) {
+    // A range, unless a locked VMA is in it (locked_vm is exact only
+    // under the whole space).
+    if (range_write_lock(mm, start, end) && range_has_vma_with(mm, start, end, VM_LOCKED)) range_write_widen(mm);
+  } else {
+    mmap_write_lock(mm);
+  }
   int err = do_vmi_munmap_locked(mm, start, end);
   mm_debug_validate(mm);
   mmap_write_unlock(mm);

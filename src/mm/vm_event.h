@@ -27,6 +27,13 @@ enum class VmEvent : unsigned {
   // locked, or the space is in mmap_lock mode).
   madvise_vma_lock,
   madvise_mmap_lock,
+  // per_vma_range: layout changes (mmap, munmap, mprotect) that locked a
+  // range; those that took the whole space (not eligible, or sent there
+  // by what they found); range requests redone wider (a neighbour changed
+  // between the snapshot and the grant).
+  range_write_ranged,
+  range_write_whole,
+  range_lock_retry,
   nr_events,
 };
 
@@ -39,6 +46,9 @@ constexpr std::string_view vm_event_name(VmEvent e) {
     case VmEvent::vma_lock_miss: return "vma_lock_miss";
     case VmEvent::madvise_vma_lock: return "madvise_vma_lock";
     case VmEvent::madvise_mmap_lock: return "madvise_mmap_lock";
+    case VmEvent::range_write_ranged: return "range_write_ranged";
+    case VmEvent::range_write_whole: return "range_write_whole";
+    case VmEvent::range_lock_retry: return "range_lock_retry";
     case VmEvent::nr_events: break;
   }
   return "?";

@@ -14,7 +14,9 @@
 //      free them after a grace period.
 #include "mm/vma.h"
 
+#include <algorithm>
 #include <cerrno>
+#include <optional>
 #include <new>
 #include <type_traits>
 
@@ -50,16 +52,75 @@ void vm_area_free_rcu(rcu::Head* h) {
 }
 }  // namespace
 
-void vm_area_free(Vma* vma) {
+void vm_area_free_now(Vma* vma) {
   static_assert(std::is_standard_layout_v<Vma>, "offsetof(Vma, rcu) must be well defined");
   rcu::call(&vma->rcu, vm_area_free_rcu);
 }
 
+void vm_area_free(Vma* vma) {
+  // per_vma_range: the writer that removed the VMA still stores "unlocked"
+  // into it when it ends (range_writer.h), so the free waits for that.
+  if (vma->vm_mm->mode == LockMode::per_vma_range) {
+    if (RangeHold* h = range_hold(vma->vm_mm); h != nullptr && h->seq != kVmaUnlockedSeq) {
+      h->to_free.push_back(vma);
+      return;
+    }
+  }
+  vm_area_free_now(vma);
+}
+
 // ---- neighbours --------------------------------------------------------
 
+// per_vma_range: a writer that holds a range sees the VMAs that meet it,
+// and nothing beyond: they are the only ones no other writer can change
+// meanwhile (docs/range-writers.md section 10).  What lies beyond cannot
+// change its decisions: the range covers the change's neighbourhood,
+// guard gap included.  Lookups run in a read-side section: other writers
+// retire tree nodes while we walk.
+namespace {
+
+struct Clip {
+  std::uint64_t lo = 0, hi = tree::kMaxAddr;
+  bool keeps(const tree::Entry& e) const { return e.start < hi && e.end > lo; }
+};
+
+Clip clip_of(const MmStruct* mm) {
+  const RangeHold* h = range_hold(mm);
+  if (h == nullptr || h->whole()) return {};
+  const RangeLock::Interval l = h->range();
+  return {l.lo, l.hi};
+}
+
+Vma* clipped(const MmStruct* mm, const std::optional<tree::Entry>& e) {
+  if (!e || !clip_of(mm).keeps(*e)) return nullptr;
+  return e->as<Vma>();
+}
+
+}  // namespace
+
 Vma* find_vma(MmStruct* mm, std::uint64_t addr) {
+  if (mm->mode == LockMode::per_vma_range) {
+    rcu::ReadGuard rcu;
+    return clipped(mm, mm->mm_mt.find_vma(addr));
+  }
   auto e = mm->mm_mt.find_vma(addr);
   return e ? e->as<Vma>() : nullptr;
+}
+
+Vma* find_vma_prev_of(MmStruct* mm, std::uint64_t addr) {
+  if (mm->mode == LockMode::per_vma_range) {
+    rcu::ReadGuard rcu;
+    return clipped(mm, mm->mm_mt.find_prev(addr));
+  }
+  auto e = mm->mm_mt.find_prev(addr);
+  return e ? e->as<Vma>() : nullptr;
+}
+
+void range_clip_floor_ceiling(const MmStruct* mm, std::uint64_t* floor, std::uint64_t* ceiling) {
+  if (mm->mode != LockMode::per_vma_range) return;
+  const Clip c = clip_of(mm);
+  *floor = std::max(*floor, c.lo);
+  if (c.hi != tree::kMaxAddr && (*ceiling == 0 || *ceiling > c.hi)) *ceiling = c.hi;
 }
 
 Vma* find_vma_intersection(MmStruct* mm, std::uint64_t start, std::uint64_t end) {
@@ -67,14 +128,15 @@ Vma* find_vma_intersection(MmStruct* mm, std::uint64_t start, std::uint64_t end)
   return v != nullptr && v->vm_start < end ? v : nullptr;
 }
 
-Vma* vma_prev(MmStruct* mm, const Vma* vma) {
-  auto e = mm->mm_mt.find_prev(vma->vm_start);
-  return e ? e->as<Vma>() : nullptr;
-}
+Vma* vma_prev(MmStruct* mm, const Vma* vma) { return find_vma_prev_of(mm, vma->vm_start); }
 
 Vma* vma_next(MmStruct* mm, const Vma* vma) { return find_vma(mm, vma->vm_end); }
 
 Vma* vma_lookup(MmStruct* mm, std::uint64_t addr) {
+  if (mm->mode == LockMode::per_vma_range) {
+    rcu::ReadGuard rcu;
+    return clipped(mm, mm->mm_mt.find(addr));
+  }
   return static_cast<Vma*>(mm->mm_mt.lookup(addr));
 }
 

@@ -25,9 +25,19 @@ Vma* vm_area_dup(const Vma* orig);
 // Free a VMA that is detached (or was never attached) after an RCU grace
 // period: lock_vma_under_rcu may still hold the pointer from the tree.
 void vm_area_free(Vma* vma);
+// vm_area_free without per_vma_range's deferral (range_writer.cpp frees a
+// writer's removed VMAs with it once their write locks have ended).
+void vm_area_free_now(Vma* vma);
 
 // ---- neighbours (mmap R) -----------------------------------------------
+// per_vma_range: a writer holding a range finds only VMAs meeting it
+// (vma.cpp, "clip"): those beyond are no business of a change inside it.
 Vma* find_vma(MmStruct* mm, std::uint64_t addr);            // first VMA with end > addr
+Vma* find_vma_prev_of(MmStruct* mm, std::uint64_t addr);     // last VMA with start < addr
+// per_vma_range, a writer holding a range: what free_pgtables may free
+// stays inside it (floor raised to its start, ceiling lowered to its end;
+// ceiling 0 = no VMA above).  Other modes and whole-space holds: unchanged.
+void range_clip_floor_ceiling(const MmStruct* mm, std::uint64_t* floor, std::uint64_t* ceiling);
 Vma* find_vma_intersection(MmStruct* mm, std::uint64_t start, std::uint64_t end);
 Vma* vma_prev(MmStruct* mm, const Vma* vma);                // the VMA before, if any
 Vma* vma_next(MmStruct* mm, const Vma* vma);                // the VMA after, if any

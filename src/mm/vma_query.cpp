@@ -27,6 +27,8 @@
 //     (The acquire loads of mm_lock_seq pair with vma_end_write_all's
 //     release, and a writer's tree store follows its write_begin, so a
 //     lookup that saw a newer tree makes the second load see the change.)
+//     per_vma_range has no space-wide session count: it always looks
+//     again.
 //   - a VMA found detached was replaced after the lookup: look again.
 //   - any other failure to read-lock (the VMA is write-locked, a writer
 //     waits for it): fall back to mmap R, look `from` up again, copy.
@@ -73,7 +75,8 @@ Step visit_next_vma_locked(MmStruct* mm, std::uint64_t from, const VmaVisitor& v
     if (r == VmaReadResult::detached) continue;
     if (r != VmaReadResult::locked) return Step::fallback;
     bool ok = from < vma->vm_end;
-    if (ok && from < vma->vm_start && ((seq & 1) != 0 || mm->mm_lock_seq.raw_read() != seq)) {
+    if (ok && from < vma->vm_start &&
+        (mm->mode == LockMode::per_vma_range || (seq & 1) != 0 || mm->mm_lock_seq.raw_read() != seq)) {
       const auto again = mm->mm_mt.find_vma(from);
       ok = again && again->ptr == vma;
     }

@@ -57,7 +57,7 @@ void add_bench(CLI::App& app, BenchArgs& args) {
   sub->add_option("--workload", args.workloads,
                   "Run only this workload (repeatable): fault, fault-scaling, fault-churn, lookup, mmap, mremap, "
                   "file-fault, space, fork, page_fault1, page_fault2, page_fault3, mmap1, cortenmm, maps, guest-access, disjoint-mmap");
-  sub->add_option("--modes", args.modes, "Comma-separated: mmap_lock, per_vma_rwsem, per_vma_refcount, kernel")
+  sub->add_option("--modes", args.modes, "Comma-separated: mmap_lock, per_vma_rwsem, per_vma_refcount, per_vma_range, kernel")
       ->capture_default_str();
   sub->add_option("--churn-threads", args.churn_threads,
                   "fault-churn: fault threads beside the writer (default: cores - 1, at least 1, so that no "

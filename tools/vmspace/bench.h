@@ -13,7 +13,7 @@ struct BenchArgs {
   std::string json;                    // write results as JSON here
   std::string svg;                     // write SVG charts into this directory
   std::vector<std::string> workloads;  // empty: all
-  std::string modes = "mmap_lock,per_vma_rwsem,per_vma_refcount,kernel";
+  std::string modes = "mmap_lock,per_vma_rwsem,per_vma_refcount,per_vma_range,kernel";
   int churn_threads = 0;
   int rounds = 0;      // 0: until the targets settle (bench_rounds.h); N: exactly N
   bool warmup = true;  // one unrecorded round first

@@ -103,7 +103,7 @@ void add_fuzz_kernel(CLI::App& app, FuzzKernelArgs& args) {
   sub->add_option("--ops", args.ops, "Operations per script (1 to 1000000)")->capture_default_str();
   sub->add_option("--out", args.out, "Directory for reproducers, fuzz-<seed>-<run>.ops (created if missing)")
       ->capture_default_str();
-  sub->add_option("--mode", args.mode, "Lock mode of the AddressSpace: mmap_lock, per_vma_rwsem or per_vma_refcount")
+  sub->add_option("--mode", args.mode, "Lock mode of the AddressSpace: mmap_lock, per_vma_rwsem, per_vma_refcount or per_vma_range")
       ->capture_default_str();
   sub->add_option("--window", args.window, "Window base address (default 0x200000000000)");
   sub->add_option("--also", args.also,
@@ -144,7 +144,7 @@ int cmd_fuzz_kernel(const FuzzKernelArgs& args) {
   }
   auto mode = parse_lock_mode(args.mode);
   if (!mode) {
-    std::fprintf(stderr, "%s: unknown lock mode '%s' (mmap_lock, per_vma_rwsem or per_vma_refcount)\n", me,
+    std::fprintf(stderr, "%s: unknown lock mode '%s' (mmap_lock, per_vma_rwsem, per_vma_refcount or per_vma_range)\n", me,
                  args.mode.c_str());
     return 2;
   }

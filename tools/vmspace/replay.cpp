@@ -22,7 +22,7 @@ void add_replay(CLI::App& app, ReplayArgs& args) {
   auto* sub = app.add_subcommand("replay", "Run an op script on vmspace (and on the host kernel with --kernel)");
   sub->add_option("SCRIPT", args.script, "Op script (docs/op-scripts.md); - for standard input")->required();
   sub->add_flag("--kernel", args.kernel, "Also run it on the host kernel and print the differences");
-  sub->add_option("--mode", args.mode, "Lock mode: mmap_lock, per_vma_rwsem or per_vma_refcount")
+  sub->add_option("--mode", args.mode, "Lock mode: mmap_lock, per_vma_rwsem, per_vma_refcount or per_vma_range")
       ->capture_default_str();
   sub->add_option("--window", args.window, "Window base address (default 0x200000000000)");
   sub->add_option("--host", args.host,

@@ -54,7 +54,7 @@ TouchRoundResult touch_round(AddressSpace& as, std::uint64_t base, std::uint64_t
 void add_touch(CLI::App& app, TouchArgs& args) {
   auto* sub = app.add_subcommand(
       "touch", "Write-fault every page of one anonymous region in, then MADV_DONTNEED and fault again per round");
-  sub->add_option("--mode", args.mode, "Lock mode: mmap_lock, per_vma_rwsem or per_vma_refcount")
+  sub->add_option("--mode", args.mode, "Lock mode: mmap_lock, per_vma_rwsem, per_vma_refcount or per_vma_range")
       ->check(CLI::IsMember(mode_names()))
       ->capture_default_str();
   sub->add_option("--pages", args.pages, "Size of the region in 4 KiB pages")

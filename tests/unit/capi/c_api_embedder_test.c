@@ -533,7 +533,8 @@ static void test_vm_stat(int mode) {
   CHECK_EQ(vmspace_vm_stat(vs, VMSPACE_STAT_PGFAULT, &after), 0);
   CHECK(after > before);
   CHECK_EQ(vmspace_vm_stat(vs, VMSPACE_STAT_MADVISE_MMAP_LOCK, &v), 0);
-  CHECK_EQ(vmspace_vm_stat(vs, (vmspace_vm_stat_t)7, &v), -EINVAL);
+  CHECK_EQ(vmspace_vm_stat(vs, VMSPACE_STAT_RANGE_LOCK_RETRY, &v), 0);
+  CHECK_EQ(vmspace_vm_stat(vs, (vmspace_vm_stat_t)10, &v), -EINVAL);
   CHECK_EQ(vmspace_vm_stat(vs, (vmspace_vm_stat_t)-1, &v), -EINVAL);
   CHECK_EQ(vmspace_vm_stat(vs, VMSPACE_STAT_PGFAULT, NULL), -EFAULT);
   vmspace_destroy(vs);
@@ -697,7 +698,7 @@ static void test_backing(int mode) {
 
 int main(void) {
   static const int modes[] = {VMSPACE_LOCK_MMAP_LOCK, VMSPACE_LOCK_PER_VMA_RWSEM,
-                              VMSPACE_LOCK_PER_VMA_REFCOUNT};
+                              VMSPACE_LOCK_PER_VMA_REFCOUNT, VMSPACE_LOCK_PER_VMA_RANGE};
   size_t i;
 
   for (i = 0; i < sizeof modes / sizeof modes[0]; ++i) {

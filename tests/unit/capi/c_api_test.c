@@ -411,7 +411,7 @@ static void test_fork(int mode) {
 
 int main(void) {
   static const int modes[] = {VMSPACE_LOCK_MMAP_LOCK, VMSPACE_LOCK_PER_VMA_RWSEM,
-                              VMSPACE_LOCK_PER_VMA_REFCOUNT};
+                              VMSPACE_LOCK_PER_VMA_REFCOUNT, VMSPACE_LOCK_PER_VMA_RANGE};
   size_t i;
 
   CHECK(strcmp(vmspace_version(), VMSPACE_VERSION_STRING) == 0);

@@ -218,7 +218,7 @@ class ForkRace : public ::testing::TestWithParam<LockMode> {
   std::int64_t free_pages() const { return static_cast<std::int64_t>(pool_->free_bytes() / kPage); }
   // Is a writer (vma_start_write) waiting for this VMA's readers?
   bool writer_waits_on(const mm::Vma* v) const {
-    if (GetParam() == LockMode::per_vma_refcount) return v->vm_refcnt.load() >= mm::kVmaLockOffset;
+    if (GetParam() == LockMode::per_vma_refcount || GetParam() == LockMode::per_vma_range) return v->vm_refcnt.load() >= mm::kVmaLockOffset;
     return v->vm_lock.has_waiters();
   }
 
@@ -295,9 +295,9 @@ TEST_P(ForkRace, ParentWriteFaultWaitsForFork) {
       gate.wait_arrived("fork at its stop");
       auto fault = write_async(parent, va, 0xee);
       // The fault queues on the parent's mmap_lock (or, wrongly, completes).
-      test::wait_until([&] { return parent.mm()->mmap_lock.has_waiters() || is_ready(fault); });
+      test::wait_until([&] { return mm::mmap_lock_has_waiters(parent.mm()) || is_ready(fault); });
       EXPECT_FALSE(is_ready(fault)) << "the write fault completed while fork held the parent";
-      EXPECT_TRUE(parent.mm()->mmap_lock.has_waiters()) << "the fault is not waiting for the mmap_lock";
+      EXPECT_TRUE(mm::mmap_lock_has_waiters(parent.mm())) << "the fault is not waiting for the mmap_lock";
       if (per_vma()) {
         EXPECT_GT(parent.vm_stat(VmStat::vma_lock_abort), aborts) << "the fault locked a VMA fork holds";
       }
@@ -349,7 +349,7 @@ TEST_P(ForkRace, ForkWaitsForFaultInProgress) {
   if (per_vma()) {
     EXPECT_TRUE(test::wait_until([&] { return writer_waits_on(v0); })) << "fork does not wait for V0's reader";
   } else {
-    EXPECT_TRUE(test::wait_until([&] { return parent.mm()->mmap_lock.has_waiters(); }));
+    EXPECT_TRUE(test::wait_until([&] { return mm::mmap_lock_has_waiters(parent.mm()); }));
   }
   EXPECT_TRUE(is_blocked(forked)) << "fork went on while a fault held V0";
   EXPECT_FALSE(gate.locked_seen.load());
@@ -389,7 +389,7 @@ TEST_P(ForkRace, AnonVmaPrepareRacingForkStart) {
   if (per_vma()) {
     EXPECT_TRUE(test::wait_until([&] { return writer_waits_on(v1); })) << "fork does not wait for V1's reader";
   } else {
-    EXPECT_TRUE(test::wait_until([&] { return parent.mm()->mmap_lock.has_waiters(); }));
+    EXPECT_TRUE(test::wait_until([&] { return mm::mmap_lock_has_waiters(parent.mm()); }));
   }
   EXPECT_TRUE(is_blocked(forked));
   prep.open();

@@ -216,7 +216,7 @@ class Interleave : public ::testing::TestWithParam<LockMode> {
   // Is a writer (vma_start_write or a detaching vma_mark_detached) waiting
   // for this VMA's readers?
   bool writer_waits_on(const mm::Vma* v) const {
-    if (GetParam() == LockMode::per_vma_refcount) return v->vm_refcnt.load() >= mm::kVmaLockOffset;
+    if (GetParam() == LockMode::per_vma_refcount || GetParam() == LockMode::per_vma_range) return v->vm_refcnt.load() >= mm::kVmaLockOffset;
     return v->vm_lock.has_waiters();
   }
 };
@@ -272,7 +272,7 @@ TEST_P(Interleave, FaultOnStackWaitsForStackGrowth) {
   auto a = fault_async(as, below, true, {&ah});
   grow.wait_arrived("stack write-locked for growing");
   auto b = fault_async(as, kStack + 2 * kPage, true);
-  EXPECT_TRUE(test::wait_until([&] { return as.mm()->mmap_lock.has_waiters(); }))
+  EXPECT_TRUE(test::wait_until([&] { return mm::mmap_lock_has_waiters(as.mm()); }))
       << "the fault on the stack did not fall back to the mmap_lock";
   EXPECT_TRUE(is_blocked(b)) << "a fault used the stack VMA while it was write-locked for growing";
   grow.open();
@@ -324,7 +324,7 @@ TEST_P(Interleave, NeighbourFaultsRunDuringStackGrowth) {
       EXPECT_EQ(b.wait_for(kDeadline), std::future_status::ready)
           << "a fault on the neighbour waited for stack growth";
     } else {
-      EXPECT_TRUE(test::wait_until([&] { return as.mm()->mmap_lock.has_waiters(); }));
+      EXPECT_TRUE(test::wait_until([&] { return mm::mmap_lock_has_waiters(as.mm()); }));
       EXPECT_TRUE(is_blocked(b));
     }
     grow.open();
@@ -455,13 +455,13 @@ TEST_P(Interleave, MergeRemovingBothNeighboursWaitsForEachReader) {
       })) << "step " << step << ": the merge waits for no VMA a fault holds";
       if (j < 0) break;
     } else {
-      EXPECT_TRUE(test::wait_until([&] { return m->mmap_lock.has_waiters(); }));
+      EXPECT_TRUE(test::wait_until([&] { return mm::mmap_lock_has_waiters(m); }));
     }
     // A fault comes to VMA j now: it cannot lock it, and waits for the
     // mmap_lock.
     w.push_back(fault_async(as, addr[j] + kPage, true));
     const std::size_t queued = (per_vma() ? 0 : 1) + w.size();
-    EXPECT_TRUE(test::wait_until([&] { return m->mmap_lock.waiter_count() == queued; }))
+    EXPECT_TRUE(test::wait_until([&] { return mm::mmap_lock_waiter_count(m) == queued; }))
         << "step " << step << ": the fault on a VMA being merged did not fall back";
     EXPECT_TRUE(is_blocked(merge)) << "step " << step << ": the merge did not wait for the holder of VMA " << j;
     released[j] = true;
@@ -522,7 +522,7 @@ TEST_P(Interleave, FirstAnonFaultRetriesExactlyWhileMmapLockHeld) {
     g.wait_arrived("first anonymous fault");
     mm::mmap_write_lock(m);
     g.open();
-    EXPECT_TRUE(test::wait_until([&] { return m->mmap_lock.has_waiters(); }))
+    EXPECT_TRUE(test::wait_until([&] { return mm::mmap_lock_has_waiters(m); }))
         << "the fault did not fall back to the mmap_lock";
     EXPECT_TRUE(is_blocked(f));
     mm::mmap_write_unlock(m);
@@ -774,7 +774,7 @@ void populate_vs_munmap(AddressSpace& as, PopulateBy how) {
     rcu::barrier();  // what munmap freed is gone now: a later use is a use-after-free
     return r;
   });
-  EXPECT_TRUE(test::wait_until([&] { return m->mmap_lock.has_waiters(); })) << "munmap did not wait for populate";
+  EXPECT_TRUE(test::wait_until([&] { return mm::mmap_lock_has_waiters(m); })) << "munmap did not wait for populate";
   EXPECT_TRUE(is_blocked(u));
   g.open();
   const long want = how == PopulateBy::mprotect_locked ? 0 : static_cast<long>(kBase);

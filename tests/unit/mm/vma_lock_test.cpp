@@ -203,7 +203,7 @@ TEST_P(VmaLock, WriterWaitsForReader) {
     locked = true;
     mmap_write_unlock(mm());
   });
-  if (GetParam() == LockMode::per_vma_refcount) {
+  if (GetParam() == LockMode::per_vma_refcount || GetParam() == LockMode::per_vma_range) {
     // The writer has raised the exclude-readers flag and waits for us.
     ASSERT_TRUE(wait_until([&] { return v->vm_refcnt.load() >= kVmaLockOffset; }));
     EXPECT_EQ(v->vm_refcnt.load(), kVmaLockOffset + 2);  // attach ref + us
@@ -217,7 +217,7 @@ TEST_P(VmaLock, WriterWaitsForReader) {
   vma_end_read(v);
   writer.join();
   EXPECT_TRUE(locked.load());
-  if (GetParam() == LockMode::per_vma_refcount) {
+  if (GetParam() == LockMode::per_vma_refcount || GetParam() == LockMode::per_vma_range) {
     EXPECT_EQ(v->vm_refcnt.load(), 1u);
   }
 }
@@ -247,7 +247,7 @@ TEST_P(VmaLock, AttachDetachState) {
   mmap_write_lock(mm());
   Vma* v = vma_lookup(mm(), kBase);
   EXPECT_FALSE(vma_is_detached(v));
-  if (GetParam() == LockMode::per_vma_refcount) {
+  if (GetParam() == LockMode::per_vma_refcount || GetParam() == LockMode::per_vma_range) {
     EXPECT_EQ(v->vm_refcnt.load(), 1u);
   }
   mmap_write_unlock(mm());
