@@ -65,6 +65,7 @@
 #include "sync/fail_nth.h"
 #include "sync/futex.h"
 #include "sync/lockdep.h"
+#include "sync/tls.h"
 
 #include <sched.h>
 
@@ -163,10 +164,10 @@ struct WriterReserve {
   ~WriterReserve() { drop(); }
 };
 
-// Thread-private.  A pointer, created on first use, to keep the library's
-// static TLS block small (sync/tls.h); its destructor returns the blocks
-// at thread exit.
-thread_local std::unique_ptr<WriterReserve> t_reserve;
+// Thread-private.  A pointer (8 bytes of the library's static TLS block,
+// sync/tls.h), the reserve created on first use; its destructor returns
+// the blocks at thread exit.
+VMSPACE_TLS_FAST thread_local std::unique_ptr<WriterReserve> t_reserve;
 
 // Tree ids for the reserves' keys: unique for the life of the process, so
 // a reserve sized for a destroyed tree never passes for one of a new tree
@@ -454,6 +455,13 @@ void RangeTree::commit_unlock() const {
 // the reserve back, detach the full retire batches, unlock, queue them.
 class RangeTree::ConcurrentOp {
  public:
+  // Out of line, so that the single-writer callers keep their lean frame.
+  template <class Body>
+  [[gnu::noinline]] static void run(RangeTree& t, Body body) {
+    ConcurrentOp op(t);
+    body();
+  }
+
   explicit ConcurrentOp(RangeTree& t) : t_(t) {
     WriterReserve* r = t_reserve.get();
     if (r != nullptr && r->tree == t.id_ && !(r->leaf.empty() && r->inner.empty())) r_ = r;
@@ -883,38 +891,11 @@ static void check_range(std::uint64_t start, std::uint64_t end, const char* what
   }
 }
 
-void RangeTree::store(std::uint64_t start, std::uint64_t end, void* ptr, std::vector<Entry>* displaced) {
-  check_range(start, end, "store");
-  if (__builtin_expect(concurrent_, 0)) {
-    ConcurrentOp op(*this);
-    store_op(start, end, ptr, displaced);
-    return;
-  }
-  store_op(start, end, ptr, displaced);
-}
-
-void RangeTree::erase(std::uint64_t start, std::uint64_t end, std::vector<Entry>* displaced) {
-  check_range(start, end, "erase");
-  if (__builtin_expect(concurrent_, 0)) {
-    ConcurrentOp op(*this);
-    erase_op(start, end, displaced);
-    return;
-  }
-  erase_op(start, end, displaced);
-}
-
-void RangeTree::clear(std::vector<Entry>* displaced) {
-  if (__builtin_expect(concurrent_, 0)) {
-    ConcurrentOp op(*this);
-    clear_op(displaced);
-    return;
-  }
-  clear_op(displaced);
-}
-
 // The operations' bodies: under the caller's serialization of writers, or
-// under the commit lock (concurrent mode).
-void RangeTree::store_op(std::uint64_t start, std::uint64_t end, void* ptr, std::vector<Entry>* displaced) {
+// under the commit lock (concurrent mode).  Inlined into both callers, so
+// the single-writer path is today's function with one more branch.
+[[gnu::always_inline]] inline void RangeTree::store_op(std::uint64_t start, std::uint64_t end, void* ptr,
+                                                     std::vector<Entry>* displaced) {
   begin_op();
   if (wroot_ != 0) {
     // Fast paths, one descent: the leaf reached holds the first entry with
@@ -948,7 +929,8 @@ void RangeTree::store_op(std::uint64_t start, std::uint64_t end, void* ptr, std:
   commit_op();
 }
 
-void RangeTree::erase_op(std::uint64_t start, std::uint64_t end, std::vector<Entry>* displaced) {
+[[gnu::always_inline]] inline void RangeTree::erase_op(std::uint64_t start, std::uint64_t end,
+                                                     std::vector<Entry>* displaced) {
   begin_op();
   scratch_.clear();
   auto collect = [this](const Entry& e) { scratch_.push_back(e); };
@@ -958,7 +940,7 @@ void RangeTree::erase_op(std::uint64_t start, std::uint64_t end, std::vector<Ent
   commit_op();
 }
 
-void RangeTree::clear_op(std::vector<Entry>* displaced) {
+[[gnu::always_inline]] inline void RangeTree::clear_op(std::vector<Entry>* displaced) {
   begin_op();
   if (wroot_ == 0) return;
   if (displaced) {
@@ -979,6 +961,32 @@ void RangeTree::clear_op(std::vector<Entry>* displaced) {
   wroot_ = 0;
   size_ = 0;
   commit_op();
+}
+
+void RangeTree::store(std::uint64_t start, std::uint64_t end, void* ptr, std::vector<Entry>* displaced) {
+  check_range(start, end, "store");
+  if (__builtin_expect(concurrent_, 0)) {
+    ConcurrentOp::run(*this, [&] { store_op(start, end, ptr, displaced); });
+    return;
+  }
+  store_op(start, end, ptr, displaced);
+}
+
+void RangeTree::erase(std::uint64_t start, std::uint64_t end, std::vector<Entry>* displaced) {
+  check_range(start, end, "erase");
+  if (__builtin_expect(concurrent_, 0)) {
+    ConcurrentOp::run(*this, [&] { erase_op(start, end, displaced); });
+    return;
+  }
+  erase_op(start, end, displaced);
+}
+
+void RangeTree::clear(std::vector<Entry>* displaced) {
+  if (__builtin_expect(concurrent_, 0)) {
+    ConcurrentOp::run(*this, [&] { clear_op(displaced); });
+    return;
+  }
+  clear_op(displaced);
 }
 
 // ---------------------------------------------------------------------------
