@@ -21,6 +21,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <map>
+#include <ostream>
 #include <random>
 #include <set>
 #include <string>
@@ -280,6 +281,15 @@ TEST(tree_Stress, PermanentWindowSplitMerge) { run(3, budget_seconds() * 0.75, t
 // tagged with that chunk's owner, and snapshots are sorted and disjoint.
 
 constexpr u64 kCBase = u64{1} << 36;
+
+}  // namespace
+
+// gtest prints entries by their bytes otherwise (found by ADL).
+void PrintTo(const Entry& e, std::ostream* os) {
+  *os << std::hex << "[" << e.start << ", " << e.end << ") -> " << e.ptr << std::dec;
+}
+
+namespace {
 
 struct Layout {
   unsigned writers;
