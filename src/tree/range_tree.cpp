@@ -37,6 +37,23 @@
 //    directly unless it was never published, or in the destructor, whose
 //    contract is that no reader can remain.
 //
+// 6. Concurrent writers (set_concurrent_writers(true)).  Points 1-5 hold
+//    unchanged because every operation runs, whole, under the commit lock:
+//    begin_op's root load, the copies (txn_ still means "this operation":
+//    only the lock holder allocates with it), commit_op's release store
+//    and the counters.  The lock's release/acquire orders one operation's
+//    plain writes (private nodes, wroot_, path_, counters) before the next
+//    holder's reads, so begin_op may load the root relaxed, as a single
+//    writer does after the caller's lock.  Nodes the next holder reads are
+//    reachable from the newest root, hence not retired.  A writer reads
+//    and rewrites other writers' nodes only to rebalance, always from the
+//    newest root.  rcu::call can wake the callback thread, so full batches
+//    of retired nodes are detached under the lock (ready_) and queued by
+//    the operation after unlocking: that only delays the start of their
+//    grace period, as in point 3.  Writers outside the lock touch only
+//    their thread's reserve (plain pool blocks, never published) and read
+//    the root under RCU in preallocate().
+//
 // Gap bookkeeping: for every child an inner node stores the child's first
 // start, last end and the largest gap between consecutive entries inside the
 // child.  Gaps between children are derived from neighbouring first-start /
@@ -46,6 +63,11 @@
 
 #include "tree/node_pool.h"
 #include "sync/fail_nth.h"
+#include "sync/futex.h"
+#include "sync/lockdep.h"
+#include "sync/tls.h"
+
+#include <sched.h>
 
 #include <algorithm>
 #include <cassert>
@@ -53,6 +75,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <iterator>
+#include <memory>
 #include <new>
 #include <sstream>
 
@@ -80,11 +103,14 @@ void* block_of(Ref r) { return reinterpret_cast<void*>(r & ~Ref{1}); }
 void delete_node(Ref r) { pool::free_local(class_of(r), block_of(r)); }
 
 // One grace-period callback frees the nodes an operation replaced.  The
-// batch lives in a small pool block itself.
+// batch lives in a small pool block itself.  `next` links full batches
+// waiting to be queued (concurrent mode: RangeTree::ready_).
 struct RetireBatch {
   rcu::Head head;
+  RetireBatch* next;
   std::size_t n;
-  Ref nodes[(pool::kClassSize[pool::kSmall] - sizeof(rcu::Head) - sizeof(std::size_t)) / sizeof(Ref)];
+  Ref nodes[(pool::kClassSize[pool::kSmall] - sizeof(rcu::Head) - sizeof(RetireBatch*) - sizeof(std::size_t)) /
+            sizeof(Ref)];
 };
 static_assert(sizeof(RetireBatch) <= pool::kClassSize[pool::kSmall]);
 
@@ -96,6 +122,61 @@ void free_batch(rcu::Head* h) {
   pool::free_remote(pool::kSmall, chain[pool::kSmall]);
   pool::free_remote(pool::kLarge, chain[pool::kLarge]);
 }
+
+// Queue a chain of full batches (linked by `next`) for freeing.
+void queue_batches(RetireBatch* b) {
+  while (b != nullptr) {
+    RetireBatch* next = b->next;
+    rcu::call(&b->head, free_batch);
+    b = next;
+  }
+}
+
+// Height of the tree under root r (0 = empty).  r must stay valid during
+// the walk: the writer's own root, or a root loaded under RCU.
+unsigned height_of(Ref r) {
+  unsigned h = 0;
+  for (; r != 0; r = is_leaf(r) ? 0 : as_inner(r)->child[0]) ++h;
+  return h;
+}
+
+// ---- Concurrent mode: the writers' reserves ----
+
+// A thread's preallocate() reserve (concurrent mode): plain pool blocks,
+// owned by the thread, sized for the tree whose id is `tree`.
+struct WriterReserve {
+  std::uint64_t tree = 0;  // RangeTree::id_ it was sized for; 0 = none
+  std::vector<void*> leaf, inner;
+
+  // Give every block back to the pool.  free_remote (the global return
+  // stack) rather than free_local: at thread exit this may run after the
+  // pool's own thread-local cache was torn down.
+  void drop() {
+    pool::Chain ch[2];
+    for (void* b : leaf) pool::chain_push(ch[pool::kSmall], b);
+    for (void* b : inner) pool::chain_push(ch[pool::kLarge], b);
+    pool::free_remote(pool::kSmall, ch[pool::kSmall]);
+    pool::free_remote(pool::kLarge, ch[pool::kLarge]);
+    leaf.clear();
+    inner.clear();
+    tree = 0;
+  }
+  ~WriterReserve() { drop(); }
+};
+
+// Thread-private.  A pointer (8 bytes of the library's static TLS block,
+// sync/tls.h), the reserve created on first use; its destructor returns
+// the blocks at thread exit.
+VMSPACE_TLS_FAST thread_local std::unique_ptr<WriterReserve> t_reserve;
+
+// Tree ids for the reserves' keys: unique for the life of the process, so
+// a reserve sized for a destroyed tree never passes for one of a new tree
+// at the same address.  Relaxed: only uniqueness matters.
+std::atomic<std::uint64_t> g_next_tree_id{0};
+
+// The commit lock's bounded spin before yielding: a preempted holder (or
+// next ticket holder) needs the CPU more than the waiters do.
+constexpr unsigned kCommitSpinsBeforeYield = 512;
 
 Summary summarize_ref(Ref r) {
   Summary s;
@@ -257,27 +338,162 @@ bool gap_down(Ref ref, const GapReq& r, std::uint64_t& out) {
 
 RangeTree::Summary RangeTree::summarize(Ref r) { return summarize_ref(r); }
 
-bool RangeTree::preallocate(unsigned changes) {
+namespace {
+
+// Top up a reserve for `changes` changes on paths of height `height`.
+bool fill_reserve(std::vector<void*>& leaf, std::vector<void*>& inner, unsigned height, unsigned changes) {
   // A change copies, splits or rebalances a bounded number of nodes on the
   // (at most two) paths to its ends: a few leaves, a few inner nodes per
   // level, and maybe a new root.
-  unsigned height = 0;
-  for (Ref r = wroot_ != 0 ? wroot_ : root_.load(std::memory_order_relaxed); r != 0;
-       r = is_leaf(r) ? 0 : as_inner(r)->child[0])
-    ++height;
   const std::size_t want_leaf = 8 * std::size_t{changes};
   const std::size_t want_inner = (6 * static_cast<std::size_t>(height) + 4) * changes;
-  if (spare_leaf_.size() >= want_leaf && spare_inner_.size() >= want_inner) return true;  // nothing to allocate
+  if (leaf.size() >= want_leaf && inner.size() >= want_inner) return true;  // nothing to allocate
   if (fail_nth::should_fail(fail_nth::Site::tree)) return false;  // injected (tests)
   try {
-    spare_leaf_.reserve(want_leaf);
-    spare_inner_.reserve(want_inner);
+    leaf.reserve(want_leaf);
+    inner.reserve(want_inner);
   } catch (const std::bad_alloc&) {
     return false;
   }
-  while (spare_leaf_.size() < want_leaf) spare_leaf_.push_back(pool::alloc(pool::kSmall));
-  while (spare_inner_.size() < want_inner) spare_inner_.push_back(pool::alloc(pool::kLarge));
+  while (leaf.size() < want_leaf) leaf.push_back(pool::alloc(pool::kSmall));
+  while (inner.size() < want_inner) inner.push_back(pool::alloc(pool::kLarge));
   return true;
+}
+
+}  // namespace
+
+bool RangeTree::preallocate(unsigned changes) {
+  if (!concurrent_) {
+    return fill_reserve(spare_leaf_, spare_inner_,
+                        height_of(wroot_ != 0 ? wroot_ : root_.load(std::memory_order_relaxed)), changes);
+  }
+  // Concurrent mode: the calling thread's reserve, outside the lock.
+  if (!t_reserve) {
+    try {
+      t_reserve = std::make_unique<WriterReserve>();
+    } catch (const std::bad_alloc&) {
+      return false;
+    }
+  }
+  WriterReserve& r = *t_reserve;
+  if (r.tree != id_) {
+    r.drop();  // sized for another tree: its blocks go back first
+    r.tree = id_;
+  }
+  unsigned height;
+  {
+    // Other writers may retire (and, after a grace period, free) the nodes
+    // of this root: walk it as a reader.  Acquire pairs with commit_op's
+    // release store.
+    rcu::ReadGuard g;
+    height = height_of(root_.load(std::memory_order_acquire));
+  }
+  return fill_reserve(r.leaf, r.inner, height, changes);
+}
+
+std::size_t RangeTree::reserved_nodes() const {
+  if (!concurrent_) return spare_leaf_.size() + spare_inner_.size();
+  const WriterReserve* r = t_reserve.get();
+  return r != nullptr && r->tree == id_ ? r->leaf.size() + r->inner.size() : 0;
+}
+
+void RangeTree::set_concurrent_writers(bool on) {
+  if (on == concurrent_) return;
+  if (on) {
+    // Filled by a single writer; from now on each thread has its own.
+    for (void* b : spare_leaf_) pool::free_local(pool::kSmall, b);
+    for (void* b : spare_inner_) pool::free_local(pool::kLarge, b);
+    spare_leaf_.clear();
+    spare_inner_.clear();
+    id_ = g_next_tree_id.fetch_add(1, std::memory_order_relaxed) + 1;
+  } else {
+    // Other threads' reserves keyed by id_ are dropped lazily (next
+    // preallocate for another tree, or thread exit); id_ is never reused.
+    if (t_reserve && t_reserve->tree == id_) t_reserve->drop();
+    id_ = 0;
+  }
+  concurrent_ = on;
+}
+
+// ---------------------------------------------------------------------------
+// The commit lock (concurrent mode)
+
+// Lockdep records it (class none: not order-checked; a new lock class
+// belongs in sync/lock_order.h) so that recursion and unlocking a lock
+// not held abort in debug builds, and it counts as a spinlock for
+// futex.h's check: a futex wake-up under it aborts.
+void RangeTree::commit_lock() const {
+  lockdep::acquire(&commit_, LockClass::none, lockdep::Mode::exclusive, 0, /*trylock=*/false);
+  const std::uint32_t ticket = commit_.next.fetch_add(1, std::memory_order_relaxed);
+  unsigned spins = 0;
+  // Acquire pairs with the release in commit_unlock() of the previous
+  // holder: its operation (nodes, counters, root) happens-before ours.
+  while (commit_.serving.load(std::memory_order_acquire) != ticket) {
+    if (++spins < kCommitSpinsBeforeYield) {
+      cpu_relax();
+    } else {
+      sched_yield();
+    }
+  }
+#if defined(VMSPACE_DEBUG_CHECKS)
+  ++spinlocks_held;
+#endif
+}
+
+void RangeTree::commit_unlock() const {
+  lockdep::release(&commit_);
+#if defined(VMSPACE_DEBUG_CHECKS)
+  --spinlocks_held;
+#endif
+  // Only the holder writes `serving`.  Release pairs with the acquire in
+  // commit_lock() of the next ticket.
+  commit_.serving.store(commit_.serving.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+}
+
+// One store/erase/clear in concurrent mode: lock, lend the calling
+// thread's reserve to new_leaf()/new_inner(), run the operation; then take
+// the reserve back, detach the full retire batches, unlock, queue them.
+class RangeTree::ConcurrentOp {
+ public:
+  // Out of line, so that the single-writer callers keep their lean frame.
+  template <class Body>
+  [[gnu::noinline]] static void run(RangeTree& t, Body body) {
+    ConcurrentOp op(t);
+    body();
+  }
+
+  explicit ConcurrentOp(RangeTree& t) : t_(t) {
+    WriterReserve* r = t_reserve.get();
+    if (r != nullptr && r->tree == t.id_ && !(r->leaf.empty() && r->inner.empty())) r_ = r;
+    t_.commit_lock();
+    if (r_ != nullptr) {  // the tree's spare vectors are empty between operations
+      t_.spare_leaf_.swap(r_->leaf);
+      t_.spare_inner_.swap(r_->inner);
+    }
+  }
+  ~ConcurrentOp() {
+    if (r_ != nullptr) {
+      t_.spare_leaf_.swap(r_->leaf);
+      t_.spare_inner_.swap(r_->inner);
+    }
+    auto* ready = static_cast<RetireBatch*>(t_.ready_);
+    t_.ready_ = nullptr;
+    t_.commit_unlock();
+    queue_batches(ready);  // may wake the RCU callback thread: not under the lock
+  }
+  ConcurrentOp(const ConcurrentOp&) = delete;
+  ConcurrentOp& operator=(const ConcurrentOp&) = delete;
+
+ private:
+  RangeTree& t_;
+  WriterReserve* r_ = nullptr;
+};
+
+std::size_t RangeTree::size_locked() const {
+  commit_lock();
+  std::size_t n = size_;
+  commit_unlock();
+  return n;
 }
 
 LeafNode* RangeTree::new_leaf() {
@@ -359,6 +575,7 @@ void RangeTree::free_subtree(Ref r) {
 }
 
 RangeTree::~RangeTree() {
+  if (concurrent_ && t_reserve && t_reserve->tree == id_) t_reserve->drop();
   for (void* b : spare_leaf_) pool::free_local(pool::kSmall, b);
   for (void* b : spare_inner_) pool::free_local(pool::kLarge, b);
   flush_retired();
@@ -366,11 +583,19 @@ RangeTree::~RangeTree() {
 }
 
 // Queue the pending batch of retired nodes for freeing after a grace period.
+// Never under the commit lock (rcu::call may wake a thread).
 void RangeTree::flush_retired() {
+  if constexpr (lockdep::enabled) {
+    if (concurrent_ && lockdep::held(&commit_))
+      lockdep::fail(&commit_, LockClass::none, "RangeTree: rcu::call under the commit lock");
+  }
+  queue_batches(static_cast<RetireBatch*>(ready_));
+  ready_ = nullptr;
   if (pending_ == nullptr) return;
   auto* b = static_cast<RetireBatch*>(pending_);
   pending_ = nullptr;
-  rcu::call(&b->head, free_batch);
+  b->next = nullptr;
+  queue_batches(b);
 }
 
 // ---------------------------------------------------------------------------
@@ -388,15 +613,26 @@ void RangeTree::commit_op() {
   // rcu::call per full batch (~10 single-entry stores).  Queuing later than
   // the commit only delays the free: the grace period still starts after
   // every reader that could see these nodes began.
+  // Concurrent mode: under the commit lock, so a full batch goes to ready_
+  // and the operation queues it after unlocking (ConcurrentOp).
   for (Ref r : retired_) {
     auto* b = static_cast<RetireBatch*>(pending_);
     if (b == nullptr) {
       b = new (pool::alloc(pool::kSmall)) RetireBatch;
+      b->next = nullptr;
       b->n = 0;
       pending_ = b;
     }
     b->nodes[b->n++] = r;
-    if (b->n == std::size(b->nodes)) flush_retired();
+    if (b->n == std::size(b->nodes)) {
+      if (concurrent_) {
+        b->next = static_cast<RetireBatch*>(ready_);
+        ready_ = b;
+        pending_ = nullptr;
+      } else {
+        flush_retired();
+      }
+    }
   }
   retired_.clear();
 }
@@ -655,8 +891,11 @@ static void check_range(std::uint64_t start, std::uint64_t end, const char* what
   }
 }
 
-void RangeTree::store(std::uint64_t start, std::uint64_t end, void* ptr, std::vector<Entry>* displaced) {
-  check_range(start, end, "store");
+// The operations' bodies: under the caller's serialization of writers, or
+// under the commit lock (concurrent mode).  Inlined into both callers, so
+// the single-writer path is today's function with one more branch.
+[[gnu::always_inline]] inline void RangeTree::store_op(std::uint64_t start, std::uint64_t end, void* ptr,
+                                                     std::vector<Entry>* displaced) {
   begin_op();
   if (wroot_ != 0) {
     // Fast paths, one descent: the leaf reached holds the first entry with
@@ -690,8 +929,8 @@ void RangeTree::store(std::uint64_t start, std::uint64_t end, void* ptr, std::ve
   commit_op();
 }
 
-void RangeTree::erase(std::uint64_t start, std::uint64_t end, std::vector<Entry>* displaced) {
-  check_range(start, end, "erase");
+[[gnu::always_inline]] inline void RangeTree::erase_op(std::uint64_t start, std::uint64_t end,
+                                                     std::vector<Entry>* displaced) {
   begin_op();
   scratch_.clear();
   auto collect = [this](const Entry& e) { scratch_.push_back(e); };
@@ -701,7 +940,7 @@ void RangeTree::erase(std::uint64_t start, std::uint64_t end, std::vector<Entry>
   commit_op();
 }
 
-void RangeTree::clear(std::vector<Entry>* displaced) {
+[[gnu::always_inline]] inline void RangeTree::clear_op(std::vector<Entry>* displaced) {
   begin_op();
   if (wroot_ == 0) return;
   if (displaced) {
@@ -722,6 +961,32 @@ void RangeTree::clear(std::vector<Entry>* displaced) {
   wroot_ = 0;
   size_ = 0;
   commit_op();
+}
+
+void RangeTree::store(std::uint64_t start, std::uint64_t end, void* ptr, std::vector<Entry>* displaced) {
+  check_range(start, end, "store");
+  if (__builtin_expect(concurrent_, 0)) {
+    ConcurrentOp::run(*this, [&] { store_op(start, end, ptr, displaced); });
+    return;
+  }
+  store_op(start, end, ptr, displaced);
+}
+
+void RangeTree::erase(std::uint64_t start, std::uint64_t end, std::vector<Entry>* displaced) {
+  check_range(start, end, "erase");
+  if (__builtin_expect(concurrent_, 0)) {
+    ConcurrentOp::run(*this, [&] { erase_op(start, end, displaced); });
+    return;
+  }
+  erase_op(start, end, displaced);
+}
+
+void RangeTree::clear(std::vector<Entry>* displaced) {
+  if (__builtin_expect(concurrent_, 0)) {
+    ConcurrentOp::run(*this, [&] { clear_op(displaced); });
+    return;
+  }
+  clear_op(displaced);
 }
 
 // ---------------------------------------------------------------------------
@@ -782,6 +1047,7 @@ std::optional<std::uint64_t> RangeTree::gap_top_down(std::uint64_t length, std::
 // Statistics and validation
 
 MemStats RangeTree::stats() const {
+  if (concurrent_) commit_lock();
   MemStats m;
   m.entries = size_;
   m.leaf_nodes = leaves_;
@@ -795,6 +1061,7 @@ MemStats RangeTree::stats() const {
     if (is_leaf(r)) break;
     r = as_inner(r)->child[0];
   }
+  if (concurrent_) commit_unlock();
   return m;
 }
 
@@ -858,6 +1125,14 @@ bool RangeTree::validate_node(Ref r, unsigned depth, unsigned leaf_depth, bool i
 }
 
 bool RangeTree::validate(std::string* why) const {
+  if (!concurrent_) return validate_locked(why);
+  commit_lock();
+  bool ok = validate_locked(why);
+  commit_unlock();
+  return ok;
+}
+
+bool RangeTree::validate_locked(std::string* why) const {
   Ref r = root_.load(std::memory_order_acquire);
   if (r == 0) {
     if (size_ != 0) return fail(why, "empty tree but size " + std::to_string(size_));

@@ -8,10 +8,45 @@
 //
 // Concurrency model
 // -----------------
-// Writers (store, erase, clear) are serialized by the CALLER (the mmap_lock
-// write side); the tree takes no lock of its own.  Readers (find, find_vma,
-// find_prev, next, prev, for_each, gap searches) never block: call them
-// inside an rcu::ReadGuard, or while holding the writer's lock.
+// Writers (store, erase, clear, preallocate) run in one of two modes,
+// chosen with set_concurrent_writers() before the tree is shared:
+//
+//  * Single writer (the default).  Writers are serialized by the CALLER
+//    (the mmap_lock write side); the tree takes no lock of its own and its
+//    store path has no atomic read-modify-write.
+//  * Concurrent writers (set_concurrent_writers(true): issue 19's
+//    per_vma_range mode, docs/range-writers.md section 5).  Writers may run
+//    at the same time PROVIDED THE CALLER GUARANTEES that their key ranges
+//    are disjoint.  An operation's key range is the [start, end) it passes
+//    together with every entry it stores, trims or erases (clear(): all
+//    keys).  The VMA layer gets that from its range lock.  store(), erase()
+//    and clear() then take the tree's commit lock for the whole operation
+//    (read the root, copy and rebalance the paths, publish the new root
+//    with one release store, update the counters); nodes they retire are
+//    queued to RCU after the lock is dropped.  The commit lock is a FIFO
+//    ticket spinlock held for one operation (tens to hundreds of ns) and a
+//    leaf: only the node pool's internals (and a `displaced` vector's
+//    growth: reserve it beforehand to keep malloc out) run under it; no
+//    RCU queueing, no wake-up.  preallocate() fills a reserve that belongs
+//    to the CALLING THREAD (one thread writes one tree at a time), outside
+//    the lock, and that thread's next store()/erase() takes it.
+//
+//    Why the result is that of some serial order: the lock serializes
+//    whole operations, each built from the newest root (read under the
+//    lock) and published before the next begins, so the tree goes through
+//    exactly the states of the single-writer tree under the lock order.
+//    Disjointness makes that order irrelevant to every writer: an
+//    operation reads and changes only the entries in its own key range,
+//    which no other writer touches, so what it displaces and what it
+//    leaves there are the same in any order.  Rebalancing may copy, shift
+//    or merge nodes that hold other writers' entries, but it does so under
+//    the lock, from the newest root: it moves those entries without
+//    changing them, and no other writer's copy of the same node can be
+//    published in between.
+//
+// Readers (find, find_vma, find_prev, next, prev, for_each, gap searches)
+// never block and are the same in both modes: call them inside an
+// rcu::ReadGuard, or while holding the writer's lock.
 //
 // Every mutation is copy-on-write: the nodes on the modified paths are
 // copied, the copies are edited privately and the new root is published by
@@ -43,8 +78,11 @@
 //      freed memory while the caller stays in one ReadGuard.  Under the
 //      writer's lock all iteration is exact.
 //  (E) Gap searches work on one snapshot (one root load).  size(),
-//      stats() and validate() read writer-side state: call them under the
-//      writer's lock (or when no store can run).
+//      stats() and validate() read writer-side state.  Single-writer
+//      mode: call them under the writer's lock (or when no store can
+//      run).  Concurrent mode: they take the commit lock themselves and see
+//      the tree between two operations; validate() holds it for a whole
+//      tree walk (tests and debug checks only).
 //
 // Structure: a B+tree.  Leaves (384 bytes) hold up to 15 entries as
 // end[] keys plus (start, ptr) slots; inner nodes (1 KiB) hold up to 31
@@ -65,6 +103,12 @@
 // reference the tree, so they may still be pending after destruction and
 // rcu::barrier() drains them.  So a tree that is no longer written may hold
 // up to one batch (~40 nodes) of retired memory until it is destroyed.
+// A thread's preallocate() reserve in concurrent mode is keyed by the
+// tree's id, not its address: the destructor returns the calling thread's
+// reserve to the pool; another thread's reserve for a destroyed tree is
+// plain pool blocks, returned at that thread's next preallocate() for
+// another tree or at its exit, and never mistaken for a reserve of a new
+// tree built at the same address.
 #pragma once
 
 #include <atomic>
@@ -214,6 +258,15 @@ __attribute__((target("avx2"), always_inline)) inline unsigned rank_le_avx2(cons
 inline bool use_avx2 = (__builtin_cpu_init(), __builtin_cpu_supports("avx2"));
 #endif
 
+// The concurrent-writer mode's commit lock: a FIFO ticket lock (code in
+// range_tree.cpp).  A ticket lock rather than SpinLock (test-and-set,
+// unfair) because writers queue here on every layout change and the mode
+// promises writers that never starve.
+struct CommitLock {
+  std::atomic<std::uint32_t> next{0};     // next ticket to hand out (relaxed RMW)
+  std::atomic<std::uint32_t> serving{0};  // the holder's ticket: release by unlock, acquire by lock
+};
+
 }  // namespace detail
 
 class RangeTree {
@@ -306,7 +359,17 @@ class RangeTree {
 
   bool empty() const { return root_.load(std::memory_order_acquire) == 0; }
 
-  // ---- Writers: serialized by the caller ----
+  // ---- Writers: serialized by the caller, or disjoint (concurrent mode) ----
+
+  // Switch between the single-writer mode (false, the default) and the
+  // concurrent-writer mode (true); see "Concurrency model" above.  Call
+  // while no other thread can be writing the tree (normally right after
+  // construction, before it is shared); readers may run, the tree may
+  // hold entries.  Switching on returns the tree's own preallocate()
+  // reserve to the pool (reserves are per thread from then on); switching
+  // off returns the calling thread's.
+  void set_concurrent_writers(bool on);
+  bool concurrent_writers() const { return concurrent_; }
 
   // Make [start, end) map to ptr (ptr may be anything, nullptr included),
   // replacing or trimming whatever overlapped.  Appends the overlapped
@@ -326,11 +389,20 @@ class RangeTree {
   // changed then.  `changes`: how many store()/erase() calls the reserve
   // must cover.  The reserve covers any one
   // change on paths of the current height; should a change need more, it
-  // allocates the rest as before.
+  // allocates the rest as before.  Concurrent mode: the reserve is the
+  // calling thread's (two writers that each preallocated find their own
+  // nodes); only that thread's store()/erase() on this tree draw on it.  A
+  // thread that last preallocated for another tree returns that reserve to
+  // the pool first.  Takes no lock (the height is read under RCU).
   bool preallocate(unsigned changes = 1);
+  // Blocks in the reserve the calling writer would use for this tree
+  // (single-writer mode: the tree's; concurrent mode: this thread's).
+  // For tests.
+  std::size_t reserved_nodes() const;
 
-  // ---- Statistics and checking (writer's lock, or quiescent tree) ----
-  std::size_t size() const { return size_; }
+  // ---- Statistics and checking (writer's lock, or quiescent tree; ----
+  // ---- concurrent mode: they take the commit lock)                 ----
+  std::size_t size() const { return concurrent_ ? size_locked() : size_; }
   MemStats stats() const;
   // Checks ordering, non-overlap, key/summary consistency between parents
   // and children, gap bookkeeping, node fill, uniform depth, counters.
@@ -399,6 +471,14 @@ class RangeTree {
 #endif
 
   // Writer internals (range_tree.cpp).
+  class ConcurrentOp;  // concurrent mode: one operation under the commit lock
+  void store_op(std::uint64_t start, std::uint64_t end, void* ptr, std::vector<Entry>* displaced);
+  void erase_op(std::uint64_t start, std::uint64_t end, std::vector<Entry>* displaced);
+  void clear_op(std::vector<Entry>* displaced);
+  void commit_lock() const;
+  void commit_unlock() const;
+  std::size_t size_locked() const;
+  bool validate_locked(std::string* why) const;
   void begin_op();
   void commit_op();
   void flush_retired();
@@ -423,9 +503,20 @@ class RangeTree {
   static bool walk(Ref r, std::uint64_t lo, std::uint64_t hi, F& f);
 
   // The only field readers touch; on its own cache line so that lookups do
-  // not bounce with the writer's bookkeeping below.
+  // not bounce with the writer's bookkeeping below.  Written by commit_op
+  // (release) under the writers' serialization; see range_tree.cpp 1.
   alignas(64) std::atomic<Ref> root_{0};
-  // Writer-only state.
+  // The writer mode and the key of the threads' reserves (concurrent mode;
+  // 0 otherwise, never reused).  Written only by set_concurrent_writers()
+  // (no writer may run then), read by writers without a lock; beside
+  // root_, which begin_op loads anyway, so the mode test costs no line.
+  bool concurrent_ = false;
+  std::uint64_t id_ = 0;
+  // Concurrent mode only; on its own line (every writer's RMW lands here).
+  // mutable: size()/stats()/validate() take it too.
+  alignas(64) mutable detail::CommitLock commit_;
+  // Writer-only state: protected by the caller's serialization of writers
+  // (single-writer mode) or by commit_ (concurrent mode).
   alignas(64) Ref wroot_ = 0;  // working root during an operation
   std::uint64_t txn_ = 1;  // nodes with txn == txn_ are private to this op
   std::size_t size_ = 0;
@@ -434,8 +525,14 @@ class RangeTree {
   PathStep path_[kMaxDepth];
   std::vector<Ref> retired_;  // replaced by the current operation
   void* pending_ = nullptr;   // batch of retired nodes not yet queued to RCU
+  // Concurrent mode: full batches commit_op detached, queued to RCU by the
+  // operation after it drops commit_ (null between operations).
+  void* ready_ = nullptr;
   std::vector<Entry> scratch_;
-  // preallocate()'s reserve of node blocks (writer-only).
+  // The reserve new_leaf()/new_inner() draw from first.  Single-writer
+  // mode: preallocate()'s reserve.  Concurrent mode: empty between
+  // operations; during one, it holds the calling thread's reserve (swapped
+  // in and out under commit_, see ConcurrentOp).
   std::vector<void*> spare_leaf_, spare_inner_;
 };
 
