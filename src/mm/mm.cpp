@@ -23,6 +23,10 @@ MmStruct::MmStruct(const MmConfig& c, mem::PhysMem* p)
       phys(p) {
   // At exec the break is at its start and there is no heap VMA yet.
   start_brk = brk = c.start_brk;
+  // per_vma_range: writers of disjoint ranges store into the tree at once
+  // (their key ranges are disjoint: each changes only entries inside its
+  // range, range-writers.md section 10, R2).
+  if (mode == LockMode::per_vma_range) mm_mt.set_concurrent_writers(true);
 }
 
 std::uint64_t mmap_base_for(const MmConfig& cfg) {

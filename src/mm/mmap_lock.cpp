@@ -201,6 +201,11 @@ void vma_start_write(Vma* vma) {
   // kVmaUnlockedSeq (invariant R1), so equality means we stamped it.
   RangeHold* w = mm->mode == LockMode::per_vma_range ? range_writer(mm) : nullptr;
   const std::uint64_t seq = w != nullptr ? w->seq : mm->mm_lock_seq.raw_read_relaxed();
+  // Invariant R2 (range-writers.md section 10): a writer write-locks only
+  // VMAs inside its range.
+  if constexpr (lockdep::enabled)
+    if (w != nullptr && !range_held_covers(mm, vma->vm_start, vma->vm_end))
+      lockdep::fail(vma, LockClass::vma_lock, "per_vma_range: write-locking a VMA outside the writer's range");
   if (vma->vm_lock_seq.load(std::memory_order_relaxed) == seq) return;  // already ours
 
   switch (mm->mode) {
