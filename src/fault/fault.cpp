@@ -130,7 +130,8 @@ pfn_t alloc_page(MmStruct* mm, bool zeroed) {
 unsigned vmf_anon_prepare(Vmf& f) {
   if (f.vma->anon_vma.load(std::memory_order_acquire) != nullptr) return kFaultDone;
   FAULT_HOOK(anon_prepare);
-  if (f.vma_locked && !mm::mmap_read_trylock(f.mm)) return kFaultRetry;
+  // Under the VMA read lock its range is stable.
+  if (f.vma_locked && !mm::mmap_read_trylock_vma(f.mm, f.vma->vm_start, f.vma->vm_end)) return kFaultRetry;
   unsigned r = mm::anon_vma_prepare(f.vma) ? kFaultDone : kFaultOom;
   if (f.vma_locked) mm::mmap_read_unlock(f.mm);
   return r;

@@ -446,8 +446,11 @@ long vm_mmap(MmStruct* mm, std::uint64_t addr, std::uint64_t len, int prot, int 
     if (mmap_range_wanted(mm, addr, len, flags, &lo, &hi)) {
       range_write_lock(mm, lo, hi);
       // mlockall(MCL_FUTURE) (def_flags: only a whole-space writer
-      // changes it, so it is stable under any range) locks and populates.
-      if (!(mm->def_flags & VM_LOCKED)) r = do_mmap(mm, file, f_mode, addr, len, prot, flags, off, populate);
+      // changes it, so it is stable under any range) locks and populates;
+      // MAP_FIXED over locked memory changes locked_vm.
+      if (!(mm->def_flags & VM_LOCKED) &&
+          !((flags & MAP_FIXED) && range_has_vma_with(mm, lo, lo + page_align(len), VM_LOCKED)))
+        r = do_mmap(mm, file, f_mode, addr, len, prot, flags, off, populate);
       if (r == kNeedWholeSpace) range_write_widen(mm);
     } else {
       mmap_write_lock(mm);

@@ -42,6 +42,16 @@ inline void mmap_read_unlock(MmStruct* mm) {
   return mm->mmap_lock.try_lock_shared();
 }
 
+// mmap_read_trylock for a holder of `vma`'s read lock that is about to read
+// its neighbours (anon_vma_prepare): in per_vma_range, a read request on
+// the VMA's neighbourhood only (docs/range-writers.md section 6), so that
+// layout changes elsewhere do not make it fail.  Release with
+// mmap_read_unlock.
+[[nodiscard]] inline bool mmap_read_trylock_vma(MmStruct* mm, std::uint64_t vm_start, std::uint64_t vm_end) {
+  if (mm->mode == LockMode::per_vma_range) return range_trylock_read(mm, vm_start, vm_end);
+  return mm->mmap_lock.try_lock_shared();
+}
+
 // Write side.  Every VMA write lock taken under it ends when it ends.
 void mmap_write_lock(MmStruct* mm, unsigned subclass = 0);
 [[nodiscard]] bool mmap_write_trylock(MmStruct* mm);

@@ -154,16 +154,6 @@ RangeLock::Interval range_needed(MmStruct* mm, std::uint64_t start, std::uint64_
 
 bool range_write_lock(MmStruct* mm, std::uint64_t start, std::uint64_t end) {
   RangeHold* h = claim(mm);
-  // Acq_rel: see the comment above ("map_count").
-  const int reserved =
-      mm->map_count_reserved.fetch_add(kRangedMapSlack, std::memory_order_acq_rel) + kRangedMapSlack;
-  if (mm->map_count.load(std::memory_order_relaxed) + reserved > mm->max_map_count - 1) {
-    mm->map_count_reserved.fetch_sub(kRangedMapSlack, std::memory_order_release);
-    range_lock_whole(mm, RangeLock::Mode::write);
-    mm->events.count(VmEvent::range_write_whole);
-    return false;
-  }
-  h->reserved = true;
   // Section 3.3: the snapshot's hull, then the hull again under the lock.
   // Granted, nobody else changes a VMA meeting L, so K is stable; if it
   // is not inside L, a writer changed our neighbourhood between the two:
@@ -181,8 +171,42 @@ bool range_write_lock(MmStruct* mm, std::uint64_t start, std::uint64_t end) {
     mm->events.count(VmEvent::range_lock_retry);
     l = {std::min(l.lo, k.lo), std::max(l.hi, k.hi)};
   }
+  if (!h->whole()) {
+    // Admission (see "map_count" above), once granted: from here until we
+    // end, no whole-space writer runs (they conflict with our range), so
+    // only ranged writers, all admitted the same way, change map_count.
+    // Acq_rel: see the comment above.
+    const int reserved =
+        mm->map_count_reserved.fetch_add(kRangedMapSlack, std::memory_order_acq_rel) + kRangedMapSlack;
+    if (mm->map_count.load(std::memory_order_relaxed) + reserved > mm->max_map_count - 1) {
+      mm->map_count_reserved.fetch_sub(kRangedMapSlack, std::memory_order_release);
+      mm->range_lock.unlock(h->req);
+      range_lock_whole(mm, RangeLock::Mode::write);
+      mm->events.count(VmEvent::range_write_whole);
+      return false;
+    }
+    h->reserved = true;
+  } else {
+    mm->events.count(VmEvent::range_write_whole);
+  }
   begin(mm, h, RangeLock::Mode::write);
   return !h->whole();
+}
+
+bool range_trylock_read(MmStruct* mm, std::uint64_t start, std::uint64_t end) {
+  RangeHold* h = claim(mm);
+  const RangeLock::Interval l = range_needed(mm, start, end);
+  h->req.set(l, RangeLock::Mode::read);
+  if (!mm->range_lock.try_lock(h->req)) return false;
+  // As a writer's: stable once granted; a neighbour that changed between
+  // the snapshot and the grant makes the try fail (the caller retries).
+  const RangeLock::Interval k = range_needed(mm, start, end);
+  if (k.lo < l.lo || k.hi > l.hi) {
+    mm->range_lock.unlock(h->req);
+    return false;
+  }
+  begin(mm, h, RangeLock::Mode::read);
+  return true;
 }
 
 void range_write_widen(MmStruct* mm) {

@@ -81,6 +81,12 @@ void range_downgrade(MmStruct* mm);
 // more than the range (a locked VMA, a placement outside L).
 bool range_write_lock(MmStruct* mm, std::uint64_t start, std::uint64_t end);
 
+// per_vma_range: try to read-lock what a reader of the VMAs meeting
+// [start, end) and their neighbours needs (the fault's anon_vma_prepare,
+// which may reuse a neighbour's anon_vma), as a VMA read-lock holder may:
+// never waits.
+[[nodiscard]] bool range_trylock_read(MmStruct* mm, std::uint64_t start, std::uint64_t end);
+
 // Trade this thread's ranged write hold for the whole space (the change
 // found it needs more).  Everything the writer did so far is released
 // first: call it before changing anything.

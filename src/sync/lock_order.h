@@ -15,13 +15,14 @@
 //                          never with an mm lock held (msync drops it)
 //   mmap_lock              RwSemaphore, one per AddressSpace
 //   range_lock             RangeLock (sync/range_lock.h), per_vma_range
-//                          mode's mmap_lock (not wired in yet:
-//                          docs/range-writers.md): one request (one or
-//                          two intervals, read or write) per thread per
-//                          mm; fork nests the child's as subclass 1.
-//                          Its internal SpinLock is a leaf
+//                          mode's mmap_lock (mm/range_writer.h): one
+//                          request (one or two intervals, read or write)
+//                          per thread per mm; the whole space is the
+//                          mmap_lock; fork nests the child's as subclass
+//                          1.  Its internal SpinLock is a leaf
 //     vma_lock             per-VMA lock.  Write side (vma_start_write) only
-//                          with mmap_lock held for write; read side
+//                          with mmap_lock held for write (per_vma_range:
+//                          a write range containing the VMA); read side
 //                          (lock_vma_under_rcu) only with NO mm lock held,
 //                          after which mmap_lock may only be try-locked
 //       i_mmap_rwsem       per file mapping (address_space)
@@ -42,6 +43,9 @@
 //                            (MADV_REMOVE: under mmap_lock; write-back,
 //                            ftruncate: under no mm lock)
 //               frame_lock   frame allocator / page-cache internals
+//   RangeTree's commit lock  per_vma_range: one store/erase of the VMA tree
+//                          (tree/range_tree.h); a leaf under any of the
+//                          above, nothing but the node pool under it
 //
 // Same-class nesting (two locks of one class at once) is a deadlock unless
 // the caller names a distinct subclass (fork: parent then child mmap_lock,
