@@ -239,8 +239,9 @@ struct FutexKey {
 // took the mmap_lock instead.  LockMode::per_vma_range: range_write_ranged
 // counts mmap, munmap and mprotect calls that locked only the range they
 // change (with its neighbours), range_write_whole those that locked the
-// whole space (MAP_POPULATE, MAP_LOCKED, locked VMAs, stacks, overcommit
-// never, near max_map_count), range_lock_retry range requests redone
+// whole space (placements without a hint, MAP_POPULATE, MAP_LOCKED,
+// locked VMAs, stacks, overcommit never, near max_map_count),
+// range_lock_retry range requests redone
 // wider because a neighbour changed meanwhile.  (Same order as
 // mm::VmEvent.)
 enum class VmStat {

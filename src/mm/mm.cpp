@@ -180,6 +180,7 @@ bool mm_validate_rmap(MmStruct* mm, std::string* why) {
   return true;
 }
 
+#if defined(VMSPACE_DEBUG_CHECKS)
 namespace {
 
 // per_vma_range, a ranged writer: what it may read is the VMAs meeting its
@@ -203,6 +204,7 @@ bool validate_range(MmStruct* mm, RangeLock::Interval l, std::string* why) {
 }
 
 }  // namespace
+#endif
 
 void mm_debug_validate(MmStruct* mm) {
 #if defined(VMSPACE_DEBUG_CHECKS)

@@ -122,7 +122,9 @@ void range_unlock(MmStruct* mm) {
 // what they would give in some serial order of the writers.  Each ranged
 // change raises map_count by less than kRangedMapSlack above its value
 // when the change began, at any moment, and its net effect is less than
-// that too.  A writer is admitted only if
+// that too.  A writer is admitted - once its range is granted, so that
+// no whole-space writer (they ignore reservations) can run until it ends -
+// only if
 //     map_count + (every admitted writer's slack, its own included)
 //       <= max_map_count - 1,
 // read after its own reservation (an RMW on one word: of two admissions,
@@ -141,14 +143,14 @@ RangeLock::Interval range_needed(MmStruct* mm, std::uint64_t start, std::uint64_
   std::uint64_t lo = start > pad ? (start - pad) & ~(kGranule - 1) : 0;
   std::uint64_t hi = end + pad;
   hi = hi < end || hi + kGranule - 1 < hi ? RangeLock::kWhole.hi : (hi + kGranule - 1) & ~(kGranule - 1);
-  // The whole extent of every VMA it meets, from one snapshot (tree
-  // entries only: no VMA field is read without a lock).
+  // The whole extent of every VMA it meets, from one snapshot (one root
+  // load: tree entries only, no VMA field is read without a lock).  Only
+  // the first and the last entry meeting [lo, hi) can reach beyond it.
   rcu::ReadGuard rcu;
-  const std::uint64_t nlo = lo, nhi = hi;
-  mm->mm_mt.for_each(nlo, nhi, [&](const tree::Entry& e) {
-    lo = std::min(lo, e.start);
-    hi = std::max(hi, e.end);
-  });
+  if (const auto e = mm->mm_mt.edges(lo, hi)) {
+    lo = std::min(lo, e->first.start);
+    hi = std::max(hi, e->second.end);
+  }
   return {lo, hi};
 }
 

@@ -36,10 +36,14 @@
 //
 // No lost wake-up: blocked_by_ reaches 0 once per queueing, under lock_,
 // in the unlock()/downgrade() of its last blocker, which links the request
-// onto its wake chain and, after dropping lock_, stores granted_ = 1 and
-// futex-wakes it.  The waiter sleeps only while granted_ is 0
-// (futex_wait compares atomically), so either it sees the store or the
-// wake finds it asleep.  A request granted on arrival sets its own word.
+// onto its wake chain and, after dropping lock_, exchanges granted_ for
+// kGranted, and futex-wakes it if it replaced kAsleep.  The waiter sleeps
+// only after its CAS kWaiting -> kAsleep succeeded, and only while the
+// word is still kAsleep (futex_wait compares atomically): if the grant
+// came first, the CAS fails and the waiter does not sleep; if the CAS came
+// first, the exchange returns kAsleep and wakes it (a wake before the
+// futex_wait makes it return at once).  A request granted on arrival sets
+// its own word.  A grant to a waiter still spinning costs no system call.
 //
 // Memory ordering: everything a holder P did inside its range happens
 // before the accesses of the next holder R of a conflicting request:
@@ -76,13 +80,13 @@ namespace {
 // Polls of the request's word before sleeping: long enough to ride out a
 // short operation on the other CPU, short enough not to matter when the
 // holder is preempted.
-constexpr int kSpinBeforeFutex = 128;
+constexpr int kSpinBeforeFutex = 512;
 
 bool intervals_overlap(const RangeLock::Interval& a, const RangeLock::Interval& b) {
   return a.lo < b.hi && b.lo < a.hi;
 }
 
-[[noreturn]] void bad_request(const void* lock, LockClass cls, const char* msg) {
+[[maybe_unused, noreturn]] void bad_request(const void* lock, LockClass cls, const char* msg) {
   lockdep::fail(lock, cls, msg);
 }
 }  // namespace
@@ -168,12 +172,19 @@ void RangeLock::lock(Request& req, unsigned subclass) {
   // conflicting holder's unlink.
   if (blocked_by == 0) return;
   int spins = 0;
-  // Acquire pairs with the release store in wake().
-  while (req.granted_.load(std::memory_order_acquire) == 0) {
-    if (++spins < kSpinBeforeFutex)
+  // Acquire pairs with the release exchange in wake().
+  for (;;) {
+    std::uint32_t w = req.granted_.load(std::memory_order_acquire);
+    if (w == kGranted) break;
+    if (++spins < kSpinBeforeFutex) {
       cpu_relax();
-    else
-      futex_wait(&req.granted_, 0);
+      continue;
+    }
+
+    if (w == kWaiting &&
+        !req.granted_.compare_exchange_strong(w, kAsleep, std::memory_order_acquire, std::memory_order_acquire))
+      continue;  // granted meanwhile: w is kGranted
+    futex_wait(&req.granted_, kAsleep);
   }
 }
 
@@ -184,7 +195,7 @@ void RangeLock::enqueue(Request& req, std::uint32_t blocked_by) {
   req.blocked_by_ = blocked_by;
   // Relaxed: only the owner reads it before a waker's release store,
   // which comes after blocked_by_ reaches 0 under lock_.
-  req.granted_.store(blocked_by == 0 ? 1 : 0, std::memory_order_relaxed);
+  req.granted_.store(blocked_by == 0 ? kGranted : kWaiting, std::memory_order_relaxed);
   req.wake_next_ = nullptr;
   req.next_ = nullptr;
   req.prev_ = tail_;
@@ -292,14 +303,13 @@ void RangeLock::wake(Request* chain) {
     // Release pairs with the acquire load in lock(); r may be unlocked and
     // gone as soon as the owner sees it, so only the futex address is
     // used afterwards.
-    r->granted_.store(1, std::memory_order_release);
-    futex_wake(&r->granted_, 1);
+    if (r->granted_.exchange(kGranted, std::memory_order_release) == kAsleep) futex_wake(&r->granted_, 1);
   }
 }
 
 void RangeLock::check_owner(const Request& req, const char* what) const {
 #if defined(VMSPACE_DEBUG_CHECKS)
-  if (req.queued_on_ != this || req.granted_.load(std::memory_order_relaxed) == 0 ||
+  if (req.queued_on_ != this || req.granted_.load(std::memory_order_relaxed) != kGranted ||
       req.owner_tid_ != lockdep::thread_id() || !lockdep::held(this)) {
     std::fprintf(stderr, "vmspace: RangeLock %p (%s): %s by thread %d of a request it does not "
                          "hold (request queued on %p, owner thread %d)\n",

@@ -69,6 +69,9 @@ class RangeLock {
   // or with every writer (read), i.e. the mmap_lock.
   static constexpr Interval kWhole{0, ~std::uint64_t{0}};
 
+  // Request::granted_ values.
+  static constexpr std::uint32_t kWaiting = 0, kGranted = 1, kAsleep = 2;
+
   class Request {
    public:
     Request(Interval a, Mode mode) { set(a, mode); }
@@ -96,7 +99,7 @@ class RangeLock {
     }
 
     // Racy (relaxed); for tests and assertions.
-    bool is_granted() const { return granted_.load(std::memory_order_relaxed) != 0; }
+    bool is_granted() const { return granted_.load(std::memory_order_relaxed) == kGranted; }
 
    private:
     friend class RangeLock;
@@ -123,10 +126,13 @@ class RangeLock {
     // whose step took blocked_by_ to 0 (it happens once per queueing),
     // read by that thread after it drops lock_; nobody else touches it.
     Request* wake_next_ = nullptr;
-    // The futex word: 0 while waiting, 1 once granted.  Set by the owner
-    // when it queues the request (1 if granted on arrival); otherwise set
-    // to 1 by the waker with release ordering (pairs with the owner's
-    // acquire load in lock()).
+    // The futex word: kWaiting, kGranted, or kAsleep (waiting, and the
+    // owner sleeps or is about to: a grant must futex-wake it).  Set by
+    // the owner when it queues the request (kGranted if granted on
+    // arrival), kWaiting -> kAsleep by the owner's CAS before it sleeps;
+    // set to kGranted by the waker's exchange with release ordering
+    // (pairs with the owner's acquire loads in lock()), which wakes only
+    // when it replaced kAsleep.
     std::atomic<std::uint32_t> granted_{0};
 #if defined(VMSPACE_DEBUG_CHECKS)
     // Thread id of the thread that queued it; owner-only.

@@ -174,8 +174,8 @@ VMSPACE_TLS_FAST thread_local std::unique_ptr<WriterReserve> t_reserve;
 // at the same address.  Relaxed: only uniqueness matters.
 std::atomic<std::uint64_t> g_next_tree_id{0};
 
-// The commit lock's bounded spin before yielding: a preempted holder (or
-// next ticket holder) needs the CPU more than the waiters do.
+// The commit lock's bounded spin before yielding: a preempted holder needs
+// the CPU more than the waiters do.
 constexpr unsigned kCommitSpinsBeforeYield = 512;
 
 Summary summarize_ref(Ref r) {
@@ -424,15 +424,16 @@ void RangeTree::set_concurrent_writers(bool on) {
 // futex.h's check: a futex wake-up under it aborts.
 void RangeTree::commit_lock() const {
   lockdep::acquire(&commit_, LockClass::none, lockdep::Mode::exclusive, 0, /*trylock=*/false);
-  const std::uint32_t ticket = commit_.next.fetch_add(1, std::memory_order_relaxed);
   unsigned spins = 0;
   // Acquire pairs with the release in commit_unlock() of the previous
   // holder: its operation (nodes, counters, root) happens-before ours.
-  while (commit_.serving.load(std::memory_order_acquire) != ticket) {
-    if (++spins < kCommitSpinsBeforeYield) {
-      cpu_relax();
-    } else {
-      sched_yield();
+  while (commit_.locked.exchange(1, std::memory_order_acquire) != 0) {
+    while (commit_.locked.load(std::memory_order_relaxed) != 0) {
+      if (++spins < kCommitSpinsBeforeYield) {
+        cpu_relax();
+      } else {
+        sched_yield();
+      }
     }
   }
 #if defined(VMSPACE_DEBUG_CHECKS)
@@ -445,9 +446,9 @@ void RangeTree::commit_unlock() const {
 #if defined(VMSPACE_DEBUG_CHECKS)
   --spinlocks_held;
 #endif
-  // Only the holder writes `serving`.  Release pairs with the acquire in
-  // commit_lock() of the next ticket.
-  commit_.serving.store(commit_.serving.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+  // Release pairs with the acquire exchange in commit_lock() of the next
+  // holder.
+  commit_.locked.store(0, std::memory_order_release);
 }
 
 // One store/erase/clear in concurrent mode: lock, lend the calling
@@ -993,7 +994,20 @@ void RangeTree::clear(std::vector<Entry>* displaced) {
 // Readers
 
 std::optional<Entry> RangeTree::find_prev(std::uint64_t addr) const {
-  Ref r = root_.load(std::memory_order_acquire);
+  return find_prev_in(root_.load(std::memory_order_acquire), addr);
+}
+
+std::optional<std::pair<Entry, Entry>> RangeTree::edges(std::uint64_t lo, std::uint64_t hi) const {
+  const Ref r = root_.load(std::memory_order_acquire);
+  const LeafNode* l;
+  unsigned i;
+  if (lo >= hi || !locate(r, lo, l, i) || l->slot[i].start >= hi) return std::nullopt;
+  const Entry first{l->slot[i].start, l->end[i], l->slot[i].ptr};
+  const auto last = find_prev_in(r, hi);  // there is one: `first` meets [lo, hi)
+  return std::pair{first, last ? *last : first};
+}
+
+std::optional<Entry> RangeTree::find_prev_in(Ref r, std::uint64_t addr) {
   if (r == 0 || addr == 0) return std::nullopt;
   std::uint64_t key = addr - 1;  // last entry with start <= key
   while (!is_leaf(r)) {

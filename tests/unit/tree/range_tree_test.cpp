@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 namespace vmspace::tree {
@@ -188,6 +189,31 @@ TEST_F(tree_RangeTree, IterationPrevNext) {
   ++c;
   ++c;
   EXPECT_EQ(c->ptr, tagp(12));
+}
+
+TEST_F(tree_RangeTree, EdgesAreTheFirstAndLastEntryMeetingARange) {
+  // Entries [10k, 10k + 5) for k < 2000 (a tree of several levels); edges()
+  // against a scan, for windows of every kind: empty, inside one entry,
+  // inside a gap, across many entries, at both ends.
+  RangeTree t;
+  for (std::uint64_t k = 0; k < 2000; ++k) t.store(10 * k + 100, 10 * k + 105, reinterpret_cast<void*>(k + 1));
+  std::uint64_t seed = 12345;
+  for (int n = 0; n < 5000; ++n) {
+    seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+    const std::uint64_t lo = (seed >> 33) % 20300;
+    const std::uint64_t hi = lo + ((seed >> 13) % 500);
+    std::optional<Entry> first, last;
+    t.for_each(lo, hi, [&](const Entry& e) {
+      if (!first) first = e;
+      last = e;
+    });
+    const auto got = t.edges(lo, hi);
+    ASSERT_EQ(got.has_value(), first.has_value()) << lo << ", " << hi;
+    if (got) {
+      EXPECT_EQ(got->first, *first) << lo << ", " << hi;
+      EXPECT_EQ(got->second, *last) << lo << ", " << hi;
+    }
+  }
 }
 
 TEST_F(tree_RangeTree, GapSearchAlignment) {
