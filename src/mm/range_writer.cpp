@@ -6,6 +6,8 @@
 #include <cstdio>
 #include <algorithm>
 #include <cstdlib>
+#include <memory>
+#include <span>
 
 #include "mm/vma.h"
 #include "sync/lockdep.h"
@@ -20,7 +22,10 @@ namespace {
 // then the child's); two more slots leave room for embedders that lock two
 // spaces of their own (each through its own call, never nested in ours).
 constexpr unsigned kHolds = 4;
-thread_local RangeHold tls_holds[kHolds];
+// Allocated on a thread's first hold: the library's TLS block must stay
+// small (sync/tls.h: a process that dlopens libvmspace.so must find room
+// for all of it in glibc's static TLS reserve).
+thread_local std::unique_ptr<RangeHold[]> tls_holds;
 
 [[noreturn]] void die(const MmStruct* mm, const char* msg) {
   std::fprintf(stderr, "vmspace: per_vma_range: %s (mm %p)\n", msg, static_cast<const void*>(mm));
@@ -28,8 +33,9 @@ thread_local RangeHold tls_holds[kHolds];
 }
 
 RangeHold* claim(MmStruct* mm) {
+  if (tls_holds == nullptr) tls_holds = std::make_unique<RangeHold[]>(kHolds);
   RangeHold* free = nullptr;
-  for (RangeHold& h : tls_holds) {
+  for (RangeHold& h : std::span(tls_holds.get(), kHolds)) {
     if (h.mm == mm) die(mm, "a thread asked twice for the range lock of one space (recursion)");
     if (h.mm == nullptr && free == nullptr) free = &h;
   }
@@ -75,7 +81,9 @@ void begin(MmStruct* mm, RangeHold* h, RangeLock::Mode mode) {
 }  // namespace
 
 RangeHold* range_hold(const MmStruct* mm) {
-  for (RangeHold& h : tls_holds)
+  RangeHold* holds = tls_holds.get();
+  if (holds == nullptr) return nullptr;
+  for (RangeHold& h : std::span(holds, kHolds))
     if (h.mm == mm) return &h;
   return nullptr;
 }
