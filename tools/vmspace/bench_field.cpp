@@ -359,11 +359,27 @@ void run_disjoint_mmap(Ctx& c) {
         fail("disjoint-mmap " + m.name + ": " + std::strerror(bad) + " (is 0x340000000000 free in this process?)");
       c.add("disjoint-mmap", m.name, "ops_per_s_" + tn(threads), static_cast<double>(r.first) / r.second, "ops/s");
     }
+    // The floor of this machine for the shape: the same loop with every
+    // thread in its own AddressSpace (per_vma_refcount), so that nothing of
+    // one space is shared - only the process-wide node pool, RCU and the
+    // allocator.  What a range lock could reach at best.
+    progress("disjoint-mmap: separate spaces, %d thread(s)", threads);
+    std::vector<std::unique_ptr<AddressSpace>> spaces;
+    for (int t = 0; t < threads; ++t)
+      spaces.push_back(make_space(LockMode::per_vma_refcount, 16 * kMiB, 65530, /*pretouch=*/false));
+    std::atomic<int> bad{0};
+    const auto r = run_threads(threads, dur, [&](int t, const std::atomic<bool>& stop) {
+      return disjoint_task(spaces[static_cast<std::size_t>(t)].get(), t, stop, bad);
+    });
+    if (bad != 0) fail(std::string("disjoint-mmap separate spaces: ") + std::strerror(bad));
+    c.add("disjoint-mmap", "separate spaces", "ops_per_s_" + tn(threads), static_cast<double>(r.first) / r.second,
+          "ops/s");
   }
   if (!c.warmup)
     c.notes.push_back("disjoint-mmap: each thread maps 64 KiB regions (MAP_FIXED_NOREPLACE, a 64 KiB gap after each) "
                       "in its own 1 GiB area, makes each read-only, and unmaps the one mapped 64 regions before; "
-                      "ops/s = mmap + mprotect + munmap calls per second over all threads");
+                      "ops/s = mmap + mprotect + munmap calls per second over all threads; 'separate spaces': the same with "
+                      "every thread in its own AddressSpace (the machine's floor for the shape)");
 }
 
 namespace {
