@@ -195,6 +195,7 @@ AddressSpace::~AddressSpace() {
   // section -- only a child whose fork failed inside an AccessScope is
   // destroyed there -- it must not wait, and need not: its pool is the
   // parent's, which lives on.
+  mm::vm_area_free_flush();  // this thread's batch of freed VMAs, too
   if (!rcu::in_read_section()) rcu::barrier();
 }
 

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -97,6 +98,14 @@ struct alignas(64) Vma {
   ~Vma() { mem::fput(vm_file); }
   Vma(const Vma&) = delete;
   Vma& operator=(const Vma&) = delete;
+  // VMAs come from the block pool (vma.cpp; tree/node_pool.h): per-thread
+  // caches, so a thread that maps and the RCU callback thread that frees
+  // do not meet on a malloc arena lock.  `new (std::nothrow) Vma` returns
+  // null when memory runs out.
+  static void* operator new(std::size_t size);
+  static void* operator new(std::size_t size, const std::nothrow_t&) noexcept;
+  static void operator delete(void* p) noexcept;
+  static void operator delete(void* p, const std::nothrow_t&) noexcept;
   // ---- the per-VMA lock (mmap_lock.cpp) ----
   // Equal to mm->mm_lock_seq (odd) while write-locked.  Write: mmap W (in
   // vma_start_write, under the rwsem / exclude-readers flag).  Read: anyone;
@@ -152,6 +161,11 @@ struct alignas(64) Vma {
   // Deferred free after removal (rcu::call): RCU readers may still hold
   // the pointer from a tree lookup.
   rcu::Head rcu;
+  // The next VMA of the freeing thread's batch (vma.cpp vm_area_free_now).
+  // Written by that thread once the VMA is detached and no writer will
+  // touch it again; read by the batch's RCU callback after the grace
+  // period.  (It fills padding: the object stays 192 bytes.)
+  Vma* free_next = nullptr;
 
   std::uint64_t pages() const { return (vm_end - vm_start) >> kPageShift; }
   // Linux vma_is_anonymous(): private anonymous memory (no file, no ops).
@@ -225,10 +239,6 @@ struct MmStruct {
   // its requests belong to the thread-local holds of range_writer.h.
   // Unused in the other modes.
   RangeLock range_lock{LockClass::range_lock};
-  // per_vma_range: the next writer's sequence S (odd; never
-  // kVmaUnlockedSeq).  Atomic RMW, relaxed: S only has to be odd and
-  // differ from kVmaUnlockedSeq (docs/range-writers.md section 4).
-  std::atomic<std::uint64_t> range_seq{1};
   // Odd while mmap_lock is write-held.  Write: mmap W holder only
   // (mmap_write_lock / vma_end_write_all).  Read: anyone (speculatively by
   // vma_start_read; acquire pairs with vma_end_write_all's release).
@@ -252,7 +262,9 @@ struct MmStruct {
   // flight (kRangedMapSlack each).  Atomic RMW.
   std::atomic<int> map_count_reserved{0};
   // Pages of VM_LOCKED VMAs (Linux's mm->locked_vm), checked against
-  // RLIMIT_MEMLOCK.  Write: mmap W.  Read: mmap R.
+  // RLIMIT_MEMLOCK.  Write: mmap W, whole space (per_vma_range: a change
+  // that would change it takes the whole space).  Read: mmap R, or a
+  // ranged write hold (range_has_vma_with).
   std::uint64_t locked_vm = 0;
   // Flags every new mapping gets (Linux's mm->def_flags): VM_LOCKED, plus
   // VM_LOCKONFAULT, after mlockall(MCL_FUTURE [| MCL_ONFAULT]); cleared by

@@ -6,8 +6,8 @@
 #include <cstdio>
 #include <algorithm>
 #include <cstdlib>
+#include <atomic>
 #include <memory>
-#include <span>
 
 #include "mm/vma.h"
 #include "sync/lockdep.h"
@@ -22,10 +22,26 @@ namespace {
 // then the child's); two more slots leave room for embedders that lock two
 // spaces of their own (each through its own call, never nested in ours).
 constexpr unsigned kHolds = 4;
-// Allocated on a thread's first hold: the library's TLS block must stay
-// small (sync/tls.h: a process that dlopens libvmspace.so must find room
-// for all of it in glibc's static TLS reserve).
-thread_local std::unique_ptr<RangeHold[]> tls_holds;
+
+// Writers' sequences come from one process-wide counter, in blocks of
+// kSeqBlock per thread: S only has to be odd, never kVmaUnlockedSeq, and
+// differ from every other live writer's S (invariant R1), and a block
+// drawn once per kSeqBlock writers keeps the counter's line off the
+// per-operation path (two writers on two CPUs used to bounce it on every
+// change).  Relaxed: the values are all that matters.
+constexpr std::uint64_t kSeqBlock = 64;
+std::atomic<std::uint64_t> g_range_seq{1};
+
+// One thread's state: its holds and its block of sequences.  Allocated on
+// the thread's first hold: the library's TLS block must stay small
+// (sync/tls.h: a process that dlopens libvmspace.so must find room for
+// all of it in glibc's static TLS reserve).  Thread-private.
+struct ThreadHolds {
+  RangeHold holds[kHolds];
+  std::uint64_t seq_next = 0;  // next S of this thread's block (odd)
+  std::uint64_t seq_end = 0;   // end of the block; empty when equal
+};
+thread_local std::unique_ptr<ThreadHolds> tls_holds;
 
 [[noreturn]] void die(const MmStruct* mm, const char* msg) {
   std::fprintf(stderr, "vmspace: per_vma_range: %s (mm %p)\n", msg, static_cast<const void*>(mm));
@@ -33,9 +49,9 @@ thread_local std::unique_ptr<RangeHold[]> tls_holds;
 }
 
 RangeHold* claim(MmStruct* mm) {
-  if (tls_holds == nullptr) tls_holds = std::make_unique<RangeHold[]>(kHolds);
+  if (tls_holds == nullptr) tls_holds = std::make_unique<ThreadHolds>();
   RangeHold* free = nullptr;
-  for (RangeHold& h : std::span(tls_holds.get(), kHolds)) {
+  for (RangeHold& h : tls_holds->holds) {
     if (h.mm == mm) die(mm, "a thread asked twice for the range lock of one space (recursion)");
     if (h.mm == nullptr && free == nullptr) free = &h;
   }
@@ -57,12 +73,21 @@ void end_writer(RangeHold* h) {
   for (Vma* v : h->to_free) vm_area_free_now(v);
   h->to_free.clear();
   h->seq = kVmaUnlockedSeq;
+  h->checked = {0, 0};
 }
 
-// S: odd, never kVmaUnlockedSeq (UINT64_MAX, odd too).
-std::uint64_t next_seq(MmStruct* mm) {
+// S: odd, never kVmaUnlockedSeq (UINT64_MAX, odd too), not in use by
+// any other writer (each block belongs to one thread, and a thread's
+// writers on different mms draw different values from it).
+std::uint64_t next_seq() {
+  ThreadHolds& t = *tls_holds;  // claim() made it
   for (;;) {
-    const std::uint64_t s = mm->range_seq.fetch_add(2, std::memory_order_relaxed);
+    if (t.seq_next == t.seq_end) {
+      t.seq_next = g_range_seq.fetch_add(2 * kSeqBlock, std::memory_order_relaxed);
+      t.seq_end = t.seq_next + 2 * kSeqBlock;
+    }
+    const std::uint64_t s = t.seq_next;
+    t.seq_next += 2;
     if (s != kVmaUnlockedSeq) return s;
   }
 }
@@ -70,7 +95,7 @@ std::uint64_t next_seq(MmStruct* mm) {
 void begin(MmStruct* mm, RangeHold* h, RangeLock::Mode mode) {
   h->mm = mm;
   if (mode == RangeLock::Mode::write) {
-    h->seq = next_seq(mm);
+    h->seq = next_seq();
     if (h->locked.capacity() == 0) {
       h->locked.reserve(16);
       h->to_free.reserve(8);
@@ -81,9 +106,9 @@ void begin(MmStruct* mm, RangeHold* h, RangeLock::Mode mode) {
 }  // namespace
 
 RangeHold* range_hold(const MmStruct* mm) {
-  RangeHold* holds = tls_holds.get();
-  if (holds == nullptr) return nullptr;
-  for (RangeHold& h : std::span(holds, kHolds))
+  ThreadHolds* t = tls_holds.get();
+  if (t == nullptr) return nullptr;
+  for (RangeHold& h : t->holds)
     if (h.mm == mm) return &h;
   return nullptr;
 }
@@ -169,11 +194,32 @@ bool range_write_lock(MmStruct* mm, std::uint64_t start, std::uint64_t end) {
   // is not inside L, a writer changed our neighbourhood between the two:
   // retry wider.  Each retry follows a completed change; three, then the
   // whole space.
-  RangeLock::Interval l = range_needed(mm, start, end);
-  for (int tries = 0;; ++tries) {
-    if (tries == 3) l = RangeLock::kWhole;
+  //
+  // The usual case needs no second look: the snapshot and a try_lock in
+  // one read-side section.  If the tree's root is the same after the grant
+  // as before the snapshot, no change was published in between (the root
+  // cannot be freed and reused inside the section: RangeTree::snapshot),
+  // so the hull under the lock is the snapshot's.  A change that could
+  // move our hull was made under a range that meets it, released before
+  // our grant: the grant (acquire, pairs with that unlock's release)
+  // makes its commit visible to the second root load.
+  RangeLock::Interval l;
+  bool held = false, stable = false;
+  {
+    rcu::ReadGuard rcu;
+    const std::uintptr_t before = mm->mm_mt.snapshot();
+    l = range_needed(mm, start, end);
     h->req.set(l, RangeLock::Mode::write);
-    mm->range_lock.lock(h->req);
+    held = mm->range_lock.try_lock(h->req);
+    stable = held && mm->mm_mt.snapshot() == before;
+  }
+  for (int tries = 0; !stable; ++tries) {
+    if (!held) {
+      if (tries == 3) l = RangeLock::kWhole;
+      h->req.set(l, RangeLock::Mode::write);
+      mm->range_lock.lock(h->req);
+    }
+    held = false;  // a retry locks again
     if (h->whole()) break;
     const RangeLock::Interval k = range_needed(mm, start, end);
     if (k.lo >= l.lo && k.hi <= l.hi) break;
@@ -196,6 +242,7 @@ bool range_write_lock(MmStruct* mm, std::uint64_t start, std::uint64_t end) {
       return false;
     }
     h->reserved = true;
+    h->checked = {start, end};
   } else {
     mm->events.count(VmEvent::range_write_whole);
   }
@@ -234,12 +281,17 @@ void range_write_widen(MmStruct* mm) {
 bool range_covers_change(MmStruct* mm, std::uint64_t start, std::uint64_t end) {
   const RangeHold* h = range_hold(mm);
   if (mm->mode != LockMode::per_vma_range || h == nullptr || h->whole()) return true;
+  if (h->checked.lo <= start && end <= h->checked.hi) return true;  // MAP_FIXED: what we locked for
   const RangeLock::Interval need = range_needed(mm, start, end);
   const RangeLock::Interval l = h->range();
   return l.lo <= need.lo && need.hi <= l.hi;
 }
 
 bool range_has_vma_with(MmStruct* mm, std::uint64_t start, std::uint64_t end, vm_flags_t flags) {
+  // locked_vm counts the pages of every VM_LOCKED VMA (and may count more:
+  // mremap's MREMAP_DONTUNMAP source), and only whole-space writers change
+  // it, so under any write hold it is stable and 0 means none.
+  if (flags == VM_LOCKED && mm->locked_vm == 0) return false;
   for (const Vma* v = find_vma(mm, start); v != nullptr && v->vm_start < end; v = find_vma(mm, v->vm_end))
     if (v->vm_flags & flags) return true;
   return false;

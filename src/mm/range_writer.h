@@ -8,8 +8,8 @@
 // thread holds at most one request per mm (fork: the parent's and the
 // child's), recorded in a thread-local RangeHold.
 //
-// A write request is a WRITER: it draws its own odd sequence S from
-// mm->range_seq, stamps every VMA it write-locks with S (vma_start_write)
+// A write request is a WRITER: it draws its own odd sequence S (from its
+// thread's block of a process-wide counter), stamps every VMA it write-locks with S (vma_start_write)
 // and remembers them; when it ends (unlock or downgrade) it stores
 // kVmaUnlockedSeq into each of them with release ordering - before the
 // range is released, so that the next writer of the range cannot have its
@@ -41,6 +41,12 @@ struct RangeHold {
   // A ranged writer (range_write_lock): kRangedMapSlack of
   // mm->map_count_reserved is ours until the writer ends.
   bool reserved = false;
+  // A ranged writer: the change [lo, hi) whose neighbourhood's hull was
+  // checked to lie inside L once granted (empty otherwise).  Stable while
+  // held (no other writer changes what meets L), and the hull only grows
+  // with the change, so a change inside it needs no second look
+  // (range_covers_change).
+  RangeLock::Interval checked{0, 0};
 
   // The locked interval L (the whole space for mmap_read/write_lock).
   RangeLock::Interval range() const { return req.interval(0); }
@@ -98,7 +104,9 @@ void range_write_widen(MmStruct* mm);
 bool range_covers_change(MmStruct* mm, std::uint64_t start, std::uint64_t end);
 
 // Has a VMA meeting [start, end) any of `flags`?  Requires mmap W (a
-// ranged hold covering the range).
+// ranged hold covering the range).  VM_LOCKED alone is answered from
+// mm->locked_vm when it is 0 (no VM_LOCKED VMA anywhere: only
+// whole-space writers change it).
 bool range_has_vma_with(MmStruct* mm, std::uint64_t start, std::uint64_t end, vm_flags_t flags);
 
 // The interval a layout change of [start, end) must hold: the hull of its

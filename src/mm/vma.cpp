@@ -23,6 +23,8 @@
 #include "mm/mmap_lock.h"
 #include "mm/rmap.h"
 #include "sync/fail_nth.h"
+#include "sync/tls.h"
+#include "tree/node_pool.h"
 
 namespace vmspace::mm {
 
@@ -44,18 +46,93 @@ Vma* vm_area_dup(const Vma* orig) {
   return v;
 }
 
-namespace {
-void vm_area_free_rcu(rcu::Head* h) {
-  // rcu is a member of Vma; recover the object.
-  Vma* vma = reinterpret_cast<Vma*>(reinterpret_cast<char*>(h) - offsetof(Vma, rcu));
-  delete vma;
+static_assert(sizeof(Vma) <= tree::pool::kClassSize[tree::pool::kVma] && alignof(Vma) <= 64,
+              "a Vma fits a block of the pool's VMA class");
+
+void* Vma::operator new(std::size_t size) {
+  (void)size;  // == sizeof(Vma): the class has no subclasses
+  return tree::pool::alloc(tree::pool::kVma);
 }
+
+void* Vma::operator new(std::size_t size, const std::nothrow_t&) noexcept {
+  try {
+    return operator new(size);
+  } catch (const std::bad_alloc&) {
+    return nullptr;
+  }
+}
+
+void Vma::operator delete(void* p) noexcept {
+  if (p != nullptr) tree::pool::free_local(tree::pool::kVma, p);
+}
+
+void Vma::operator delete(void* p, const std::nothrow_t&) noexcept { operator delete(p); }
+
+namespace {
+
+Vma* vma_of_rcu(rcu::Head* h) {
+  static_assert(std::is_standard_layout_v<Vma>, "offsetof(Vma, rcu) must be well defined");
+  return reinterpret_cast<Vma*>(reinterpret_cast<char*>(h) - offsetof(Vma, rcu));
+}
+
+void vm_area_free_rcu(rcu::Head* h) { delete vma_of_rcu(h); }
+
+// Private anonymous VMAs are freed in batches: one rcu::call per
+// kVmaFreeBatch VMAs instead of one each, and the callback returns the
+// whole batch to the pool with one exchange.  A 2-thread mmap/munmap loop
+// otherwise queued callbacks faster than liburcu's single callback thread
+// ran them, and the backlog grew without bound (hundreds of MiB a second).
+// Only VMAs whose destruction frees nothing but their own memory (no
+// file: fput can free a file or a shmem object's pages) wait in a batch,
+// so a batch that waits long (an idle thread's) delays nothing a caller
+// can see; it is handed on at thread exit and by vm_area_free_flush().
+constexpr unsigned kVmaFreeBatch = 32;
+
+void vm_area_batch_free_rcu(rcu::Head* h) {
+  tree::pool::Chain chain;
+  for (Vma* v = vma_of_rcu(h); v != nullptr;) {
+    Vma* next = v->free_next;
+    v->~Vma();
+    tree::pool::chain_push(chain, v);
+    v = next;
+  }
+  tree::pool::free_remote(tree::pool::kVma, chain);
+}
+
+// The calling thread's batch.  Thread-private: only its thread touches it.
+struct VmaFreeBatch {
+  Vma* head = nullptr;
+  unsigned count = 0;
+  void submit() {
+    if (head == nullptr) return;
+    Vma* first = head;
+    head = nullptr;
+    count = 0;
+    rcu::call(&first->rcu, vm_area_batch_free_rcu);
+  }
+  ~VmaFreeBatch() { submit(); }
+};
+VMSPACE_TLS_FAST thread_local VmaFreeBatch t_vma_free_batch;
+
 }  // namespace
 
 void vm_area_free_now(Vma* vma) {
-  static_assert(std::is_standard_layout_v<Vma>, "offsetof(Vma, rcu) must be well defined");
-  rcu::call(&vma->rcu, vm_area_free_rcu);
+  if (vma->vm_file != nullptr) {
+    rcu::call(&vma->rcu, vm_area_free_rcu);
+    return;
+  }
+  // Register with RCU before the batch's first use: thread_local
+  // destructors run in reverse order of construction, so the batch's
+  // (which calls rcu::call) then runs while the thread is still
+  // registered.
+  rcu::ensure_registered();
+  VmaFreeBatch& b = t_vma_free_batch;
+  vma->free_next = b.head;
+  b.head = vma;
+  if (++b.count == kVmaFreeBatch) b.submit();
 }
+
+void vm_area_free_flush() { t_vma_free_batch.submit(); }
 
 void vm_area_free(Vma* vma) {
   // per_vma_range: the writer that removed the VMA still stores "unlocked"

@@ -28,6 +28,10 @@ void vm_area_free(Vma* vma);
 // vm_area_free without per_vma_range's deferral (range_writer.cpp frees a
 // writer's removed VMAs with it once their write locks have ended).
 void vm_area_free_now(Vma* vma);
+// Hands the calling thread's batch of freed private anonymous VMAs to RCU
+// now (vm_area_free_now keeps up to 32 before it does).  rcu::barrier()
+// after this frees them all; AddressSpace's destructor and tests call it.
+void vm_area_free_flush();
 
 // ---- neighbours (mmap R) -----------------------------------------------
 // per_vma_range: a writer holding a range finds only VMAs meeting it

@@ -1,10 +1,13 @@
 // SPDX-License-Identifier: MIT
-// node_pool.h - fixed-size block allocator for RangeTree nodes.
+// node_pool.h - fixed-size block allocator for RangeTree nodes and VMAs.
 //
 // Every store() copies a root-to-leaf path and frees the old path from an
 // RCU callback on another thread; glibc malloc handles that producer /
-// consumer pattern poorly (it dominated store() time).  The pool keeps
-// 64-byte aligned blocks of two size classes:
+// consumer pattern poorly (it dominated store() time).  VMAs have the same
+// pattern: made by the thread that maps, freed by the RCU callback thread
+// after munmap (with malloc, the two met on the arena's lock and the
+// callback thread fell behind: 8% of a 2-thread mmap/munmap loop).  The
+// pool keeps 64-byte aligned blocks of three size classes:
 //
 //   alloc()        pops the calling thread's cache; refills it by taking the
 //                  whole global return stack (one exchange), else carves a
@@ -25,9 +28,12 @@
 
 namespace vmspace::tree::pool {
 
-enum Class : unsigned { kSmall = 0, kLarge = 1 };  // leaf and inner node sizes
-inline constexpr std::size_t kClassSize[2] = {384, 1024};
+// Leaf and inner tree nodes, and mm::Vma (vma.cpp checks its size).
+enum Class : unsigned { kSmall = 0, kLarge = 1, kVma = 2 };
+inline constexpr unsigned kClasses = 3;
+inline constexpr std::size_t kClassSize[kClasses] = {384, 1024, 192};
 
+// Throws std::bad_alloc when the system has no memory left.
 void* alloc(Class c);
 void free_local(Class c, void* p);
 

@@ -117,7 +117,16 @@ static_assert(sizeof(RetireBatch) <= pool::kClassSize[pool::kSmall]);
 void free_batch(rcu::Head* h) {
   auto* b = reinterpret_cast<RetireBatch*>(h);
   pool::Chain chain[2];
-  for (std::size_t i = 0; i < b->n; ++i) pool::chain_push(chain[class_of(b->nodes[i])], block_of(b->nodes[i]));
+  // The nodes are cold here (the callback thread never touched them):
+  // fetch a few ahead so that the misses overlap.  Without it this loop
+  // ran slower than two writer threads retired nodes, and the backlog of
+  // batches (pool slabs) grew without bound.
+  constexpr std::size_t kAhead = 8;
+  for (std::size_t i = 0; i < b->n && i < kAhead; ++i) __builtin_prefetch(block_of(b->nodes[i]), 1);
+  for (std::size_t i = 0; i < b->n; ++i) {
+    if (i + kAhead < b->n) __builtin_prefetch(block_of(b->nodes[i + kAhead]), 1);
+    pool::chain_push(chain[class_of(b->nodes[i])], block_of(b->nodes[i]));
+  }
   pool::chain_push(chain[pool::kSmall], b);  // liburcu no longer touches h
   pool::free_remote(pool::kSmall, chain[pool::kSmall]);
   pool::free_remote(pool::kLarge, chain[pool::kLarge]);
@@ -1003,6 +1012,14 @@ std::optional<std::pair<Entry, Entry>> RangeTree::edges(std::uint64_t lo, std::u
   unsigned i;
   if (lo >= hi || !locate(r, lo, l, i) || l->slot[i].start >= hi) return std::nullopt;
   const Entry first{l->slot[i].start, l->end[i], l->slot[i].ptr};
+  // Usually the last one is in the same leaf: it is, if an entry of this
+  // leaf starts at or above hi (entries are sorted and do not overlap).
+  for (unsigned j = i + 1; j < l->count; ++j) {
+    if (l->slot[j].start >= hi) {
+      const unsigned k = j - 1;
+      return std::pair{first, Entry{l->slot[k].start, l->end[k], l->slot[k].ptr}};
+    }
+  }
   const auto last = find_prev_in(r, hi);  // there is one: `first` meets [lo, hi)
   return std::pair{first, last ? *last : first};
 }

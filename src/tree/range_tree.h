@@ -310,6 +310,12 @@ class RangeTree {
   // root load); nullopt when none meets it.  Two lookups, whatever lies
   // between them.
   std::optional<std::pair<Entry, Entry>> edges(std::uint64_t lo, std::uint64_t hi) const;
+  // The identity of the tree's contents: every change publishes a new root
+  // node (copy-on-write, (A)), and a root node is freed only after a grace
+  // period.  So two equal values read inside ONE rcu::ReadGuard mean that
+  // no change was published between the two reads (an empty tree is 0
+  // whatever happened in between, and it is empty both times).
+  std::uintptr_t snapshot() const { return root_.load(std::memory_order_acquire); }
   // The entry after / before e (by address); see (D) for concurrent use.
   std::optional<Entry> next(const Entry& e) const { return find_vma(e.end); }
   std::optional<Entry> prev(const Entry& e) const { return find_prev(e.start); }

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // Basic unit tests for tree::RangeTree.
 #include "tree/range_tree.h"
+#include "sync/rcu.h"
 
 #include <gtest/gtest.h>
 
@@ -213,6 +214,31 @@ TEST_F(tree_RangeTree, EdgesAreTheFirstAndLastEntryMeetingARange) {
       EXPECT_EQ(got->first, *first) << lo << ", " << hi;
       EXPECT_EQ(got->second, *last) << lo << ", " << hi;
     }
+  }
+}
+
+TEST_F(tree_RangeTree, SnapshotChangesWithEveryPublishedChange) {
+  // range_write_lock skips its second look when the snapshot is the same
+  // before and after its grant: every change must publish a new one.
+  RangeTree t;
+  rcu::ReadGuard g;  // no root is freed and reused while we compare
+  const auto empty = t.snapshot();
+  t.store(100, 200, tagp(1));
+  const auto one = t.snapshot();
+  EXPECT_NE(one, empty);
+  EXPECT_EQ(t.snapshot(), one) << "no change, same snapshot";
+  t.store(100, 200, tagp(2));  // same range, new pointer
+  const auto repointed = t.snapshot();
+  EXPECT_NE(repointed, one);
+  t.store(150, 160, tagp(3));  // a split
+  EXPECT_NE(t.snapshot(), repointed);
+  const auto split = t.snapshot();
+  t.erase(100, 200);
+  EXPECT_NE(t.snapshot(), split);
+  for (std::uint64_t k = 0; k < 500; ++k) {  // a deeper tree: the root is still replaced
+    const auto before = t.snapshot();
+    t.store(1000 + 10 * k, 1005 + 10 * k, tagp(k + 1));
+    ASSERT_NE(t.snapshot(), before) << k;
   }
 }
 
