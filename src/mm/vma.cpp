@@ -132,7 +132,10 @@ void vm_area_free_now(Vma* vma) {
   if (++b.count == kVmaFreeBatch) b.submit();
 }
 
-void vm_area_free_flush() { t_vma_free_batch.submit(); }
+void vm_area_free_flush() {
+  rcu::ensure_registered();  // before the batch's first use: see above
+  t_vma_free_batch.submit();
+}
 
 void vm_area_free(Vma* vma) {
   // per_vma_range: the writer that removed the VMA still stores "unlocked"

@@ -30,7 +30,9 @@ void vm_area_free(Vma* vma);
 void vm_area_free_now(Vma* vma);
 // Hands the calling thread's batch of freed private anonymous VMAs to RCU
 // now (vm_area_free_now keeps up to 32 before it does).  rcu::barrier()
-// after this frees them all; AddressSpace's destructor and tests call it.
+// after this frees every VMA this thread removed; other live threads keep
+// theirs (at most 31 each, memory only) until their batch fills or they
+// exit.  AddressSpace's destructor and tests call it.
 void vm_area_free_flush();
 
 // ---- neighbours (mmap R) -----------------------------------------------

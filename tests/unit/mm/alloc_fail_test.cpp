@@ -283,6 +283,41 @@ class AllocFail : public ::testing::TestWithParam<LockMode> {
   mem::PhysMem pool_{mem::PhysMemOptions{.capacity_bytes = kFrames * kPage, .pretouch = false}};
 };
 
+TEST_P(AllocFail, FailedMoveOfLockedMemoryKeepsLockedVm) {
+  // mremap moving a locked VMA, with each allocation failing in turn: a
+  // move that fails (-ENOMEM) leaves the locked VMA where it was, and
+  // locked_vm still counts its pages.  (A page-table failure used to
+  // unmap the locked destination without counting it in first: locked_vm
+  // fell to 0 under a mapped VM_LOCKED VMA, and the later munmap took it
+  // below zero.)
+  constexpr std::uint64_t kDest = kBase + (8ull << 20);
+  int failed_moves = 0;
+  for (std::uint64_t nth = 1; nth < 64; ++nth) {
+    AddressSpace as(opts());
+    ASSERT_EQ(as.mmap(kBase, 2 * kPage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_LOCKED),
+              static_cast<long>(kBase));
+    ASSERT_EQ(as.mm()->locked_vm, 2u);
+    long r;
+    std::uint64_t failures;
+    {
+      fail_nth::Scope inject(nth);
+      r = as.mremap(kBase, 2 * kPage, 2 * kPage, MREMAP_MAYMOVE | MREMAP_FIXED, kDest);
+      failures = fail_nth::failures();
+    }
+    if (failures == 0) {
+      ASSERT_EQ(r, static_cast<long>(kDest));
+      break;  // every allocation of the move was tried
+    }
+    if (r != -ENOMEM) continue;  // an allocation it could do without
+    ++failed_moves;
+    EXPECT_EQ(as.mm()->locked_vm, 2u) << "N=" << nth;
+    EXPECT_EQ(as.map_count(), 1) << "N=" << nth;
+    ASSERT_EQ(as.munmap(kBase, 2 * kPage), 0);
+    EXPECT_EQ(as.mm()->locked_vm, 0u) << "N=" << nth;
+  }
+  EXPECT_GT(failed_moves, 0);
+}
+
 TEST_P(AllocFail, EveryAllocationFailsInTurn) {
   run(0, 0, nullptr);
   ASSERT_FALSE(HasFatalFailure());
