@@ -217,10 +217,12 @@ TEST_F(tree_RangeTree, EdgesAreTheFirstAndLastEntryMeetingARange) {
   }
 }
 
-TEST_F(tree_RangeTree, SnapshotChangesWithEveryPublishedChange) {
-  // range_write_lock skips its second look when the snapshot is the same
-  // before and after its grant: every change must publish a new one.
+// range_write_lock skips its second look when the snapshot is the same
+// before and after its grant: every change must publish a new one, in
+// both writer modes (per_vma_range runs the concurrent one).
+void snapshot_changes_with_every_change(bool concurrent) {
   RangeTree t;
+  t.set_concurrent_writers(concurrent);
   rcu::ReadGuard g;  // no root is freed and reused while we compare
   const auto empty = t.snapshot();
   t.store(100, 200, tagp(1));
@@ -240,6 +242,15 @@ TEST_F(tree_RangeTree, SnapshotChangesWithEveryPublishedChange) {
     t.store(1000 + 10 * k, 1005 + 10 * k, tagp(k + 1));
     ASSERT_NE(t.snapshot(), before) << k;
   }
+  const auto full = t.snapshot();
+  t.erase(1000, 1000 + 10 * 250);  // many entries at once
+  EXPECT_NE(t.snapshot(), full);
+}
+
+TEST_F(tree_RangeTree, SnapshotChangesWithEveryPublishedChange) { snapshot_changes_with_every_change(false); }
+
+TEST_F(tree_RangeTree, SnapshotChangesWithEveryPublishedChangeConcurrentWriters) {
+  snapshot_changes_with_every_change(true);
 }
 
 TEST_F(tree_RangeTree, GapSearchAlignment) {
