@@ -178,8 +178,9 @@ long move_vma(MmStruct* mm, Vma* vma, Remap& r) {
     // moved, and unmap the destination instead (Linux does the same).  The
     // destination has no charge of its own: charge it for the munmap to
     // give back (and if even that munmap fails, it stays, charged).
-    // So is locked_vm: the munmap of a locked destination takes its pages
-    // off (Linux counts new_len in before it unmaps either side).
+    // Likewise locked_vm: the munmap of a locked destination takes its
+    // pages off, so they are counted in first (as Linux, which adds
+    // new_len before it unmaps either side).
     move_pages(mm, vma, r.new_addr, r.addr, moved);
     if (charged != 0) vm_unacct_memory(mm, charged);
     if (flags & VM_ACCOUNT) vm_acct_memory(mm, r.new_len >> kPageShift);

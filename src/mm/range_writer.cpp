@@ -3,10 +3,10 @@
 // RangeLock, and the end of a writer (range_writer.h).
 #include "mm/range_writer.h"
 
-#include <cstdio>
 #include <algorithm>
-#include <cstdlib>
 #include <atomic>
+#include <cstdio>
+#include <cstdlib>
 #include <memory>
 
 #include "mm/vma.h"
@@ -283,8 +283,7 @@ bool range_covers_change(MmStruct* mm, std::uint64_t start, std::uint64_t end) {
   if (mm->mode != LockMode::per_vma_range || h == nullptr || h->whole()) return true;
   if (h->checked.lo <= start && end <= h->checked.hi) return true;  // MAP_FIXED: what we locked for
   const RangeLock::Interval need = range_needed(mm, start, end);
-  const RangeLock::Interval l = h->range();
-  return l.lo <= need.lo && need.hi <= l.hi;
+  return range_held_covers(mm, need.lo, need.hi);
 }
 
 bool range_has_vma_with(MmStruct* mm, std::uint64_t start, std::uint64_t end, vm_flags_t flags) {

@@ -9,11 +9,12 @@
 // child's), recorded in a thread-local RangeHold.
 //
 // A write request is a WRITER: it draws its own odd sequence S (from its
-// thread's block of a process-wide counter), stamps every VMA it write-locks with S (vma_start_write)
-// and remembers them; when it ends (unlock or downgrade) it stores
-// kVmaUnlockedSeq into each of them with release ordering - before the
-// range is released, so that the next writer of the range cannot have its
-// stamp erased by a late store - and only then frees the VMAs it removed.
+// thread's block of a process-wide counter), stamps every VMA it
+// write-locks with S (vma_start_write) and remembers them; when it ends
+// (unlock or downgrade) it stores kVmaUnlockedSeq into each of them with
+// release ordering - before the range is released, so that the next
+// writer of the range cannot have its stamp erased by a late store - and
+// only then frees the VMAs it removed.
 // So a VMA is write-locked exactly when vm_lock_seq != kVmaUnlockedSeq,
 // and two writers never share a stamp value that matters (invariant R1 of
 // docs/range-writers.md section 4).

@@ -81,7 +81,8 @@ void vm_area_free_rcu(rcu::Head* h) { delete vma_of_rcu(h); }
 // kVmaFreeBatch VMAs instead of one each, and the callback returns the
 // whole batch to the pool with one exchange.  A 2-thread mmap/munmap loop
 // otherwise queued callbacks faster than liburcu's single callback thread
-// ran them, and the backlog grew without bound (hundreds of MiB a second).
+// ran them (with the tree's retired nodes, the backlog grew the pool by
+// about 140 MiB a second).
 // Only VMAs whose destruction frees nothing but their own memory (no
 // file: fput can free a file or a shmem object's pages) wait in a batch,
 // so a batch that waits long (an idle thread's) delays nothing a caller
@@ -114,6 +115,17 @@ struct VmaFreeBatch {
 };
 VMSPACE_TLS_FAST thread_local VmaFreeBatch t_vma_free_batch;
 
+// The only way to the batch.  It registers the thread with RCU before the
+// batch's first use: thread_local destructors run in reverse order of
+// construction, so the batch's (which calls rcu::call) then runs while
+// the thread is still registered.  (Reached first through
+// vm_area_free_flush, a batch used to be destroyed after the
+// registration, re-registering a dying thread.)
+VmaFreeBatch& this_threads_batch() {
+  rcu::ensure_registered();
+  return t_vma_free_batch;
+}
+
 }  // namespace
 
 void vm_area_free_now(Vma* vma) {
@@ -121,21 +133,13 @@ void vm_area_free_now(Vma* vma) {
     rcu::call(&vma->rcu, vm_area_free_rcu);
     return;
   }
-  // Register with RCU before the batch's first use: thread_local
-  // destructors run in reverse order of construction, so the batch's
-  // (which calls rcu::call) then runs while the thread is still
-  // registered.
-  rcu::ensure_registered();
-  VmaFreeBatch& b = t_vma_free_batch;
+  VmaFreeBatch& b = this_threads_batch();
   vma->free_next = b.head;
   b.head = vma;
   if (++b.count == kVmaFreeBatch) b.submit();
 }
 
-void vm_area_free_flush() {
-  rcu::ensure_registered();  // before the batch's first use: see above
-  t_vma_free_batch.submit();
-}
+void vm_area_free_flush() { this_threads_batch().submit(); }
 
 void vm_area_free(Vma* vma) {
   // per_vma_range: the writer that removed the VMA still stores "unlocked"
