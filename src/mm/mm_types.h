@@ -118,6 +118,11 @@ struct alignas(64) Vma {
   // vma W; read under vma R (a reader that finds it set retries the walk).
   // (per_vma_refcount encodes "detached" as vm_refcnt == 0.)
   std::atomic<bool> detached{true};
+  // per_vma_range: removed by the writer that stamped it; that writer frees
+  // it when it ends, after storing "unlocked" into it (range_writer.h).
+  // Written and read only by that writer, under its stamp.  (It fills
+  // padding.)
+  bool writer_free = false;
 
   // ---- range and attributes ----
   // Write: mmap W + vma W (or before the VMA is attached).  Read: mmap R, or
@@ -161,11 +166,17 @@ struct alignas(64) Vma {
   // Deferred free after removal (rcu::call): RCU readers may still hold
   // the pointer from a tree lookup.
   rcu::Head rcu;
-  // The next VMA of the freeing thread's batch (vma.cpp vm_area_free_now).
-  // Written by that thread once the VMA is detached and no writer will
-  // touch it again; read by the batch's RCU callback after the grace
-  // period.  (It fills padding: the object stays 192 bytes.)
-  Vma* free_next = nullptr;
+  // The link of the one intrusive list the VMA is on, if any (it fills
+  // padding: the object stays 192 bytes):
+  //  - per_vma_range, while stamped by a writer: that writer's list of the
+  //    VMAs it stamped (RangeHold::locked).  Written by the writer in
+  //    vma_start_write, read by it when it ends (before the range is
+  //    released, so the next writer to stamp the VMA relinks it after);
+  //  - once freed: the freeing thread's batch (vma.cpp vm_area_free_now),
+  //    written by that thread once the VMA is detached and no writer will
+  //    touch it again, read by the batch's RCU callback after the grace
+  //    period.
+  Vma* list_next = nullptr;
 
   std::uint64_t pages() const { return (vm_end - vm_start) >> kPageShift; }
   // Linux vma_is_anonymous(): private anonymous memory (no file, no ops).

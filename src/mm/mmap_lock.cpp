@@ -232,7 +232,10 @@ void vma_start_write(Vma* vma) {
       }
       lockdep::release(vma);
       // per_vma_range: unlocked by this writer's end (range_writer.cpp).
-      if (w != nullptr) w->locked.push_back(vma);
+      if (w != nullptr) {  // (intrusive: stamping never allocates, so it cannot fail halfway)
+        vma->list_next = w->locked;
+        w->locked = vma;
+      }
       break;
   }
 }

@@ -3,6 +3,8 @@
 // vms_gather/complete pair it shares with MAP_FIXED).
 #include <cerrno>
 
+#include <new>
+
 #include "mm/mm.h"
 #include "mm/mmap_lock.h"
 #include "mm/memory.h"
@@ -30,7 +32,14 @@ int vms_gather_munmap_vmas(MmStruct* mm, std::uint64_t start, std::uint64_t end,
     if (!can_modify_vma(v)) return -EPERM;
     if (v->vm_end > end && __split_vma(mm, v, end, /*new_below=*/false) == nullptr) return -ENOMEM;
     vma_start_write(v);
-    out->push_back(v);
+    // Linux gathers into a tree it preallocates (munmap_gather_failed:
+    // -ENOMEM); here the list may have to grow.  Nothing is changed yet
+    // but the splits, which stay, as in Linux.
+    try {
+      out->push_back(v);
+    } catch (const std::bad_alloc&) {
+      return -ENOMEM;
+    }
     v = vma_next(mm, v);
   }
   return 0;

@@ -59,19 +59,24 @@ RangeHold* claim(MmStruct* mm) {
   return free;
 }
 
-// The writer ends: every VMA it stamped becomes unlocked, then the VMAs it
-// removed are queued for freeing.  Runs before the range is released or
-// downgraded (section 4 of docs/range-writers.md: a later writer of the
-// range may stamp the same VMA as soon as the range is free).
+// The writer ends: every VMA it stamped becomes unlocked, and each it
+// removed is queued for freeing right after its own unlock store.  Runs
+// before the range is released or downgraded (section 4 of
+// docs/range-writers.md: a later writer of the range may stamp the same
+// VMA, and relink it, as soon as the range is free).
 void end_writer(RangeHold* h) {
-  for (Vma* v : h->locked) {
+  for (Vma* v = h->locked; v != nullptr;) {
+    // Both read before the store: for a VMA that stays, the store is our
+    // last access to it.
+    Vma* const next = v->list_next;
+    const bool removed = v->writer_free;
     // Release: pairs with the acquire re-check in vma_start_read(): a
     // reader that sees "unlocked" sees every change this writer made.
     v->vm_lock_seq.store(kVmaUnlockedSeq, std::memory_order_release);
+    if (removed) vm_area_free_now(v);  // reuses list_next (the batch link)
+    v = next;
   }
-  h->locked.clear();
-  for (Vma* v : h->to_free) vm_area_free_now(v);
-  h->to_free.clear();
+  h->locked = nullptr;
   h->seq = kVmaUnlockedSeq;
   h->checked = {0, 0};
 }
@@ -96,10 +101,6 @@ void begin(MmStruct* mm, RangeHold* h, RangeLock::Mode mode) {
   h->mm = mm;
   if (mode == RangeLock::Mode::write) {
     h->seq = next_seq();
-    if (h->locked.capacity() == 0) {
-      h->locked.reserve(16);
-      h->to_free.reserve(8);
-    }
   }
 }
 

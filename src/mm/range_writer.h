@@ -21,7 +21,6 @@
 #pragma once
 
 #include <cstdint>
-#include <vector>
 
 #include "mm/mm_types.h"
 
@@ -34,11 +33,13 @@ struct RangeHold {
   RangeLock::Request req{RangeLock::kWhole, RangeLock::Mode::read};
   // S while a write request is held; kVmaUnlockedSeq otherwise.
   std::uint64_t seq = kVmaUnlockedSeq;
-  // VMAs stamped with S (each once), to unlock when the writer ends.
-  std::vector<Vma*> locked;
-  // VMAs removed (detached) by this writer: freed (rcu::call) after the
-  // unlock stores above, which still write to them.
-  std::vector<Vma*> to_free;
+  // VMAs stamped with S (each once), linked through Vma::list_next, to
+  // unlock when the writer ends; those it removed meanwhile
+  // (Vma::writer_free) are freed right after their unlock store, which
+  // still writes to them.  Intrusive: neither stamping nor a free
+  // allocates, so an out-of-memory condition cannot stop a change between
+  // two VMAs.
+  Vma* locked = nullptr;
   // A ranged writer (range_write_lock): kRangedMapSlack of
   // mm->map_count_reserved is ours until the writer ends.
   bool reserved = false;

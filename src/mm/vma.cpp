@@ -92,7 +92,7 @@ constexpr unsigned kVmaFreeBatch = 32;
 void vm_area_batch_free_rcu(rcu::Head* h) {
   tree::pool::Chain chain;
   for (Vma* v = vma_of_rcu(h); v != nullptr;) {
-    Vma* next = v->free_next;
+    Vma* next = v->list_next;
     v->~Vma();
     tree::pool::chain_push(chain, v);
     v = next;
@@ -134,7 +134,7 @@ void vm_area_free_now(Vma* vma) {
     return;
   }
   VmaFreeBatch& b = this_threads_batch();
-  vma->free_next = b.head;
+  vma->list_next = b.head;
   b.head = vma;
   if (++b.count == kVmaFreeBatch) b.submit();
 }
@@ -142,11 +142,15 @@ void vm_area_free_now(Vma* vma) {
 void vm_area_free_flush() { this_threads_batch().submit(); }
 
 void vm_area_free(Vma* vma) {
-  // per_vma_range: the writer that removed the VMA still stores "unlocked"
-  // into it when it ends (range_writer.h), so the free waits for that.
+  // per_vma_range: the writer that stamped the VMA still stores "unlocked"
+  // into it when it ends (range_writer.h), so the free waits for that: it
+  // is already on that writer's list, which frees what is marked.  A VMA
+  // this writer never stamped (made and dropped before anyone saw it) has
+  // no store coming and goes now.
   if (vma->vm_mm->mode == LockMode::per_vma_range) {
-    if (RangeHold* h = range_hold(vma->vm_mm); h != nullptr && h->seq != kVmaUnlockedSeq) {
-      h->to_free.push_back(vma);
+    if (RangeHold* h = range_hold(vma->vm_mm); h != nullptr && h->seq != kVmaUnlockedSeq &&
+        vma->vm_lock_seq.load(std::memory_order_relaxed) == h->seq) {
+      vma->writer_free = true;
       return;
     }
   }

@@ -48,7 +48,8 @@ using namespace bench;
 
 void add_bench(CLI::App& app, BenchArgs& args) {
   auto* sub = app.add_subcommand("bench", "Measure the lock modes side by side (and the host kernel)");
-  sub->add_flag("--quick", args.quick, "Short runs (about 30 s on 2 cores); skips the 1M-VMA lookup");
+  sub->add_flag("--quick", args.quick, "Fewer rounds (2 to 4) of shorter runs at smaller sizes; skips the 1M-VMA lookup (about 4 to 7 minutes "
+                "on 2 cores with the default modes, warm-up included; progress lines give the estimate as it runs)");
   sub->add_option("--json", args.json,
                   "Write machine info, results and targets as JSON to FILE (checked writable before measuring)");
   sub->add_option("--svg", args.svg,
@@ -163,11 +164,13 @@ int cmd_bench(const BenchArgs& args) {
       // and the CPU's frequency up, before anything is recorded: a fresh
       // machine's first figures are not its own (issue 18).
       progress("warm-up: one unrecorded --quick round of every workload");
+      const auto tw = Clock::now();
       Ctx w = c;
       w.quick = true;
       w.warmup = true;
       run_all(w);
       c.warmed_up = true;
+      progress("warm-up took %.0f s", secs(Clock::now() - tw));
     }
     const RoundPlan plan = round_plan(c.quick, args.rounds);
     std::vector<std::vector<Result>> results;
@@ -175,11 +178,19 @@ int cmd_bench(const BenchArgs& args) {
     std::vector<Target> ts;
     for (int round = 1; round <= plan.max_rounds; ++round) {
       progress("round %d (at least %d, at most %d)", round, plan.min_rounds, plan.max_rounds);
+      const auto tr = Clock::now();
       // Notes and the latency CDF are the last round's; figures combine.
       c.results.clear();
       c.notes.clear();
       c.cdf.clear();
       run_all(c);
+      // How long the rest may take, from this round's length (rounds are
+      // alike: the same workloads at the same sizes).
+      const double round_s = secs(Clock::now() - tr);
+      if (round < plan.max_rounds)
+        progress("round %d took %.0f s; %d to %d more round(s): %.0f to %.0f s more", round, round_s,
+                 std::max(0, plan.min_rounds - round), plan.max_rounds - round,
+                 round_s * std::max(0, plan.min_rounds - round), round_s * (plan.max_rounds - round));
       results.push_back(c.results);
       round_targets.push_back(targets(c));
       ts = combine_targets(round_targets);
