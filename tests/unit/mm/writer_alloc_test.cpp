@@ -5,7 +5,7 @@
 // per_vma_range a writer lists the VMAs it write-locks and the ones it
 // removes; those lists were std::vectors that grew as a change met more
 // VMAs (issue 19: "OOM-safe per-writer lists").  Here every plain
-// operator new of the changing thread fails while an mprotect and a
+// operator new (throwing or nothrow) of the changing thread fails while an mprotect and a
 // munmap meet 64 VMAs: the mprotect must succeed, the munmap succeed or
 // fail with -ENOMEM before it changed anything (it gathers the VMAs into
 // a list first), no std::bad_alloc may escape, and the space must be left
@@ -62,6 +62,18 @@ int run_armed(F f) {
 
 void* operator new(std::size_t n) { return plain_new(n); }
 void* operator new[](std::size_t n) { return plain_new(n); }
+// The nothrow forms too (the library's allocations use them), so that
+// every plain new and delete pairs with this malloc and free.
+void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
+  try {
+    return plain_new(n);
+  } catch (const std::bad_alloc&) {
+    return nullptr;
+  }
+}
+void* operator new[](std::size_t n, const std::nothrow_t& t) noexcept { return operator new(n, t); }
+void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
 void operator delete(void* p) noexcept { std::free(p); }
 void operator delete[](void* p) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t) noexcept { std::free(p); }
