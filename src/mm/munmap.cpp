@@ -2,7 +2,6 @@
 // munmap.cpp - removing mappings (Linux's do_vmi_munmap and the
 // vms_gather/complete pair it shares with MAP_FIXED).
 #include <cerrno>
-
 #include <new>
 
 #include "mm/mm.h"

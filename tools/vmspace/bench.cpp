@@ -48,8 +48,10 @@ using namespace bench;
 
 void add_bench(CLI::App& app, BenchArgs& args) {
   auto* sub = app.add_subcommand("bench", "Measure the lock modes side by side (and the host kernel)");
-  sub->add_flag("--quick", args.quick, "Fewer rounds (2 to 4) of shorter runs at smaller sizes; skips the 1M-VMA lookup (about 4 to 7 minutes "
-                "on 2 cores with the default modes, warm-up included; progress lines give the estimate as it runs)");
+  sub->add_flag("--quick", args.quick,
+                "Fewer rounds (2 to 4) of shorter runs at smaller sizes; skips the 1M-VMA lookup (about 4 to 7 "
+                "minutes on 2 cores with the default modes, warm-up included; progress lines give the estimate as "
+                "it runs)");
   sub->add_option("--json", args.json,
                   "Write machine info, results and targets as JSON to FILE (checked writable before measuring)");
   sub->add_option("--svg", args.svg,
