@@ -3,16 +3,22 @@
 //
 // Correctness argument.
 //
-// State: the queue, every request granted or waiting in arrival order,
-// under lock_ (a SpinLock).  Invariant Q, true whenever lock_ is free:
+// State: the queue, every request granted or waiting, under lock_ (a
+// SpinLock).  Queue order is arrival order, except that a stealer is
+// queued just before the first request it conflicts with.  Invariant Q,
+// true whenever lock_ is free:
 //
 //   for every queued request R,
 //     R.blocked_by_ = |{ P queued before R : P conflicts with R }|
 //
 // where "conflicts" uses the modes as they are now.  R is granted iff
-// blocked_by_ is 0.  Each step keeps Q:
+// blocked_by_ is 0; it is claimed (claimed_) once its owner runs with it.
+// Each step keeps Q:
 //   - lock()/try_lock() append R and count the conflicting requests
 //     already queued (all of them are before R).  Nothing after R exists.
+//   - a steal queues R just before F, the first request R conflicts with:
+//     nothing before F conflicts with R (its count is 0), and every
+//     request after R that conflicts with it gains one.
 //   - unlock(P) removes P; P was counted exactly by the later requests it
 //     conflicts with (Q), and those lose one.  Earlier requests never
 //     counted P.
@@ -22,39 +28,52 @@
 //     P has no earlier conflicting request, as a writer or as a reader.)
 //   - Modes and intervals of queued requests change nowhere else.
 //
-// Mutual exclusion: two granted requests never conflict.  Of two
+// Mutual exclusion: two claimed requests never conflict.  Of two
 // conflicting queued requests, the later one counts the earlier one, so
-// its blocked_by_ is at least 1.
+// its blocked_by_ is at least 1.  A steal only passes requests that are
+// not claimed (may_steal), and an unclaimed grant it passes is taken back
+// before lock_ is dropped (its count becomes 1, and its owner claims only
+// under lock_ with a count of 0).
 //
 // Progress (no deadlock, no starvation): blocked_by_ counts only earlier
 // requests, so the earliest waiting request waits only for granted ones;
 // they release after a finite operation (a thread never waits for a range
 // while holding one of the same lock: one request per thread per lock,
-// checked by lockdep).  By induction over the queue position, every
-// request is granted after at most the requests queued before it; later
-// arrivals never increase its count.
+// checked by lockdep).  Stealers can pass a waiting request only until it
+// has waited kHandoffAfter; after that, by induction over the queue
+// position, it is granted after at most the requests then queued before
+// it.  A granted request whose owner is asleep may lose its grant to a
+// stealer, and gets it back when that stealer leaves (its last blocker
+// again), under the same bound.
 //
-// No lost wake-up: blocked_by_ reaches 0 once per queueing, under lock_,
-// in the unlock()/downgrade() of its last blocker, which links the request
-// onto its wake chain and, after dropping lock_, exchanges granted_ for
+// No lost wake-up: blocked_by_ reaches 0 under lock_, in the
+// unlock()/downgrade() of its last blocker, which links the request onto
+// its wake chain and, after dropping lock_, exchanges granted_ for
 // kGranted, and futex-wakes it if it replaced kAsleep.  The waiter sleeps
 // only after its CAS kWaiting -> kAsleep succeeded, and only while the
 // word is still kAsleep (futex_wait compares atomically): if the grant
 // came first, the CAS fails and the waiter does not sleep; if the CAS came
 // first, the exchange returns kAsleep and wakes it (a wake before the
-// futex_wait makes it return at once).  A request granted on arrival sets
-// its own word.  A grant to a waiter still spinning costs no system call.
+// futex_wait makes it return at once).  A stealer takes a grant back only
+// once its word is kGranted (the exchange done: at most one wake is in
+// flight per request, so a request is never on two chains and its
+// wake_next_ is not overwritten while a waker still follows it), setting
+// the word to kWaiting under lock_; the next grant exchanges it again.
+// The owner claims under lock_ only when its count is 0 and its word
+// kGranted: the latest grant's waker has done its exchange.  A request
+// granted on arrival or by a steal sets its own word and is claimed.
 //
 // Memory ordering: everything a holder P did inside its range happens
 // before the accesses of the next holder R of a conflicting request:
-//   - R granted on arrival (lock() or try_lock()): P's unlink is under
-//     lock_, whose release pairs with the acquire of R's lock_.lock().
-//   - R granted by P's unlock()/downgrade(): P's release store of
-//     granted_ (after its range accesses, in program order) pairs with
-//     R's acquire load in lock().
-//   - R granted by the unlock of a later-leaving blocker P2 while P left
-//     earlier: P's unlink released lock_, P2 acquired it before its
-//     release store to R: transitive.
+//   - R granted on arrival or by a steal: P's unlink is under lock_,
+//     whose release pairs with the acquire of R's lock_.lock().
+//   - R granted by an unlock()/downgrade() and claimed: P's unlink
+//     released lock_, and R's claim acquires lock_.
+// And the waker's last accesses to a request (its read of wake_next_,
+// before its release exchange of granted_) happen before the request is
+// reused: the owner's claim and a stealer's may_steal() load the word
+// kGranted with acquire ordering before they return or revoke (after
+// which the owner, or a later unlock() chaining it again, writes it).
 // Requests that do not conflict need no ordering with each other.
 //
 // Wake-ups happen after lock_ is dropped (futex.h's rule, checked in debug
@@ -66,10 +85,14 @@
 //
 // A Request lives on its owner's stack.  The waker reads wake_next_
 // before it stores granted_, and afterwards touches only the futex
-// address (the owner may have run, unlocked and returned; a stale
-// futex_wake is a harmless spurious wake-up elsewhere).
+// address (the owner may have claimed, run, unlocked and returned; a
+// stale futex_wake is a harmless spurious wake-up elsewhere).  The owner
+// returns from lock() only after it claimed under lock_ with the word
+// kGranted, i.e. after the exchange of the latest grant; an earlier
+// grant's exchange was done before that grant could be taken back.
 #include "sync/range_lock.h"
 
+#include <chrono>
 #include <cstdio>
 
 #include "sync/futex.h"
@@ -81,6 +104,19 @@ namespace {
 // short operation on the other CPU, short enough not to matter when the
 // holder is preempted.
 constexpr int kSpinBeforeFutex = 512;
+
+// Test hook: kHandoffAfter replaced (negative: not replaced).
+std::atomic<std::int64_t> g_handoff_after_ns{-1};
+
+std::int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+std::int64_t handoff_after_ns() {
+  const std::int64_t t = g_handoff_after_ns.load(std::memory_order_relaxed);
+  return t >= 0 ? t : std::chrono::duration_cast<std::chrono::nanoseconds>(RangeLock::kHandoffAfter).count();
+}
 
 bool intervals_overlap(const RangeLock::Interval& a, const RangeLock::Interval& b) {
   return a.lo < b.hi && b.lo < a.hi;
@@ -163,24 +199,61 @@ void RangeLock::lock(Request& req, unsigned subclass) {
   req.owner_tid_ = lockdep::thread_id();
 #endif
   std::uint32_t blocked_by = 0;
+  Request* first_conflict = nullptr;
   lock_.lock();
-  for (const Request* p = head_; p != nullptr; p = p->next_)
-    if (p->conflicts_with(req)) ++blocked_by;
+  for (Request* p = head_; p != nullptr; p = p->next_) {
+    if (!p->conflicts_with(req)) continue;
+    if (first_conflict == nullptr) first_conflict = p;
+    ++blocked_by;
+  }
+  if (blocked_by == 0) {
+    enqueue(req, 0);
+    lock_.unlock();
+    // Granted on arrival: lock_'s acquire above ordered us after every
+    // conflicting holder's unlink.
+    return;
+  }
+  const std::int64_t now = now_ns();  // contended path only
+  if (req.mode_ == Mode::write && may_steal(req, first_conflict, now)) {
+    steal(req, first_conflict);
+    steals_.fetch_add(1, std::memory_order_relaxed);
+    lock_.unlock();
+    return;
+  }
   enqueue(req, blocked_by);
+  req.since_ns_ = now;
   lock_.unlock();
-  // Granted on arrival: lock_'s acquire above ordered us after every
-  // conflicting holder's unlink.
-  if (blocked_by == 0) return;
+  wait_granted(req);
+}
+
+// Sleep until req (queued, blocked) is granted, then claim it.  A grant is
+// claimed under lock_, and only once the word says the grant's wake-up
+// has been delivered (kGranted): a stealer may revoke an unclaimed grant
+// (steal()), and the waker of the latest grant must be done with req
+// before its owner may return and reuse or destroy it.
+void RangeLock::wait_granted(Request& req) {
   int spins = 0;
-  // Acquire pairs with the release exchange in wake().
   for (;;) {
+    // Acquire pairs with the release exchange in wake().
     std::uint32_t w = req.granted_.load(std::memory_order_acquire);
-    if (w == kGranted) break;
+    if (w == kGranted) {
+      lock_.lock();
+      // Under lock_: a revocation (steal) sets the word back to kWaiting
+      // and blocked_by_ above 0, both under lock_.  blocked_by_ 0 with
+      // the word kGranted: the latest grant's wake-up is delivered.
+      // Acquire pairs with that waker's release exchange: its read of
+      // wake_next_ happens before we return and reuse the request.
+      const bool mine = req.blocked_by_ == 0 && req.granted_.load(std::memory_order_acquire) == kGranted;
+      if (mine) req.claimed_ = true;
+      lock_.unlock();
+      if (mine) return;
+      spins = 0;
+      continue;
+    }
     if (++spins < kSpinBeforeFutex) {
       cpu_relax();
       continue;
     }
-
     if (w == kWaiting &&
         !req.granted_.compare_exchange_strong(w, kAsleep, std::memory_order_acquire, std::memory_order_acquire))
       continue;  // granted meanwhile: w is kGranted
@@ -188,11 +261,56 @@ void RangeLock::lock(Request& req, unsigned subclass) {
   }
 }
 
+// May the write request req, arriving, be granted ahead of every queued
+// request it conflicts with (from `first` on)?  Only if none of them runs
+// with its grant (claimed_): each is waiting, or granted but its owner not
+// yet back on a CPU to claim it (the hand-off that makes a convoy when
+// threads outnumber CPUs); none has waited kHandoffAfter; and the grant a
+// woken one holds has been delivered (its word is kGranted: its waker is
+// done with it).  Requires lock_.
+bool RangeLock::may_steal(const Request& req, const Request* first, std::int64_t now) const {
+  for (const Request* q = first; q != nullptr; q = q->next_) {
+    if (!q->conflicts_with(req)) continue;
+    if (q->claimed_) return false;
+    if (now - q->since_ns_ >= handoff_after_ns()) return false;
+    // Acquire pairs with the waker's release exchange: its read of
+    // q->wake_next_ happens before our release of q writes it again.
+    if (q->blocked_by_ == 0 && q->granted_.load(std::memory_order_acquire) != kGranted) return false;
+  }
+  return true;
+}
+
+// Queue req, granted, just before `first` (the first request it conflicts
+// with), so that every request it conflicts with is after it and counts
+// it (invariant Q in queue order).  A grant not yet claimed is revoked:
+// its owner, when it runs, finds blocked_by_ above 0 and waits again; the
+// releaser of req will grant it again.  Requires lock_ and may_steal().
+void RangeLock::steal(Request& req, Request* first) {
+  lock_.assert_locked();
+  for (Request* q = first; q != nullptr; q = q->next_) {
+    if (!q->conflicts_with(req)) continue;
+    if (q->blocked_by_++ == 0) q->granted_.store(kWaiting, std::memory_order_relaxed);
+  }
+  req.blocked_by_ = 0;
+  req.claimed_ = true;
+  req.granted_.store(kGranted, std::memory_order_relaxed);
+  req.wake_next_ = nullptr;
+  req.next_ = first;
+  req.prev_ = first->prev_;
+  if (first->prev_ != nullptr)
+    first->prev_->next_ = &req;
+  else
+    head_ = &req;
+  first->prev_ = &req;
+  req.queued_on_ = this;
+}
+
 // Append req with its count of earlier conflicting requests.  Requires
 // lock_.  req is not visible to other threads before this.
 void RangeLock::enqueue(Request& req, std::uint32_t blocked_by) {
   lock_.assert_locked();
   req.blocked_by_ = blocked_by;
+  req.claimed_ = blocked_by == 0;
   // Relaxed: only the owner reads it before a waker's release store,
   // which comes after blocked_by_ reaches 0 under lock_.
   req.granted_.store(blocked_by == 0 ? kGranted : kWaiting, std::memory_order_relaxed);
@@ -254,6 +372,7 @@ void RangeLock::unlock(Request& req) {
     tail_ = req.prev_;
   req.prev_ = req.next_ = nullptr;
   req.queued_on_ = nullptr;
+  req.claimed_ = false;
   // Release: our range accesses happen before the next holder's lock_
   // acquire (a request granted on arrival).
   lock_.unlock();
@@ -333,6 +452,10 @@ void RangeLock::assert_write_locked(const Request& req) const {
   if (req.mode_ != Mode::write || !lockdep::held_exclusive(this))
     bad_request(this, cls_, "RangeLock: expected a granted WRITE request");
 #endif
+}
+
+void RangeLock::set_handoff_after_for_test(std::chrono::nanoseconds d) {
+  g_handoff_after_ns.store(d.count() < 0 ? -1 : d.count(), std::memory_order_relaxed);
 }
 
 std::size_t RangeLock::request_count() {

@@ -64,6 +64,13 @@
  * every other request's set.  This is the implementation's "blocking
  * count" (docs/range-writers.md): a request waits only for conflicting
  * requests queued before it, hence FIFO among conflicting requests.
+ * Stealing: a writer that conflicts with no held request may instead go
+ * ahead of every queued one (each conflicting one adds it to its set),
+ * at every queueing (the implementation's kHandoffAfter bound is a
+ * matter of time, not modelled: unbounded stealing covers it).  "Held"
+ * is the implementation's "claimed": the grant step is the owner's, so
+ * a request whose set became free but that has not taken that step is
+ * exactly a grant not yet claimed, which a stealer takes back.
  *
  * SAFETY PROPERTIES (assertions on ghost state; g_* are ghosts):
  *   P0  two granted range requests never conflict (the lock itself)
@@ -111,6 +118,9 @@
  *   LATE_UNLOCK      negative control: a writer releases the range before
  *                    its VMA write locks, so its "unlock" store may land on a
  *                    VMA the next writer of that range has write-locked
+ *   NO_STEAL         the lock without stealing (strict FIFO)
+ *   STEAL_PAST_HELD  negative control: a writer steals even past a request
+ *                    that is held (P0 fails)
  *   SHOW_CONCURRENCY vacuity check: asserts that writers 0 and 1 never hold
  *                    the range lock at the same time; the counterexample
  *                    shows that disjoint writers do run concurrently
@@ -171,10 +181,33 @@ byte rl_ahead[NREQ];      /* requests queued before request i */
 #define GRANTABLE(i) (!BLK(i, 0) && !BLK(i, 1) && !BLK(i, 2) && !BLK(i, 3))
 #define HELD_CONFLICT(i, j) ((rl_held & (1 << j)) && CONFLICT(i, j))
 
+/* A stealer i goes ahead of queued request j that conflicts with it: j
+ * now waits for i too (a grant j has not claimed is taken back). */
+inline rl_pass(i, j) {
+  if
+  :: (rl_q & (1 << j)) && CONFLICT(i, j) -> rl_ahead[j] = rl_ahead[j] | (1 << i)
+  :: else -> skip
+  fi
+}
+
+#ifdef STEAL_PAST_HELD
+#define MAY_STEAL(i) (!rl_rd[i])
+#else
+#define MAY_STEAL(i) (!rl_rd[i] && !HELD_CONFLICT(i, 0) && !HELD_CONFLICT(i, 1) && \
+                      !HELD_CONFLICT(i, 2) && !HELD_CONFLICT(i, 3))
+#endif
+
 inline rl_lock(i, l, h, rd) {
-  d_step {
+  atomic {
     rl_lo[i] = l; rl_hi[i] = h; rl_rd[i] = rd;
-    rl_ahead[i] = rl_q;
+    if
+    :: rl_ahead[i] = rl_q               /* queue behind every request */
+#ifndef NO_STEAL
+    :: MAY_STEAL(i) ->                  /* steal: ahead of every waiter */
+       rl_ahead[i] = 0;
+       rl_pass(i, 0); rl_pass(i, 1); rl_pass(i, 2); rl_pass(i, 3)
+#endif
+    fi;
     rl_q = rl_q | (1 << i)
   };
   atomic {

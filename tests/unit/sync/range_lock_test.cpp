@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <future>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -230,6 +231,116 @@ TEST(RangeLock, OverlappingWritersInArrivalOrder) {
   EXPECT_EQ(first.grant_order(), 1);
   EXPECT_EQ(second.grant_order(), 2);
   EXPECT_EQ(third.grant_order(), 3);
+}
+
+// Sets RangeLock's hand-off time for one test and restores it.
+class HandoffAfter {
+ public:
+  explicit HandoffAfter(std::chrono::nanoseconds d) { RangeLock::set_handoff_after_for_test(d); }
+  ~HandoffAfter() { RangeLock::set_handoff_after_for_test(std::chrono::nanoseconds(-1)); }
+  HandoffAfter(const HandoffAfter&) = delete;
+  HandoffAfter& operator=(const HandoffAfter&) = delete;
+};
+constexpr std::chrono::nanoseconds kNoHandoff = std::chrono::hours(1);
+
+// Stealing: an arriving writer whose conflicting requests all wait (none
+// runs with its grant) is granted at once, ahead of them; they wait for it
+// too.  Without stealing, `late` would queue behind `waiting`.
+TEST(RangeLock, ArrivingWriterPassesWaitingRequests) {
+  HandoffAfter no_handoff(kNoHandoff);  // the test's own pace must not matter
+  RangeLock lock(LockClass::none);
+  Holder holder(lock, {0, 10}, W);
+  holder.wait_granted();
+  Holder waiting(lock, {5, 20}, W);  // behind holder
+  wait_queued(lock, 2);
+  const std::uint64_t steals = lock.steals();
+  Holder late(lock, {15, 30}, W);  // conflicts with waiting only
+  late.wait_granted();
+  EXPECT_EQ(lock.steals(), steals + 1);
+  EXPECT_EQ(lock.blockers(waiting.request()), 2u);  // holder and late
+  holder.release();
+  EXPECT_TRUE(waiting.blocked());
+  EXPECT_EQ(lock.blockers(waiting.request()), 1u);
+  late.release();
+  waiting.wait_granted();
+  EXPECT_EQ(lock.waiter_count(), 0u);
+}
+
+// No steal past a request that runs with its grant, nor by a reader, nor
+// past a request that has waited kHandoffAfter (the bound that keeps
+// stealing starvation-free).
+TEST(RangeLock, StealingIsBounded) {
+  RangeLock lock(LockClass::none);
+  Holder holder(lock, {0, 10}, W);
+  holder.wait_granted();
+  std::optional<HandoffAfter> handoff(kNoHandoff);  // only the rule under test refuses
+  Holder waiting(lock, {5, 20}, W);
+  wait_queued(lock, 2);
+  Holder reader(lock, {15, 30}, R);  // conflicts with waiting only: readers never steal
+  wait_queued(lock, 3);
+  EXPECT_TRUE(reader.blocked());
+  Holder past_holder(lock, {0, 30}, W);  // conflicts with the holder, which runs
+  wait_queued(lock, 4);
+  EXPECT_TRUE(past_holder.blocked());
+  EXPECT_EQ(lock.steals(), 0u);
+  // A zero hand-off time: every waiter has waited it.  A writer that
+  // conflicts only with waiters (waiting, reader, past_holder) is refused.
+  handoff.emplace(std::chrono::nanoseconds(0));
+  Holder late(lock, {18, 19}, W);
+  wait_queued(lock, 5);
+  EXPECT_TRUE(late.blocked());
+  EXPECT_EQ(lock.steals(), 0u);
+  handoff.reset();
+  holder.release();
+  waiting.wait_granted();
+  waiting.release();
+  reader.wait_granted();
+  reader.release();
+  past_holder.wait_granted();
+  past_holder.release();
+  late.wait_granted();
+}
+
+// More threads than CPUs taking one range in turn: a release grants the
+// range to a sleeping waiter, and running threads steal it back before
+// that waiter claims it (the grant is taken back and given again later).
+// Mutual exclusion and the drained queue are checked; the threads run
+// together (a start barrier) until some steals happened or a deadline.
+TEST(RangeLock, StealingUnderOversubscription) {
+  HandoffAfter no_handoff(kNoHandoff);
+  RangeLock lock(LockClass::none);
+  long counter = 0;  // protected by the write range [0, 1)
+  const unsigned n = 2 * std::max(2u, std::thread::hardware_concurrency());
+  std::atomic<int> inside{0};
+  std::atomic<unsigned> ready{0};
+  std::atomic<bool> overlap{false}, stop{false};
+  std::atomic<long> ops{0};
+  std::vector<std::thread> threads;
+  for (unsigned t = 0; t < n; ++t)
+    threads.emplace_back([&] {
+      ready.fetch_add(1);
+      while (ready.load() < n) std::this_thread::yield();
+      Request req({0, 1}, W);
+      long mine = 0;
+      while (!stop.load(std::memory_order_relaxed)) {
+        lock.lock(req);
+        if (inside.fetch_add(1, std::memory_order_relaxed) != 0) overlap = true;
+        ++counter;
+        inside.fetch_sub(1, std::memory_order_relaxed);
+        lock.unlock(req);
+        ++mine;
+      }
+      ops.fetch_add(mine);
+    });
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (lock.steals() < 100 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  stop = true;
+  for (auto& t : threads) t.join();
+  EXPECT_FALSE(overlap.load());
+  EXPECT_EQ(counter, ops.load());
+  EXPECT_EQ(lock.request_count(), 0u);
+  EXPECT_GE(lock.steals(), 100u);
 }
 
 TEST(RangeLock, TwoIntervalRequests) {
