@@ -269,10 +269,11 @@ void RangeLock::wait_granted(Request& req) {
 // woken one holds has been delivered (its word is kGranted: its waker is
 // done with it).  Requires lock_.
 bool RangeLock::may_steal(const Request& req, const Request* first, std::int64_t now) const {
+  const std::int64_t handoff = handoff_after_ns();
   for (const Request* q = first; q != nullptr; q = q->next_) {
     if (!q->conflicts_with(req)) continue;
     if (q->claimed_) return false;
-    if (now - q->since_ns_ >= handoff_after_ns()) return false;
+    if (now - q->since_ns_ >= handoff) return false;
     // Acquire pairs with the waker's release exchange: its read of
     // q->wake_next_ happens before our release of q writes it again.
     if (q->blocked_by_ == 0 && q->granted_.load(std::memory_order_acquire) != kGranted) return false;
